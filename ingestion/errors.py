@@ -1,0 +1,38 @@
+"""Exceptions raised by the ingestion stage.
+
+IngestError
+├── UnsupportedFormatError   the file type is not one we parse (txt, md, html, pdf, docx) (415/422 at upload)
+├── ParseError               the file claims a supported type but cannot be read (corrupt, encrypted, binary)
+├── EmptyDocumentError       the file parsed but holds no text
+├── DocumentTooLargeError    the upload exceeds the configured size limit (413)
+├── DocumentNotFoundError    no such document or job for this tenant (404)
+└── QueueUnavailableError    the broker or job store cannot be reached (503)
+"""
+
+
+class IngestError(Exception):
+    """Base class of every error raised by ``ingestion``."""
+
+
+class UnsupportedFormatError(IngestError):
+    """The file's type is not supported."""
+
+
+class ParseError(IngestError):
+    """The file could not be read as its type."""
+
+
+class EmptyDocumentError(IngestError):
+    """The file holds no extractable text."""
+
+
+class DocumentTooLargeError(IngestError):
+    """The file is larger than the configured limit."""
+
+
+class DocumentNotFoundError(IngestError):
+    """No such document or job (for this tenant)."""
+
+
+class QueueUnavailableError(IngestError):
+    """Redis (broker or job store) is unreachable."""

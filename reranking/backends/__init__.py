@@ -1,0 +1,1 @@
+"""Model backends of the rerank stage: the only modules of ``reranking`` that import torch."""

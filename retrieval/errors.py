@@ -1,0 +1,28 @@
+"""Exceptions raised by the retrieval stage.
+
+RetrievalError
+├── StoreUnavailableError    the vector store cannot be reached or refused the operation (503)
+├── EmbedderMismatchError    the index was built by another embedder than the configured one (503 / startup)
+├── InvalidFilterError       a search filter that cannot be expressed safely (400)
+└── ModelLoadError           an embedding model cannot be loaded from the configured path or hub id
+"""
+
+
+class RetrievalError(Exception):
+    """Base class of every error raised by ``retrieval``."""
+
+
+class StoreUnavailableError(RetrievalError):
+    """The vector store is down, unreachable or failed an operation."""
+
+
+class EmbedderMismatchError(RetrievalError):
+    """The collection was built with a different embedder (name or dimension)."""
+
+
+class InvalidFilterError(RetrievalError):
+    """A metadata filter was malformed (bad key, unsupported value type)."""
+
+
+class ModelLoadError(RetrievalError):
+    """A model could not be loaded; the message names the setting to change."""

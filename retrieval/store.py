@@ -1,0 +1,79 @@
+"""The ``VectorStore`` protocol and its factory.
+
+Every read and write names a tenant; an implementation must never return another tenant's chunks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from retrieval.errors import InvalidFilterError
+from retrieval.settings import RetrievalSettings
+from retrieval.types import Candidate, Chunk
+
+FILTER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+FilterValue = str | int | float | bool
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    def ensure_collection(self, *, embedder_name: str, dimension: int) -> None:
+        """Create the collection, or check that an existing one was built by the same embedder.
+
+        Raises ``EmbedderMismatchError`` when it was not, ``StoreUnavailableError`` when the store is down.
+        """
+
+    def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        """Insert or replace chunks by their deterministic ids; visible to ``search`` on return."""
+
+    def delete_document(self, tenant: str, document_id: str, *, except_version: str | None = None) -> None:
+        """Remove every chunk of a document (all versions but ``except_version`` when given)."""
+
+    def search(
+        self,
+        tenant: str,
+        vector: np.ndarray,
+        *,
+        limit: int,
+        filters: Mapping[str, FilterValue] | None = None,
+    ) -> list[Candidate]:
+        """The ``limit`` nearest chunks of ``tenant``, best first (score: cosine similarity)."""
+
+    def count(self, tenant: str, document_id: str | None = None) -> int:
+        """Chunks stored for a tenant (or one of its documents), all versions."""
+
+    def ping(self) -> None:
+        """Raise ``StoreUnavailableError`` if the store cannot be reached."""
+
+
+def validate_filters(filters: Mapping[str, Any] | None) -> dict[str, FilterValue]:
+    """Check metadata filters: identifier keys, scalar values. Returns a plain dict."""
+    if not filters:
+        return {}
+    clean: dict[str, FilterValue] = {}
+    for key, value in filters.items():
+        if not isinstance(key, str) or not FILTER_KEY.match(key):
+            raise InvalidFilterError(
+                f"filter key {key!r} is not allowed: use letters, digits and '_' (at most 64 characters)"
+            )
+        if not isinstance(value, str | int | float | bool) or value is None:
+            raise InvalidFilterError(
+                f"filter {key!r} must be a string, number or boolean, not {type(value).__name__}"
+            )
+        clean[key] = value
+    return clean
+
+
+def make_store(settings: RetrievalSettings | None = None) -> VectorStore:
+    settings = settings or RetrievalSettings()
+    if settings.milvus_uri.startswith("memory://"):
+        from retrieval.memory_store import InMemoryStore
+
+        return InMemoryStore()
+    from retrieval.milvus_store import MilvusStore
+
+    return MilvusStore(settings)

@@ -1,0 +1,46 @@
+"""Records that cross stage boundaries: a ``Chunk`` going in, a ``Candidate`` coming out."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+def chunk_id(tenant: str, document_id: str, version: str, position: int) -> str:
+    """Deterministic primary key of a chunk: the same document version always yields the same ids.
+
+    The tenant is part of the key so that two tenants using the same client document id never collide.
+    """
+    raw = "\x1f".join((tenant, document_id, version, str(position)))
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:40]
+
+
+class Chunk(BaseModel):
+    """One piece of a document, as stored in the vector store."""
+
+    tenant: str
+    document_id: str
+    version: str
+    position: int = Field(ge=0)
+    text: str
+    page: int | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return chunk_id(self.tenant, self.document_id, self.version, self.position)
+
+
+class Candidate(BaseModel):
+    """A stage-1 hit: a chunk and its first-stage score (cosine similarity; higher is better)."""
+
+    id: str
+    document_id: str
+    version: str
+    position: int
+    text: str
+    page: int | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    score: float
