@@ -1,0 +1,184 @@
+"""``sieve``: run the embedded stack, the API, a worker; ingest, search and check status from a shell."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from importlib import resources as pkg_resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(help="Sieve: two-stage retrieval for RAG.", no_args_is_help=True)
+console = Console()
+
+HOME = Path(os.environ.get("SIEVE_HOME", ".sieve"))
+UrlOpt = Annotated[str, typer.Option(envvar="SIEVE_URL", help="API address")]
+KeyOpt = Annotated[str, typer.Option(envvar="SIEVE_API_KEY", help="API key (default: the embedded stack's)")]
+
+
+def _logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _client(url: str, key: str) -> Any:
+    from api.client import SieveClient
+
+    if not key:
+        path = HOME / "api_key"
+        if not path.exists():
+            raise typer.BadParameter("no API key: pass --key, set SIEVE_API_KEY, or start `sieve up` first")
+        key = path.read_text().strip()
+    return SieveClient(url, key)
+
+
+def sample_files() -> list[Path]:
+    folder = pkg_resources.files("api").joinpath("sample")
+    return sorted(Path(str(p)) for p in folder.iterdir() if p.is_file())
+
+
+def _ingest(client: Any, paths: list[Path], metadata: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    result = client.upload(paths, metadata=metadata)
+    for rejected in result["rejected"]:
+        console.print(f"[red]refused[/] {rejected['filename']}: {rejected['error']}")
+    job_ids = [j["job_id"] for j in result["jobs"]]
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task(f"ingesting {len(job_ids)} file(s)", total=None)
+
+        def show(jobs: list[dict[str, Any]]) -> None:
+            total = sum(j["chunks_total"] for j in jobs) or None
+            bar.update(task, completed=sum(j["chunks_done"] for j in jobs), total=total)
+
+        jobs: list[dict[str, Any]] = client.wait(job_ids, on_progress=show)
+    for job in jobs:
+        if job["state"] == "failed":
+            console.print(f"[red]failed[/] {job['filename']}: {job['error']}")
+    done = [j for j in jobs if j["state"] == "done"]
+    console.print(f"{len(done)} document(s) indexed, {sum(j['chunks_total'] for j in done)} chunks")
+    return jobs
+
+
+@app.command()
+def up(
+    home: Annotated[Path, typer.Option(help="Data folder (reused on the next start)")] = HOME,
+    port: Annotated[int, typer.Option(help="API port")] = 8000,
+    redis_port: Annotated[int, typer.Option(help="Port of the stack's own Redis")] = 6390,
+    milvus_port: Annotated[int, typer.Option(help="Port of the Milvus Lite server")] = 19540,
+    sample: Annotated[bool, typer.Option(help="Ingest the bundled sample corpus")] = True,
+) -> None:
+    """Start the embedded stack (Redis, Milvus Lite, a Celery worker, the API); Ctrl-C stops it all."""
+    from api.client import SieveClient
+    from api.stack import Stack, StackError
+
+    _logging("WARNING")
+    stack = Stack(home=home, redis_port=redis_port, milvus_port=milvus_port, api_port=port)
+    started = time.monotonic()
+    try:
+        with console.status("starting") as status:
+            stack.start(on_step=lambda label: status.update(f"starting {label}"))
+        console.print(f"stack up in {time.monotonic() - started:.1f} s (logs in {home / 'logs'})")
+        key = stack.api_key()
+        if sample:
+            _ingest(SieveClient(stack.api_url, key), sample_files())
+        console.print(f"\n[bold]Search:[/] {stack.api_url}/  (API key: {key})")
+        console.print(f'  sieve search "how do vaccines work"    or    curl -H "Authorization: Bearer {key}" '
+                      f"-d '{{\"query\": \"how do vaccines work\"}}' -H 'Content-Type: application/json' "
+                      f"{stack.api_url}/v1/search")
+        console.print("Ctrl-C stops everything.")
+        while not stack.dead():
+            time.sleep(1)
+        console.print(f"[red]stopped:[/] {', '.join(stack.dead())} exited (see {home / 'logs'})")
+        raise typer.Exit(1)
+    except StackError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        console.print("stopping…")
+    finally:
+        stack.stop()
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default API_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default API_PORT)")] = None,
+) -> None:
+    """Run the API (settings from API_*, INGEST_*, RETRIEVAL_*, RERANK_* environment variables)."""
+    import uvicorn
+
+    from api.app import create_app
+    from api.resources import Settings
+
+    _logging()
+    settings = Settings()
+    uvicorn.run(create_app(settings), host=host or settings.api.host, port=port or settings.api.port,
+                log_level="info")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Worker processes (one model each)")] = 1,
+    pool: Annotated[str, typer.Option(help="prefork on CPU; solo or threads on a GPU")] = "prefork",
+) -> None:
+    """Run a Celery ingestion worker."""
+    from ingestion.worker import make_celery
+
+    _logging()
+    celery = make_celery()
+    celery.worker_main(["worker", f"--concurrency={concurrency}", f"--pool={pool}", "--loglevel=INFO",
+                        "-Q", celery.conf.task_default_queue, "--without-gossip", "--without-mingle"])
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(exists=True, help="Files or folders")],
+    metadata: Annotated[str | None, typer.Option(help="JSON object stored with every chunk")] = None,
+    url: UrlOpt = "http://127.0.0.1:8000",
+    key: KeyOpt = "",
+) -> None:
+    """Upload files (folders are walked) and show progress until every job ends."""
+    files = [f for p in paths for f in (sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p])]
+    jobs = _ingest(_client(url, key), files, json.loads(metadata) if metadata else None)
+    if any(j["state"] == "failed" for j in jobs):
+        raise typer.Exit(1)
+
+
+@app.command()
+def search(
+    query: str,
+    top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
+    url: UrlOpt = "http://127.0.0.1:8000",
+    key: KeyOpt = "",
+) -> None:
+    """Search and print the hits."""
+    result = _client(url, key).search(query, top_k=top_k)
+    table = Table("#", "document", "score", "text", show_lines=True)
+    for i, hit in enumerate(result["hits"], 1):
+        where = hit["document_id"] + (f" p.{hit['page']}" if hit["page"] else "")
+        table.add_row(str(i), where, f"{hit['score']:.3f}", hit["text"][:300])
+    console.print(table)
+    timings = ", ".join(f"{k} {v:.1f} ms" for k, v in result["timings_ms"].items())
+    console.print(f"rerank: {result['rerank']['backend']} · {timings}")
+
+
+@app.command()
+def status(url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = "") -> None:
+    """Readiness of the stack and the documents of your tenant."""
+    client = _client(url, key)
+    console.print_json(data=client.ready())
+    docs = client.documents()
+    table = Table("document", "chunks", "version", "pending")
+    for doc in docs:
+        table.add_row(doc["document_id"], str(doc["chunks"]), doc["version"], doc["pending_version"] or "")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,82 @@
+"""A small HTTP client for Sieve's API (used by the CLI and the integration tests)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+class SieveClientError(RuntimeError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class SieveClient:
+    def __init__(self, url: str, api_key: str, *, timeout: float = 60.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self._http = httpx.Client(
+            base_url=url.rstrip("/"),
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _check(self, response: httpx.Response) -> Any:
+        if response.is_success:
+            return response.json()
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:500]
+        raise SieveClientError(response.status_code, message)
+
+    def upload(self, paths: Iterable[Path], *, metadata: dict[str, Any] | None = None,
+               document_id: str | None = None) -> dict[str, Any]:
+        files = [("files", (p.name, p.read_bytes())) for p in paths]
+        data: dict[str, str] = {}
+        if metadata:
+            data["metadata"] = json.dumps(metadata)
+        if document_id:
+            data["document_id"] = document_id
+        return dict(self._check(self._http.post("/v1/documents", files=files, data=data)))
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return dict(self._check(self._http.get(f"/v1/jobs/{job_id}")))
+
+    def wait(self, job_ids: list[str], *, timeout: float = 600,
+             on_progress: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            jobs = [self.job(j) for j in job_ids]
+            if on_progress:
+                on_progress(jobs)
+            if all(j["state"] in ("done", "failed") for j in jobs):
+                return jobs
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"jobs not finished after {timeout:.0f} s: {jobs}")
+            time.sleep(0.25)
+
+    def search(self, query: str, **params: Any) -> dict[str, Any]:
+        return dict(self._check(self._http.post("/v1/search", json={"query": query, **params})))
+
+    def documents(self) -> list[dict[str, Any]]:
+        return list(self._check(self._http.get("/v1/documents")))
+
+    def document(self, document_id: str) -> dict[str, Any]:
+        return dict(self._check(self._http.get(f"/v1/documents/{document_id}")))
+
+    def delete(self, document_id: str) -> dict[str, Any]:
+        return dict(self._check(self._http.delete(f"/v1/documents/{document_id}")))
+
+    def ready(self) -> dict[str, Any]:
+        return dict(self._http.get("/ready").json())

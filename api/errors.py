@@ -1,0 +1,110 @@
+"""The one place where exceptions become HTTP responses.
+
+bad input 400/404/413/415/422, overloaded 429, not ready or a store down 503, anything else 500 with a
+generic body and a correlation id (the exception is logged with it, never sent).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ingestion.errors import (
+    DocumentNotFoundError,
+    DocumentTooLargeError,
+    EmptyDocumentError,
+    IngestError,
+    ParseError,
+    QueueUnavailableError,
+    UnsupportedFormatError,
+)
+from reranking.errors import RerankError, RerankInputError, RerankOverloadedError, RerankUnavailableError
+from retrieval.errors import (
+    EmbedderMismatchError,
+    InvalidFilterError,
+    ModelLoadError,
+    RetrievalError,
+    StoreUnavailableError,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error the API raises itself, with its status code."""
+
+    def __init__(self, status_code: int, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.headers = headers
+
+
+STATUS: list[tuple[type[BaseException], int]] = [
+    (InvalidFilterError, 400),
+    (DocumentNotFoundError, 404),
+    (DocumentTooLargeError, 413),
+    (UnsupportedFormatError, 415),
+    (ParseError, 422),
+    (EmptyDocumentError, 422),
+    (RerankInputError, 400),
+    (RerankOverloadedError, 429),
+    (StoreUnavailableError, 503),
+    (EmbedderMismatchError, 503),
+    (ModelLoadError, 503),
+    (QueueUnavailableError, 503),
+    (RerankUnavailableError, 503),
+]
+
+
+def status_for(exc: BaseException) -> int:
+    for kind, status in STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def error_body(status: int, message: str, **extra: object) -> dict[str, object]:
+    return {"error": {"status": status, "message": message, **extra}}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(exc.status_code, exc.message), exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            error_body(exc.status_code, str(exc.detail)), exc.status_code, headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"), "message": err.get("msg", "")}
+            for err in exc.errors()
+        ]
+        summary = "; ".join(f"{p['field'] or 'body'}: {p['message']}" for p in problems) or "invalid request"
+        return JSONResponse(error_body(422, summary, problems=problems), 422)
+
+    async def _known(request: Request, exc: Exception) -> JSONResponse:
+        status = status_for(exc)
+        if status == 500:
+            return await _unexpected(request, exc)
+        return JSONResponse(error_body(status, str(exc)), status)
+
+    for kind in (RetrievalError, IngestError, RerankError):
+        app.add_exception_handler(kind, _known)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        correlation = uuid.uuid4().hex[:12]
+        logger.error("unhandled error %s on %s %s", correlation, request.method, request.url.path, exc_info=exc)
+        body = error_body(500, "internal error; quote this id when reporting it", correlation_id=correlation)
+        return JSONResponse(body, 500)

@@ -1,0 +1,73 @@
+"""What the API process holds for its lifetime: models, store, Redis, the task sender."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from celery import Celery
+
+from api.search import SearchService
+from api.settings import ApiSettings
+from ingestion.records import Records
+from ingestion.settings import IngestSettings
+from ingestion.uploads import Uploads
+from reranking import Reranker, RerankSettings, make_reranker
+from retrieval import Embedder, RetrievalSettings, StoreUnavailableError, VectorStore, make_embedder, make_store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Settings:
+    api: ApiSettings = field(default_factory=ApiSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    rerank: RerankSettings = field(default_factory=RerankSettings)
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    embedder: Embedder
+    store: VectorStore
+    reranker: Reranker
+    records: Records
+    uploads: Uploads
+    search: SearchService
+
+    def close(self) -> None:
+        self.records.close()
+
+
+def build_resources(
+    settings: Settings,
+    *,
+    embedder: Embedder | None = None,
+    store: VectorStore | None = None,
+    reranker: Reranker | None = None,
+    sender: object | None = None,
+) -> Resources:
+    """Build and warm up everything; parts passed in (tests) are used as they are."""
+    embedder = embedder or make_embedder(settings.retrieval)
+    embedder.warm_up()
+    store = store or make_store(settings.retrieval)
+    try:
+        store.ensure_collection(embedder_name=embedder.name, dimension=embedder.dimension)
+    except StoreUnavailableError as exc:
+        # Start anyway: /ready says not ready, search answers 503 until the store is back.
+        logger.warning("vector store not reachable at start: %s", exc)
+    reranker = reranker or make_reranker(settings.rerank)
+    reranker.warm_up()
+    records = Records(settings.ingest.redis_url)
+    if sender is None:
+        sender = Celery("sieve", broker=settings.ingest.redis_url)
+    uploads = Uploads(settings.ingest, records, sender)  # type: ignore[arg-type] # Celery satisfies TaskSender
+    search = SearchService(
+        embedder=embedder,
+        store=store,
+        records=records,
+        reranker=reranker,
+        stale_slack=settings.api.stale_slack,
+    )
+    return Resources(settings, embedder, store, reranker, records, uploads, search)

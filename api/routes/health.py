@@ -1,0 +1,37 @@
+"""Liveness, readiness and the web page."""
+
+from __future__ import annotations
+
+from importlib import resources as pkg_resources
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from api.deps import ResourcesDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+def ready(resources: ResourcesDep) -> JSONResponse:
+    checks: dict[str, str] = {}
+    for name, probe in (("vector_store", resources.store.ping), ("redis", resources.records.ping)):
+        try:
+            probe()
+            checks[name] = "ok"
+        except Exception as exc:  # any failure means not ready; the reason is shown to the operator
+            checks[name] = f"unavailable: {exc}"
+    checks["embedder"] = resources.embedder.name
+    checks["reranker"] = resources.reranker.name
+    ok = all(v == "ok" for k, v in checks.items() if k in ("vector_store", "redis"))
+    return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def page() -> str:
+    return pkg_resources.files("api").joinpath("static/index.html").read_text(encoding="utf-8")

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Install into .venv (with the dev extras) and run the test suite: unit tests and the integration tests on
+# real Redis / Milvus Lite / Milvus server / Celery worker processes the tests start themselves.
+# GPU tests skip here (run them on a GPU machine with -m gpu). Arguments go to pytest.
+set -euo pipefail
+SIEVE_EXTRAS=all,dev source "$(dirname "$0")/venv.sh"
+exec .venv/bin/python -m pytest -m "not gpu" -p no:cacheprovider "$@"

@@ -1,0 +1,327 @@
+"""Turn an uploaded file's bytes into plain-text sections.
+
+``detect_format`` picks the parser from the file name's extension and cross-checks it against the bytes;
+``parse`` extracts text: one ``Section`` per page for PDF, one for every other format. Text is normalised
+(runs of spaces collapsed, paragraphs separated by a blank line). Failures raise ``ingestion.errors``:
+``UnsupportedFormatError`` (unknown extension), ``ParseError`` (corrupt, encrypted, binary, mislabelled) or
+``EmptyDocumentError`` (no text), each with a message that names the file and can be shown to its owner.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import logging
+import re
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from ingestion.errors import EmptyDocumentError, ParseError, UnsupportedFormatError
+
+logger = logging.getLogger(__name__)
+
+_FORMATS = {".txt": "txt", ".md": "md", ".markdown": "md", ".html": "html", ".htm": "html"}
+_FORMATS |= {".pdf": "pdf", ".docx": "docx"}
+SUPPORTED_EXTENSIONS = frozenset(_FORMATS)
+
+_MAX_CONTROL_RATIO = 0.02  # share of control characters above which "text" is taken to be binary
+_MAX_DOCX_UNPACKED = 512 * 1024 * 1024  # refuse zip bombs dressed as .docx
+_BINARY_SIGNATURES = {
+    b"%PDF-": "a PDF",
+    b"PK\x03\x04": "a ZIP archive (e.g. .docx)",
+    b"\xd0\xcf\x11\xe0": "an old Office (.doc/.xls) file",
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+}
+_HTML_DROP = ["script", "style", "nav", "header", "footer", "noscript", "template", "svg", "iframe", "head"]
+_HTML_BLOCKS = [
+    *"p div section article main aside blockquote pre figure figcaption address form fieldset".split(),
+    *"h1 h2 h3 h4 h5 h6 ul ol dl table caption hr details summary".split(),
+]
+_HTML_LINES = ["li", "dt", "dd"]  # one line each inside their (block) list
+_INVISIBLE = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff]")
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+_LINE_BREAK = re.compile("\r\n|[\r\v\f\u2028\x1c-\x1e\x85]")
+_SPACES = re.compile(r"[^\S\n]+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+
+
+@dataclass(frozen=True)
+class Section:
+    """A run of document text; ``page`` is the 1-based page number where the format has pages (PDF)."""
+
+    text: str
+    page: int | None = None
+
+
+def detect_format(filename: str, data: bytes) -> str:
+    """The parser for ``filename``: one of ``"txt"``, ``"md"``, ``"html"``, ``"pdf"``, ``"docx"``.
+
+    The extension decides; the bytes must agree with it (a ``.pdf`` starts with ``%PDF``, a ``.docx`` is a
+    ZIP archive, text formats are not binary). An empty file raises ``EmptyDocumentError``.
+    """
+    name = _display_name(filename)
+    fmt = _format_for_extension(filename)
+    if not data:
+        raise EmptyDocumentError(f"{name} contains no extractable text (the file is empty)")
+    if fmt == "pdf":
+        if b"%PDF-" not in data[:1024]:
+            raise ParseError(f"{name} is not a PDF file (it does not start with %PDF)")
+    elif fmt == "docx":
+        if not data.startswith(b"PK\x03\x04"):
+            hint = " (old binary .doc files are not supported)" if data.startswith(b"\xd0\xcf\x11\xe0") else ""
+            raise ParseError(f"{name} is not a .docx file: it is not a Word 2007+ (ZIP) document{hint}")
+    else:
+        _decode_text(data, name)
+    return fmt
+
+
+def parse(data: bytes, filename: str) -> list[Section]:
+    """Extract the text of a file, in reading order. Never returns an empty list."""
+    name = _display_name(filename)
+    fmt = detect_format(filename, data)
+    parser: Callable[[bytes, str], list[Section]] = _PARSERS[fmt]
+    sections = [s for s in parser(data, name) if s.text]
+    if not sections:
+        raise EmptyDocumentError(f"{name} contains no extractable text")
+    logger.debug("parsed %s as %s: %d section(s)", name, fmt, len(sections))
+    return sections
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _display_name(filename: str) -> str:
+    return filename.replace("\\", "/").rsplit("/", 1)[-1] or "the file"
+
+
+def _format_for_extension(filename: str) -> str:
+    suffix = PurePosixPath(_display_name(filename)).suffix.lower()
+    if suffix not in _FORMATS:
+        supported = ", ".join(sorted(SUPPORTED_EXTENSIONS))
+        what = f"files of type {suffix!r}" if suffix else "files without an extension"
+        raise UnsupportedFormatError(
+            f"{_display_name(filename)}: {what} are not supported (supported: {supported})"
+        )
+    return _FORMATS[suffix]
+
+
+def _short_reason(exc: BaseException) -> str:
+    message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    lines = message.strip().splitlines()
+    reason = lines[0] if lines else ""
+    reason = reason if len(reason) <= 200 else reason[:197] + "..."
+    return reason or type(exc).__name__
+
+
+def _normalise(text: str) -> str:
+    """Collapse runs of spaces within lines, drop invisible/control characters, keep paragraph breaks."""
+    text = _LINE_BREAK.sub("\n", text).replace("\u2029", "\n\n")
+    text = _CONTROL.sub(" ", _INVISIBLE.sub("", text))
+    lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+def _decode_text(data: bytes, name: str) -> str:
+    """Decode a text file; raise ``ParseError`` if the bytes look binary rather than text."""
+    for signature, kind in _BINARY_SIGNATURES.items():
+        if data.startswith(signature):
+            raise ParseError(f"{name} looks like {kind}, not a text file; check the file extension")
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        candidates: tuple[str, ...] = ("utf-16",)
+    elif b"\x00" in data:
+        raise ParseError(f"{name} looks binary (it contains NUL bytes), not like a text file")
+    else:
+        candidates = ("utf-8-sig", "cp1252", "latin-1")
+    for encoding in candidates:
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if len(_CONTROL.findall(text)) > _MAX_CONTROL_RATIO * len(text):
+            break
+        if encoding not in ("utf-8-sig", "utf-16"):
+            logger.info("%s is not valid UTF-8; decoded it as %s", name, encoding)
+        return text
+    raise ParseError(f"{name} looks binary (it is not readable as UTF-8 or Latin-1 text)")
+
+
+# ---------------------------------------------------------------------------------------------- parsers
+
+
+def _parse_txt(data: bytes, name: str) -> list[Section]:
+    return [Section(_normalise(_decode_text(data, name)))]
+
+
+def _parse_md(data: bytes, name: str) -> list[Section]:
+    from markdown_it import MarkdownIt
+
+    text = _decode_text(data, name)
+    parser = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+    try:
+        tokens = parser.parse(text)
+    except Exception as exc:
+        raise ParseError(f"{name} could not be read as Markdown: {_short_reason(exc)}") from exc
+    blocks: list[str] = []
+    group: list[str] = []  # lines of the list or table being read, joined by single newlines
+    row: list[str] | None = None
+    depth = 0  # nesting of lists and tables
+    for tok in tokens:
+        if tok.type in ("bullet_list_open", "ordered_list_open", "table_open"):
+            depth += 1
+        elif tok.type in ("bullet_list_close", "ordered_list_close", "table_close"):
+            depth -= 1
+            if depth == 0 and group:
+                blocks.append("\n".join(group))
+                group = []
+        elif tok.type == "tr_open":
+            row = []
+        elif tok.type == "tr_close" and row is not None:
+            group.append(" | ".join(cell for cell in row if cell))
+            row = None
+        else:
+            piece = _md_block_text(tok, name)
+            if piece is None:
+                continue
+            if row is not None:
+                row.append(piece)
+            else:
+                (group if depth else blocks).append(piece)
+    return [Section(_normalise("\n\n".join(b for b in blocks if b.strip())))]
+
+
+def _md_block_text(tok: Any, name: str) -> str | None:
+    if tok.type == "inline":
+        parts: list[str] = []
+        for child in tok.children or []:
+            if child.type in ("text", "code_inline", "image"):
+                parts.append(child.content)
+            elif child.type == "softbreak":
+                parts.append(" ")
+            elif child.type == "hardbreak":
+                parts.append("\n")
+        return "".join(parts)
+    if tok.type in ("fence", "code_block"):
+        return str(tok.content).rstrip("\n")
+    if tok.type == "html_block":
+        return _html_text(str(tok.content), name)
+    return None
+
+
+def _parse_html(data: bytes, name: str) -> list[Section]:
+    return [Section(_normalise(_html_text(data, name)))]
+
+
+def _html_text(markup: bytes | str, name: str) -> str:
+    from bs4 import BeautifulSoup, NavigableString
+    from bs4.element import PreformattedString
+
+    try:
+        soup = BeautifulSoup(markup, "lxml")
+    except Exception as exc:
+        raise ParseError(f"{name} could not be read as HTML: {_short_reason(exc)}") from exc
+    title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    for tag in soup.find_all(_HTML_DROP):
+        tag.decompose()
+    for node in list(soup.find_all(string=True)):
+        if isinstance(node, PreformattedString):  # comments, CDATA, doctype, processing instructions
+            node.extract()
+        elif type(node) is NavigableString and node.find_parent("pre") is None:
+            node.replace_with(re.sub(r"\s+", " ", node))  # source line breaks are not paragraph breaks
+    for br in soup.find_all("br"):
+        br.replace_with("\n")
+    for row in reversed(soup.find_all("tr")):  # innermost first, so nested tables end up in their cell
+        cells = (cell.get_text(" ", strip=True) for cell in row.find_all(["td", "th"], recursive=False))
+        row.replace_with(" | ".join(text for text in cells if text) + "\n")
+    for line in soup.find_all(_HTML_LINES):
+        line.insert_after("\n")
+    for block in soup.find_all(_HTML_BLOCKS):
+        block.insert_before("\n\n")
+        block.insert_after("\n\n")
+    body = soup.get_text()
+    return f"{title}\n\n{body}" if title and not body.lstrip().startswith(title) else body
+
+
+def _parse_pdf(data: bytes, name: str) -> list[Section]:
+    from pypdf import PdfReader
+    from pypdf.errors import DependencyError, FileNotDecryptedError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise ParseError(f"{name} is encrypted (password-protected); upload an unprotected copy")
+        pages = list(reader.pages)
+    except ParseError:
+        raise
+    except (DependencyError, FileNotDecryptedError) as exc:
+        raise ParseError(f"{name} is encrypted and could not be opened: {_short_reason(exc)}") from exc
+    except Exception as exc:
+        raise ParseError(f"{name} could not be read as PDF: {_short_reason(exc)} (damaged or incomplete?)") from exc
+    sections: list[Section] = []
+    failures: list[str] = []
+    for number, page in enumerate(pages, start=1):
+        try:
+            text = _normalise(page.extract_text() or "")
+        except Exception as exc:  # one bad page should not lose the rest of the document
+            logger.warning("%s: could not extract text from page %d: %s", name, number, _short_reason(exc))
+            failures.append(_short_reason(exc))
+            continue
+        if text:
+            sections.append(Section(text, page=number))
+    if not sections and failures:
+        raise ParseError(f"{name} could not be read as PDF: {failures[0]}")
+    return sections
+
+
+def _parse_docx(data: bytes, name: str) -> list[Section]:
+    import docx
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+        if unpacked > _MAX_DOCX_UNPACKED:
+            raise ParseError(f"{name} is too large once unpacked ({unpacked // 2**20} MiB)")
+        document = docx.Document(io.BytesIO(data))
+        blocks = list(_docx_blocks(document))
+    except ParseError:
+        raise
+    except Exception as exc:
+        raise ParseError(f"{name} could not be read as a Word document: {_short_reason(exc)}") from exc
+    return [Section(_normalise("\n\n".join(blocks)))]
+
+
+def _docx_blocks(container: Any) -> Iterator[str]:
+    """Paragraph texts and table rows (cells joined by " | "), in document order."""
+    for item in container.iter_inner_content():  # paragraphs and tables
+        if not hasattr(item, "rows"):
+            if item.text.strip():
+                yield item.text
+            continue
+        rows: list[str] = []
+        for row in item.rows:
+            cells: list[str] = []
+            seen: set[Any] = set()
+            for cell in row.cells:
+                if cell._tc in seen:  # a merged cell is repeated once per grid column it spans
+                    continue
+                seen.add(cell._tc)
+                text = " ".join(part.replace("\n", " ") for part in _docx_blocks(cell))
+                if text.strip():
+                    cells.append(text)
+            if cells:
+                rows.append(" | ".join(cells))
+        if rows:
+            yield "\n".join(rows)
+
+
+_PARSERS: dict[str, Callable[[bytes, str], list[Section]]] = {
+    "txt": _parse_txt,
+    "md": _parse_md,
+    "html": _parse_html,
+    "pdf": _parse_pdf,
+    "docx": _parse_docx,
+}

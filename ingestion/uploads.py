@@ -1,0 +1,97 @@
+"""Accepting uploads: validate, store durably, record, enqueue. Used by the API and the CLI."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Protocol
+
+from ingestion.errors import DocumentNotFoundError, DocumentTooLargeError, IngestError
+from ingestion.files import FileStore, content_version, safe_name
+from ingestion.parsers import detect_format
+from ingestion.records import Job, JobState, Records
+from ingestion.settings import IngestSettings
+
+logger = logging.getLogger(__name__)
+
+DOCUMENT_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
+
+
+class TaskSender(Protocol):
+    def send_task(self, name: str, args: list[Any], queue: str | None = None) -> Any: ...
+
+
+def validate_document_id(document_id: str) -> str:
+    document_id = document_id.strip()
+    if not DOCUMENT_ID.match(document_id):
+        raise ValueError("document_id must be 1-256 printable characters")
+    return document_id
+
+
+class Uploads:
+    def __init__(self, settings: IngestSettings, records: Records, sender: TaskSender) -> None:
+        self.settings = settings
+        self.records = records
+        self.sender = sender
+        self.files = FileStore(settings.data_dir)
+
+    def check(self, filename: str, data: bytes) -> None:
+        """Cheap checks at the door: size, supported type, not binary junk (raises ``IngestError``)."""
+        if len(data) > self.settings.max_file_bytes:
+            raise DocumentTooLargeError(
+                f"{filename} is {len(data)} bytes; the limit is {self.settings.max_file_bytes} "
+                "(INGEST_MAX_FILE_BYTES)"
+            )
+        detect_format(filename, data)
+
+    def accept(
+        self, tenant: str, filename: str, data: bytes, *, document_id: str | None, metadata: dict[str, Any]
+    ) -> Job:
+        """Store the file, record the job, enqueue it. Raises ``IngestError`` for a file we refuse."""
+        self.check(filename, data)
+        document_id = validate_document_id(document_id or safe_name(filename, limit=256))
+        version = content_version(data)
+        try:
+            current = self.records.get_document(tenant, document_id)
+            unchanged = current.chunks if current.active == version else None
+        except DocumentNotFoundError:
+            unchanged = None
+        path = self.files.save(tenant, document_id, version, filename, data)
+        job = self.records.accept_upload(
+            tenant,
+            document_id,
+            version=version,
+            filename=filename,
+            path=str(path),
+            metadata=metadata,
+            unchanged_chunks=unchanged,
+        )
+        if job.state is JobState.QUEUED:
+            self.enqueue(job)
+        return job
+
+    def delete(self, tenant: str, document_id: str) -> Job:
+        job = self.records.request_delete(tenant, document_id)
+        self.enqueue(job)
+        return job
+
+    def enqueue(self, job: Job) -> None:
+        task = "sieve.delete" if job.kind == "delete" else "sieve.ingest"
+        self.sender.send_task(task, args=[job.id], queue=self.settings.queue)
+        self.records.mark_enqueued(job.id)
+
+    def recover(self) -> int:
+        """Re-send jobs that were recorded but whose enqueue was not confirmed (a crash in between)."""
+        count = 0
+        for job_id in self.records.pending_jobs():
+            try:
+                self.enqueue(self.records.get_job(job_id))
+                count += 1
+            except DocumentNotFoundError:
+                self.records.mark_enqueued(job_id)
+        if count:
+            logger.info("re-enqueued %d accepted jobs after a restart", count)
+        return count
+
+
+__all__ = ["IngestError", "Uploads", "validate_document_id"]

@@ -1,0 +1,149 @@
+"""Celery application and thin tasks: ids in, ``ingestion.pipeline`` does the work.
+
+Delivery guarantees: ``acks_late`` + ``task_reject_on_worker_lost`` (a killed child's task is redelivered),
+a deliberate broker ``visibility_timeout`` (a killed worker's unacked task is redelivered after it), retries
+with exponential backoff for transient errors, a terminal ``failed`` state after the last retry, and
+permanent errors (unreadable file) failing at once. Models load once per worker process.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, Task
+from celery.signals import worker_process_init
+
+from ingestion import pipeline
+from ingestion.errors import EmptyDocumentError, ParseError, UnsupportedFormatError
+from ingestion.files import FileStore
+from ingestion.records import JobState, Records
+from ingestion.settings import IngestSettings
+from retrieval import Embedder, RetrievalSettings, VectorStore, make_embedder, make_store
+
+logger = logging.getLogger(__name__)
+
+PERMANENT = (ParseError, UnsupportedFormatError, EmptyDocumentError, FileNotFoundError)
+
+
+class Resources:
+    """What a worker process holds: built lazily once per process (after fork), reused by every task."""
+
+    def __init__(self, ingest: IngestSettings, retrieval: RetrievalSettings) -> None:
+        self.ingest = ingest
+        self.retrieval = retrieval
+        self._embedder: Embedder | None = None
+        self._store: VectorStore | None = None
+        self._records: Records | None = None
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            embedder = make_embedder(self.retrieval)
+            embedder.warm_up()
+            self._embedder = embedder
+        return self._embedder
+
+    @property
+    def store(self) -> VectorStore:
+        if self._store is None:
+            self._store = make_store(self.retrieval)
+        return self._store
+
+    @property
+    def records(self) -> Records:
+        if self._records is None:
+            self._records = Records(self.ingest.redis_url)
+        return self._records
+
+    @property
+    def files(self) -> FileStore:
+        return FileStore(self.ingest.data_dir)
+
+
+def make_celery(
+    settings: IngestSettings | None = None, retrieval: RetrievalSettings | None = None
+) -> Celery:
+    settings = settings or IngestSettings()
+    retrieval = retrieval or RetrievalSettings()
+    app = Celery("sieve", broker=settings.redis_url)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=settings.queue,
+        task_ignore_result=True,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    resources = Resources(settings, retrieval)
+    app.conf.sieve_resources = resources
+
+    def _fail(job_id: str, exc: BaseException) -> None:
+        message = str(exc) or type(exc).__name__
+        logger.warning("job %s failed: %s", job_id, message)
+        resources.records.update_job(job_id, state=JobState.FAILED, error=message[:2000])
+
+    def _retry(task: Task, job_id: str, exc: Exception) -> Any:
+        if task.request.retries >= settings.max_retries:
+            _fail(job_id, RuntimeError(f"gave up after {task.request.retries + 1} attempts: {exc}"))
+            return None
+        countdown = min(settings.retry_backoff_max_s, settings.retry_backoff_s * 2**task.request.retries)
+        logger.info("job %s: transient error (%s), retrying in %ss", job_id, exc, countdown)
+        raise task.retry(exc=exc, countdown=countdown)
+
+    @app.task(name="sieve.ingest", bind=True, max_retries=None)
+    def ingest_task(self: Task, job_id: str) -> None:
+        records = resources.records
+        job = records.get_job(job_id)
+        if job.state in (JobState.DONE, JobState.FAILED):
+            return  # redelivered after it finished: nothing to do twice
+
+        def progress(done: int, total: int) -> None:
+            records.update_job(job_id, chunks_done=done, chunks_total=total)
+
+        try:
+            pipeline.run_job(
+                job,
+                records,
+                lambda: pipeline.ingest(
+                    job,
+                    records=records,
+                    store=resources.store,
+                    embedder=resources.embedder,
+                    settings=settings,
+                    progress=progress,
+                ),
+            )
+        except PERMANENT as exc:
+            _fail(job_id, exc)
+        except Exception as exc:  # transient: store or Redis down, model hiccup
+            _retry(self, job_id, exc)
+
+    @app.task(name="sieve.delete", bind=True, max_retries=None)
+    def delete_task(self: Task, job_id: str) -> None:
+        records = resources.records
+        job = records.get_job(job_id)
+        if job.state in (JobState.DONE, JobState.FAILED):
+            return
+        try:
+            pipeline.run_job(
+                job,
+                records,
+                lambda: pipeline.delete(job, records=records, store=resources.store, files=resources.files),
+            )
+        except Exception as exc:
+            _retry(self, job_id, exc)
+
+    @worker_process_init.connect(weak=False)
+    def _load_models(**_: Any) -> None:
+        # Each worker process loads its model once, before taking its first task.
+        resources.embedder  # noqa: B018 - property access loads the model
+
+    return app
+
+
+def celery_app() -> Celery:
+    """Entry point for ``celery -A ingestion.worker:celery_app worker`` (settings from the environment)."""
+    return make_celery()
