@@ -34,6 +34,7 @@ class SearchRequest(BaseModel):
 class Hit(BaseModel):
     chunk_id: str
     document_id: str
+    version: str
     text: str
     page: int | None
     position: int
@@ -104,6 +105,7 @@ class SearchService:
             Hit(
                 chunk_id=c.id,
                 document_id=c.document_id,
+                version=c.version,
                 text=c.text,
                 page=c.page,
                 position=c.position,

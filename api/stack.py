@@ -79,6 +79,7 @@ class Stack:
     milvus_port: int = 19540
     api_port: int = 8000
     host: str = "127.0.0.1"
+    extra_env: dict[str, str] = field(default_factory=dict)
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
     @property
@@ -115,6 +116,7 @@ class Stack:
             TRANSFORMERS_OFFLINE="1",
             PYTHONUNBUFFERED="1",
         )
+        env.update(self.extra_env)
         return env
 
     def _spawn(self, name: str, argv: list[str], log: Path) -> subprocess.Popen[bytes]:

@@ -1,21 +1,27 @@
-"""Split parsed sections into token-bounded, overlapping chunks (with ``semchunk``).
+"""Split parsed sections into token-bounded, overlapping chunks.
 
 Sizes are measured by the caller's ``count_tokens`` (normally the embedder's own tokenizer), so this module
 never loads a model. Each section is chunked on its own, so a chunk never spans two PDF pages and carries its
 section's page. Guarantees: no empty chunks, ``count_tokens(chunk.text) <= chunk_tokens`` for every chunk,
 positions ``0..n-1`` in document order, and the same input always gives the same chunks.
 
-How ``semchunk`` overlaps: it first splits the text into sub-chunks of ``min(overlap, chunk - overlap)``
-tokens at the most meaningful boundaries it can find (blank lines, line breaks, sentence ends, clause
-punctuation, spaces), then joins ``chunk // sub`` consecutive sub-chunks into each chunk with a stride of
-``(chunk - overlap) // sub``. So consecutive chunks share whole sub-chunks (roughly ``overlap`` tokens), and
-a chunk may be somewhat shorter than ``chunk_tokens``.
+How: ``semchunk`` splits each section, without overlap, into pieces of at most ``chunk_tokens -
+overlap_tokens`` tokens at the most meaningful boundaries it finds (blank lines, line breaks, sentence ends,
+clause punctuation, spaces). Every piece after the first is then prefixed with the longest run of whole words
+before it that fits in ``overlap_tokens`` and keeps the chunk within budget (no overlap where not even one
+word fits). A chunk wholly contained in the next (pieces shorter than the overlap) is dropped.
+
+semchunk's own ``overlap=`` is not used: it builds chunks out of sub-chunks of ``min(overlap, chunk -
+overlap)`` tokens, so a small overlap (or one close to the chunk size) makes sub-chunks of one or two
+tokens that cut words apart, chunks come out well short of the budget, and the overlap is a whole sub-chunk
+(an overlap of 40% of the chunk becomes 50%).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -27,6 +33,7 @@ from ingestion.parsers import Section
 logger = logging.getLogger(__name__)
 
 MIN_CHUNK_TOKENS = 8
+_WORD_START = re.compile(r"(?<!\S)\S")
 
 
 @dataclass(frozen=True)
@@ -45,24 +52,26 @@ def chunk_sections(
     chunk_tokens: int,
     overlap_tokens: int,
 ) -> list[TextChunk]:
-    """Chunk every section; consecutive chunks of one section share about ``overlap_tokens`` tokens.
+    """Chunk every section; each chunk repeats up to ``overlap_tokens`` tokens from the end of the last one.
 
-    Raises ``ValueError`` unless ``chunk_tokens >= 8`` and ``0 <= overlap_tokens < chunk_tokens``.
+    Overlap never crosses sections. Raises ``ValueError`` unless ``chunk_tokens >= 8`` and
+    ``0 <= overlap_tokens < chunk_tokens``.
     """
     _validate(chunk_tokens, overlap_tokens)
-    # A cache per call: semchunk's own memoisation (memoize=True) keeps every token counter it has seen,
-    # and an unbounded cache of every text counted, in a module-level dict for the life of the process.
+    # A cache per call: semchunk's own memoisation (memoize=True) keeps every token counter it has seen, with
+    # an unbounded cache of every text it counted, in a module-level dict for the life of the process.
     counter = functools.lru_cache(maxsize=65536)(count_tokens)
-    chunker = semchunk.chunkerify(counter, chunk_tokens, memoize=False)
+    chunker = semchunk.chunkerify(counter, chunk_tokens - overlap_tokens, memoize=False)
 
     chunks: list[TextChunk] = []
     for section in sections:
         if not section.text.strip():
             continue
-        # semchunk reads an overlap below 1 as a fraction of the chunk size; ours is always whole tokens.
-        pieces = cast(list[str], chunker(section.text, overlap=overlap_tokens or None))
-        for piece in pieces:
-            for text in _within_budget(piece, chunker, counter, chunk_tokens):
+        _, offsets = cast(tuple[list[str], list[tuple[int, int]]], chunker(section.text, offsets=True))
+        spans = _with_overlap(section.text, offsets, counter, chunk_tokens, overlap_tokens)
+        for start, end in spans:
+            text = section.text[start:end].strip()
+            if text:
                 chunks.append(TextChunk(text=text, position=len(chunks), page=section.page))
     logger.debug(
         "chunked %d section(s) into %d chunk(s) of at most %d tokens (overlap %d)",
@@ -82,22 +91,65 @@ def _validate(chunk_tokens: int, overlap_tokens: int) -> None:
         raise ValueError(f"chunk_tokens must be at least {MIN_CHUNK_TOKENS}, got {chunk_tokens}")
     if not 0 <= overlap_tokens < chunk_tokens:
         raise ValueError(
-            f"overlap_tokens must be at least 0 and less than chunk_tokens ({chunk_tokens}), got {overlap_tokens}"
+            f"overlap_tokens must be >= 0 and less than chunk_tokens ({chunk_tokens}), got {overlap_tokens}"
         )
 
 
-def _within_budget(
-    piece: str, chunker: semchunk.Chunker, counter: Callable[[str], int], chunk_tokens: int
-) -> list[str]:
-    """``piece`` stripped, or re-split without overlap in the rare case joining sub-chunks overshot.
+def _with_overlap(
+    text: str,
+    offsets: Sequence[tuple[int, int]],
+    counter: Callable[[str], int],
+    chunk_tokens: int,
+    overlap_tokens: int,
+) -> list[tuple[int, int]]:
+    """Move each piece's start back over the words before it, as far as both budgets allow.
 
-    semchunk sizes sub-chunks exactly, but a tokenizer need not be additive: the joined text of several
-    sub-chunks can count a few tokens more than their sum (e.g. where a word was split between two).
+    A chunk that ends up wholly inside the next one (pieces shorter than the overlap) is dropped.
     """
-    text = piece.strip()
-    if not text:
-        return []
-    if counter(text) <= chunk_tokens:
-        return [text]
-    logger.debug("an overlapped chunk counted %d > %d tokens; re-splitting it", counter(text), chunk_tokens)
-    return [part.strip() for part in cast(list[str], chunker(text)) if part.strip()]
+    if not overlap_tokens:
+        return list(offsets)
+    spans: list[tuple[int, int]] = []
+    for i, (start, end) in enumerate(offsets):
+        first, behind = i, 0  # the earliest piece the tail may reach into
+        while first > 0 and behind < overlap_tokens:
+            first -= 1
+            behind += counter(text[offsets[first][0] : offsets[first][1]])
+        if first < i:
+            start = _tail_start(text, offsets[first][0], start, end, counter, chunk_tokens, overlap_tokens)
+        while spans and spans[-1][0] >= start:
+            spans.pop()
+        spans.append((start, end))
+    return spans
+
+
+def _tail_start(
+    text: str,
+    region_start: int,
+    start: int,
+    end: int,
+    counter: Callable[[str], int],
+    chunk_tokens: int,
+    overlap_tokens: int,
+) -> int:
+    """The earliest word start in ``text[region_start:start]`` whose tail fits both budgets, else ``start``.
+
+    Dropping leading words does not add tokens, so the candidates that fit form a suffix: binary-search it.
+    (Should a tokenizer break that, the result still fits: only a candidate that was checked is returned.)
+    """
+    candidates = [m.start() for m in _WORD_START.finditer(text, region_start, start)]
+
+    def fits(i: int) -> bool:
+        tail_start = candidates[i]
+        return (
+            counter(text[tail_start:start]) <= overlap_tokens
+            and counter(text[tail_start:end]) <= chunk_tokens
+        )
+
+    low, high = 0, len(candidates)  # find the first index that fits; len(candidates) means none does
+    while low < high:
+        mid = (low + high) // 2
+        if fits(mid):
+            high = mid
+        else:
+            low = mid + 1
+    return candidates[low] if low < len(candidates) else start

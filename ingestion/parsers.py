@@ -38,10 +38,9 @@ _BINARY_SIGNATURES = {
     b"GIF8": "a GIF image",
 }
 _HTML_DROP = ["script", "style", "nav", "header", "footer", "noscript", "template", "svg", "iframe", "head"]
-_HTML_BLOCKS = [
-    *"p div section article main aside blockquote pre figure figcaption address form fieldset".split(),
-    *"h1 h2 h3 h4 h5 h6 ul ol dl table caption hr details summary".split(),
-]
+_HTML_BLOCKS = ["p", "div", "section", "article", "main", "aside", "blockquote", "pre", "figure"]
+_HTML_BLOCKS += ["figcaption", "address", "form", "fieldset", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol"]
+_HTML_BLOCKS += ["dl", "table", "caption", "hr", "details", "summary"]
 _HTML_LINES = ["li", "dt", "dd"]  # one line each inside their (block) list
 _INVISIBLE = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff]")
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
@@ -73,8 +72,10 @@ def detect_format(filename: str, data: bytes) -> str:
             raise ParseError(f"{name} is not a PDF file (it does not start with %PDF)")
     elif fmt == "docx":
         if not data.startswith(b"PK\x03\x04"):
-            hint = " (old binary .doc files are not supported)" if data.startswith(b"\xd0\xcf\x11\xe0") else ""
-            raise ParseError(f"{name} is not a .docx file: it is not a Word 2007+ (ZIP) document{hint}")
+            hint = (
+                " (old binary .doc files are not supported)" if data.startswith(b"\xd0\xcf\x11\xe0") else ""
+            )
+            raise ParseError(f"{name} is not a .docx file (Word 2007+ documents are ZIP archives){hint}")
     else:
         _decode_text(data, name)
     return fmt
@@ -260,7 +261,9 @@ def _parse_pdf(data: bytes, name: str) -> list[Section]:
     except (DependencyError, FileNotDecryptedError) as exc:
         raise ParseError(f"{name} is encrypted and could not be opened: {_short_reason(exc)}") from exc
     except Exception as exc:
-        raise ParseError(f"{name} could not be read as PDF: {_short_reason(exc)} (damaged or incomplete?)") from exc
+        raise ParseError(
+            f"{name} could not be read as PDF: {_short_reason(exc)} (damaged or incomplete?)"
+        ) from exc
     sections: list[Section] = []
     failures: list[str] = []
     for number, page in enumerate(pages, start=1):

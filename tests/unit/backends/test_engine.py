@@ -1,0 +1,197 @@
+"""The packed inference engine on CPU (fp32, eager) against the transformers backends (tiny Qwen3, real vocabulary).
+
+The GPU path (bf16, compiled, CUDA graphs) is checked against an fp32 reference in ``tests/gpu/``.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from reranking.backends.engine import Engine, EngineEmbedder, EngineReranker
+from reranking.backends.packed_qwen3 import graph_inputs, pack
+from reranking.errors import RerankInputError, RerankOverloadedError, RerankUnavailableError
+
+TOL = 1e-4
+QUERY = "what is the capital of France?"
+DOCS = [
+    "The capital of France is Paris.",
+    "Photosynthesis converts light energy into chemical energy in plants.",
+    "",
+    "短い中文文档：北京是中国的首都。",
+    "def add(a, b):\n    return a + b\n",
+    "Paris " * 40,  # longer than max_tokens below: scored by its best window
+]
+
+
+def _sequences(seed: int, count: int, low: int = 1, high: int = 90) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[rng.randrange(151643) for _ in range(rng.randint(low, high))] for _ in range(count)]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+
+
+@pytest.fixture(scope="module")
+def tiny_causal(tiny_qwen3_reranker_dir: Path):
+    return AutoModelForCausalLM.from_pretrained(tiny_qwen3_reranker_dir, dtype=torch.float32).eval()
+
+
+@pytest.fixture()
+def engine(tiny_causal) -> Iterator[Engine]:
+    e = Engine(tiny_causal, head="score", head_token_ids=(2152, 9693), token_budget=256)
+    e.warm_up()
+    yield e
+    e.close()
+
+
+class TestNumerics:
+    def test_scores_equal_qwen3_reranker(self, engine: Engine, qwen3_reranker) -> None:
+        seqs = _sequences(0, 12, high=200)
+        expected = qwen3_reranker.score_sequences(seqs)
+        np.testing.assert_allclose(_sigmoid(engine.run(seqs)), expected, atol=TOL, rtol=0)
+
+    def test_rank_equals_qwen3_reranker_with_windows(self, tiny_qwen3_reranker_dir: Path) -> None:
+        from reranking.backends.qwen3 import Qwen3Reranker
+
+        exact = Qwen3Reranker(model=str(tiny_qwen3_reranker_dir), max_tokens=96, batch_size=4)
+        served = EngineReranker(model=str(tiny_qwen3_reranker_dir), device="cpu", max_tokens=96)
+        try:
+            for instruction in (None, "Find passages that name a capital city"):
+                want = exact.rank(QUERY, DOCS, instruction=instruction)
+                got = served.rank(QUERY, DOCS, instruction=instruction)
+                assert [h.index for h in got] == [h.index for h in want]
+                np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=TOL, rtol=0)
+            assert served.rank(QUERY, DOCS, top_k=2) == served.rank(QUERY, DOCS)[:2]
+            assert served.rank(QUERY, []) == []
+            with pytest.raises(RerankInputError):
+                served.rank("  ", DOCS)
+        finally:
+            served.engine.close()
+
+    @pytest.mark.parametrize("dimension", [None, 32])
+    def test_embeddings_equal_qwen3_embedder(
+        self, tiny_qwen3_embedding_dir: Path, dimension: int | None
+    ) -> None:
+        from retrieval.backends.qwen3 import Qwen3Embedder
+
+        exact = Qwen3Embedder(model=str(tiny_qwen3_embedding_dir), dimension=dimension, batch_size=3)
+        served = EngineEmbedder(model=str(tiny_qwen3_embedding_dir), device="cpu", dimension=dimension)
+        try:
+            texts = [d or "empty" for d in DOCS]
+            np.testing.assert_allclose(served.embed_documents(texts), exact.embed_documents(texts), atol=TOL)
+            np.testing.assert_allclose(
+                served.embed_queries(texts[:3]), exact.embed_queries(texts[:3]), atol=TOL
+            )
+            assert served.name == exact.name and served.dimension == exact.dimension
+            assert served.max_tokens == exact.max_tokens
+            assert served.count_tokens(DOCS[3]) == exact.count_tokens(DOCS[3])
+            assert served.embed_documents([]).shape == (0, exact.dimension)
+        finally:
+            served.engine.close()
+
+
+class TestPacking:
+    def test_batch_equals_single(self, engine: Engine) -> None:
+        seqs = _sequences(1, 10, high=120)
+        together = engine.run(seqs)
+        alone = np.array([engine.run([s])[0] for s in seqs])
+        np.testing.assert_allclose(together, alone, atol=1e-5, rtol=0)
+        assert engine.stats.batches >= 3  # 10 sequences of up to 120 tokens do not fit one 256-token batch
+
+    def test_graph_padding_does_not_change_results(self, engine: Engine) -> None:
+        """The padded layout replayed by CUDA graphs, run eagerly: real rows are untouched by padding."""
+        seqs = _sequences(2, 5, high=40)
+        ids, _, cu, _ = pack(seqs)
+        ints, full_cu = graph_inputs(ids, cu, tokens=256, slots=9)
+        t = torch.from_numpy(ints)
+        with torch.inference_mode():
+            padded = engine.runner.forward(
+                t[:256], t[256:512], torch.from_numpy(full_cu), t[512:], max_len=256
+            ).numpy()
+        np.testing.assert_allclose(padded[: len(seqs)], engine.run(seqs), atol=1e-5, rtol=0)
+        assert np.all(np.diff(full_cu) > 0)
+        with pytest.raises(ValueError):
+            graph_inputs(ids, cu, tokens=int(cu[-1]) + 3, slots=9)  # no room for a row per unused slot
+
+    def test_concurrent_submits_from_8_threads(self, engine: Engine) -> None:
+        work = {i: _sequences(10 + i, 6, high=60) for i in range(8)}
+        expected = {i: np.array([engine.run([s])[0] for s in seqs]) for i, seqs in work.items()}
+        results: dict[int, np.ndarray] = {}
+        barrier = threading.Barrier(8)
+
+        def client(i: int) -> None:
+            barrier.wait()
+            futures = [engine.submit(work[i][:3]), engine.submit(work[i][3:])]
+            results[i] = np.concatenate([f.result(timeout=60) for f in futures])
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert sorted(results) == list(range(8))
+        for i in range(8):
+            np.testing.assert_allclose(results[i], expected[i], atol=1e-5, rtol=0)
+
+    def test_token_budget_is_respected_and_requests_share_batches(self, tiny_causal) -> None:
+        engine = Engine(tiny_causal, head="score", head_token_ids=(2152, 9693), token_budget=50)
+        try:
+            requests = [_sequences(30 + i, 3, high=50) for i in range(10)]
+            engine.pause()
+            futures = [engine.submit(r) for r in requests]
+            engine.resume()
+            got = [f.result(timeout=60) for f in futures]
+            for r, g in zip(requests, got, strict=True):
+                np.testing.assert_allclose(g, [engine.run([s])[0] for s in r], atol=1e-5, rtol=0)
+            batches = list(engine.stats.recent_batch_tokens)
+            assert batches and max(batches) <= 50
+            assert max(engine.stats.recent_batch_requests) > 1  # packing across requests happened
+            with pytest.raises(RerankInputError):
+                engine.submit([[1] * 51])  # one sequence longer than the budget
+        finally:
+            engine.close()
+
+
+class TestQueue:
+    def test_refuses_with_overloaded_when_full(self, tiny_causal) -> None:
+        engine = Engine(
+            tiny_causal, head="score", head_token_ids=(2152, 9693), token_budget=64, max_queued_tokens=100
+        )
+        try:
+            engine.warm_up()
+            engine.pause()
+            first = engine.submit([[5] * 30, [6] * 30])
+            with pytest.raises(RerankOverloadedError):
+                engine.submit([[7] * 50])
+            with pytest.raises(RerankInputError):
+                engine.submit([[7] * 60, [8] * 60])  # larger than the whole queue: never fits
+            engine.resume()
+            assert first.result(timeout=60).shape == (2,)
+            assert engine.submit([[7] * 50]).result(timeout=60).shape == (1,)  # room again
+        finally:
+            engine.close()
+        with pytest.raises(RerankUnavailableError):
+            engine.submit([[1, 2, 3]])
+
+    def test_rejects_bad_input(self, engine: Engine) -> None:
+        assert engine.run([]).shape == (0,)
+        with pytest.raises(RerankInputError):
+            engine.submit([[]])
+        with pytest.raises(RerankInputError):
+            engine.submit([[151669]])  # outside the vocabulary
+
+    def test_warm_up_is_idempotent(self, engine: Engine) -> None:
+        seqs = _sequences(3, 4)
+        before = engine.run(seqs)
+        engine.warm_up()
+        engine.warm_up()
+        np.testing.assert_array_equal(engine.run(seqs), before)

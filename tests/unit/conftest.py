@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import fakeredis
+import pytest
+
+from ingestion.records import Records
+from ingestion.settings import IngestSettings
+from ingestion.uploads import Uploads
+from retrieval.memory_store import InMemoryStore
+from tests.unit.fakes import HashEmbedder, RecordingSender
+
+
+@pytest.fixture
+def records() -> Iterator[Records]:
+    r = Records("redis://fake", client=fakeredis.FakeRedis(decode_responses=True))
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def ingest_settings(tmp_path: Path) -> IngestSettings:
+    return IngestSettings(data_dir=tmp_path / "files", chunk_tokens=16, chunk_overlap=4, embed_batch=4)
+
+
+@pytest.fixture
+def sender() -> RecordingSender:
+    return RecordingSender()
+
+
+@pytest.fixture
+def uploads(ingest_settings: IngestSettings, records: Records, sender: RecordingSender) -> Uploads:
+    return Uploads(ingest_settings, records, sender)
+
+
+@pytest.fixture
+def embedder() -> HashEmbedder:
+    return HashEmbedder()
+
+
+@pytest.fixture
+def store() -> InMemoryStore:
+    return InMemoryStore()

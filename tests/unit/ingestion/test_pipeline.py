@@ -1,0 +1,130 @@
+"""Upload bookkeeping and the ingest/delete pipeline on fakes (the real stack is in tests/integration)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingestion import pipeline
+from ingestion.errors import DocumentNotFoundError, DocumentTooLargeError, UnsupportedFormatError
+from ingestion.records import JobState, Records
+from ingestion.settings import IngestSettings
+from ingestion.uploads import Uploads
+from retrieval.memory_store import InMemoryStore
+from tests.unit.fakes import HashEmbedder, RecordingSender
+
+TEXT = b"Honey bees dance to tell their hive mates where the flowers are. " * 20
+
+
+def run(uploads: Uploads, store: InMemoryStore, embedder: HashEmbedder, settings: IngestSettings) -> None:
+    """Play the worker: run every sent task once, in order."""
+    sent, uploads.sender.sent = list(uploads.sender.sent), []  # type: ignore[attr-defined]
+    for name, (job_id,) in sent:
+        job = uploads.records.get_job(job_id)
+        if name == "sieve.ingest":
+            work = lambda job=job: pipeline.ingest(  # noqa: E731
+                job, records=uploads.records, store=store, embedder=embedder, settings=settings
+            )
+        else:
+            work = lambda job=job: pipeline.delete(  # noqa: E731
+                job, records=uploads.records, store=store, files=uploads.files
+            )
+        pipeline.run_job(job, uploads.records, work)
+
+
+def test_accept_stores_the_file_before_enqueueing(uploads: Uploads, sender: RecordingSender) -> None:
+    job = uploads.accept("t", "bees.txt", TEXT, document_id=None, metadata={"k": 1})
+    assert job.document_id == "bees.txt" and job.state is JobState.QUEUED
+    assert open(job.path, "rb").read() == TEXT
+    assert sender.sent == [("sieve.ingest", [job.id])]
+    assert uploads.records.pending_jobs() == []
+
+
+def test_a_crash_before_enqueue_is_recovered(ingest_settings: IngestSettings, records: Records) -> None:
+    broken = Uploads(ingest_settings, records, RecordingSender(fail=True))
+    with pytest.raises(ConnectionError):
+        broken.accept("t", "bees.txt", TEXT, document_id=None, metadata={})
+    assert len(records.pending_jobs()) == 1
+    healthy = Uploads(ingest_settings, records, RecordingSender())
+    assert healthy.recover() == 1
+    assert [name for name, _ in healthy.sender.sent] == ["sieve.ingest"]  # type: ignore[attr-defined]
+    assert records.pending_jobs() == []
+
+
+def test_door_checks(uploads: Uploads, ingest_settings: IngestSettings) -> None:
+    with pytest.raises(UnsupportedFormatError):
+        uploads.accept("t", "x.exe", b"MZ", document_id=None, metadata={})
+    uploads.settings = ingest_settings.model_copy(update={"max_file_bytes": 10})
+    with pytest.raises(DocumentTooLargeError, match="INGEST_MAX_FILE_BYTES"):
+        uploads.accept("t", "bees.txt", TEXT, document_id=None, metadata={})
+    with pytest.raises(ValueError):
+        uploads.accept("t", "bees.txt", b"ok", document_id="bad\x00id", metadata={})
+
+
+def test_ingest_then_reingest_is_idempotent(uploads: Uploads, store: InMemoryStore, embedder: HashEmbedder,
+                                            ingest_settings: IngestSettings) -> None:
+    first = uploads.accept("t", "bees.txt", TEXT, document_id="bees", metadata={})
+    run(uploads, store, embedder, ingest_settings)
+    done = uploads.records.get_job(first.id)
+    assert done.state is JobState.DONE and done.chunks_total > 1
+    assert store.count("t", "bees") == done.chunks_total
+    for _ in range(4):
+        again = uploads.accept("t", "bees.txt", TEXT, document_id="bees", metadata={})
+        assert again.state is JobState.DONE  # unchanged content: nothing to redo
+        run(uploads, store, embedder, ingest_settings)
+    assert store.count("t", "bees") == done.chunks_total
+    # Running the same job twice (a redelivery) changes nothing either.
+    pipeline.ingest(first, records=uploads.records, store=store, embedder=embedder, settings=ingest_settings)
+    assert store.count("t", "bees") == done.chunks_total
+
+
+def test_new_version_replaces_and_late_old_job_does_not_win(
+    uploads: Uploads, store: InMemoryStore, embedder: HashEmbedder, ingest_settings: IngestSettings
+) -> None:
+    v1 = uploads.accept("t", "doc.txt", TEXT, document_id="doc", metadata={})
+    run(uploads, store, embedder, ingest_settings)
+    v2 = uploads.accept("t", "doc.txt", b"Tides follow the moon. " * 30, document_id="doc", metadata={})
+    run(uploads, store, embedder, ingest_settings)
+    doc = uploads.records.get_document("t", "doc")
+    assert doc.active == v2.version
+    assert store.count("t", "doc") == doc.chunks
+    # v1's job redelivered late: it must neither reactivate v1 nor leave its chunks behind.
+    pipeline.ingest(v1, records=uploads.records, store=store, embedder=embedder, settings=ingest_settings)
+    assert uploads.records.get_document("t", "doc").active == v2.version
+    assert store.count("t", "doc") == doc.chunks
+
+
+def test_delete_hides_at_once_and_removes_chunks(
+    uploads: Uploads, store: InMemoryStore, embedder: HashEmbedder, ingest_settings: IngestSettings
+) -> None:
+    uploads.accept("t", "doc.txt", TEXT, document_id="doc", metadata={})
+    run(uploads, store, embedder, ingest_settings)
+    uploads.delete("t", "doc")
+    assert uploads.records.active_versions("t", ["doc"]) == {}
+    with pytest.raises(DocumentNotFoundError):
+        uploads.records.get_document("t", "doc")
+    run(uploads, store, embedder, ingest_settings)
+    assert store.count("t", "doc") == 0
+    assert uploads.records.list_documents("t") == []
+    with pytest.raises(DocumentNotFoundError):
+        uploads.delete("t", "doc")
+
+
+def test_reupload_after_delete_survives_the_delete_job(
+    uploads: Uploads, store: InMemoryStore, embedder: HashEmbedder, ingest_settings: IngestSettings
+) -> None:
+    uploads.accept("t", "doc.txt", TEXT, document_id="doc", metadata={})
+    run(uploads, store, embedder, ingest_settings)
+    uploads.delete("t", "doc")
+    uploads.accept("t", "doc.txt", TEXT, document_id="doc", metadata={})
+    run(uploads, store, embedder, ingest_settings)  # the delete job runs first, then the new ingest
+    doc = uploads.records.get_document("t", "doc")
+    assert doc.active and store.count("t", "doc") == doc.chunks > 0
+
+
+def test_tenants_do_not_share_documents(uploads: Uploads, store: InMemoryStore, embedder: HashEmbedder,
+                                        ingest_settings: IngestSettings) -> None:
+    uploads.accept("a", "doc.txt", TEXT, document_id="doc", metadata={})
+    run(uploads, store, embedder, ingest_settings)
+    with pytest.raises(DocumentNotFoundError):
+        uploads.records.get_document("b", "doc")
+    assert store.count("b") == 0 and store.count("a") > 0
