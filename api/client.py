@@ -23,7 +23,7 @@ class SieveClient:
                  transport: httpx.BaseTransport | None = None) -> None:
         self._http = httpx.Client(
             base_url=url.rstrip("/"),
-            headers={"Authorization": f"Bearer {api_key}"},
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
             timeout=timeout,
             transport=transport,
         )

@@ -147,6 +147,8 @@ class Stack:
     def start_milvus(self) -> None:
         from pymilvus import MilvusClient
 
+        from retrieval.milvus_store import GRPC_OPTIONS
+
         exe = Path(sys.executable).with_name("milvus-lite")
         argv = [str(exe) if exe.exists() else "milvus-lite", "server", "--data-dir", str(self.home / "milvus"),
                 "--host", self.host, "--port", str(self.milvus_port)]
@@ -154,7 +156,7 @@ class Stack:
         proc = self._spawn("milvus-lite", argv, log)
 
         def up() -> bool:
-            MilvusClient(uri=self.milvus_uri, timeout=2).list_collections()
+            MilvusClient(uri=self.milvus_uri, timeout=2, grpc_options=GRPC_OPTIONS).list_collections()
             return True
 
         wait_for(up, what="Milvus Lite server", timeout=60, proc=proc, log=log)

@@ -205,7 +205,10 @@ class MilvusStore:
             if self._conn is None:
                 with self._errors("connect"):
                     client = MilvusClient(
-                        uri=self._uri, token=self.settings.milvus_token, timeout=self._timeout
+                        uri=self._uri,
+                        token=self.settings.milvus_token,
+                        timeout=self._timeout,
+                        grpc_options=GRPC_OPTIONS,
                     )
                     version = str(client.get_server_version(timeout=self._timeout))
                 self._lite = version.startswith("milvus_lite")
@@ -289,6 +292,15 @@ def _literal(key: str, value: FilterValue) -> str:
             raise InvalidFilterError(f"filter {key!r} must be a finite number")
         return repr(value)
     return quote(value)
+
+
+# pymilvus pings an idle channel every 10 s; gRPC servers (Milvus Lite's among them) allow one ping per
+# 5 minutes without calls and answer more with GOAWAY "too_many_pings", after which the client fails to
+# reconnect. An API idle between queries would then answer 503, so ping only during calls, and rarely.
+GRPC_OPTIONS = {
+    "grpc.keepalive_time_ms": 330_000,
+    "grpc.keepalive_permit_without_calls": 0,
+}
 
 
 def _expression(

@@ -79,7 +79,7 @@ class Engine:
         head_token_ids: tuple[int, int] | None = None,
         device: str = "cpu",
         dtype: torch.dtype | None = None,
-        token_budget: int = 16384,
+        token_budget: int = 32768,
         max_batch_sequences: int = 512,
         max_queued_tokens: int | None = None,
         compile: bool | None = None,
@@ -87,6 +87,7 @@ class Engine:
         attention: str = "auto",
         graph_tokens: Sequence[int] = GRAPH_TOKENS,
         graph_sequences: Sequence[int] = GRAPH_SEQUENCES,
+        inductor_options: dict[str, Any] | None = None,
     ) -> None:
         if token_budget < 1 or max_batch_sequences < 1:
             raise ValueError("token_budget and max_batch_sequences must be positive")
@@ -103,6 +104,7 @@ class Engine:
         self._graphs = cuda if cuda_graphs is None else cuda_graphs
         self._attention = attention
         self._graph_tokens, self._graph_sequences = graph_tokens, graph_sequences
+        self._inductor_options = inductor_options
         self._lock = threading.Lock()
         self._cond = threading.Condition()
         self._pending: collections.deque[_Request] = collections.deque()
@@ -146,6 +148,7 @@ class Engine:
                     attention=self._attention,
                     graph_tokens=self._graph_tokens,
                     graph_sequences=self._graph_sequences,
+                    inductor_options=self._inductor_options,
                 )
                 runner.warm_up()
             self._model = None  # the engine keeps only its own copy of the weights
@@ -352,7 +355,7 @@ class EngineReranker:
         device: str = "cuda",
         max_tokens: int | None = None,
         default_instruction: str = DEFAULT_INSTRUCTION,
-        token_budget: int = 16384,
+        token_budget: int = 32768,
         timeout_s: float | None = 60.0,
         **engine_options: Any,
     ) -> None:
@@ -420,7 +423,7 @@ class EngineEmbedder:
         max_tokens: int | None = None,
         dimension: int | None = None,
         default_instruction: str = DEFAULT_INSTRUCTION,
-        token_budget: int = 16384,
+        token_budget: int = 32768,
         timeout_s: float | None = 60.0,
         **engine_options: Any,
     ) -> None:

@@ -33,8 +33,7 @@ import torch.nn.functional as F
 logger = logging.getLogger(__name__)
 
 HEADS = ("score", "embedding")
-GPU_ATTENTION = ("flash", "efficient", "cudnn")
-AUTO_ATTENTION = ("flash", "efficient")  # cudnn's ragged path is opt-in: least exercised in PyTorch
+AUTO_ATTENTION = ("flash", "efficient")
 GRAPH_TOKENS = (64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 GRAPH_SEQUENCES = (1, 4, 16, 64)
 
@@ -154,12 +153,10 @@ def _norm_rope(
 
 
 def _make_pre(heads: int, kv_heads: int, head_dim: int, eps: float) -> Callable[..., Any]:
-    def pre(x, positions, inv_freq, ln1, wqkv, q_norm, k_norm):  # type: ignore[no-untyped-def]
+    def pre(x, cos, sin, ln1, wqkv, q_norm, k_norm):  # type: ignore[no-untyped-def]
         n = x.shape[0]
         qkv = F.linear(_rms(x, ln1, eps).to(wqkv.dtype), wqkv)
         q, k, v = qkv.split([heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], dim=-1)
-        freqs = positions.float()[:, None, None] * inv_freq
-        cos, sin = freqs.cos(), freqs.sin()
         q = _norm_rope(q.view(n, heads, head_dim), q_norm, cos, sin, eps).to(wqkv.dtype)
         k = _norm_rope(k.view(n, kv_heads, head_dim), k_norm, cos, sin, eps).to(wqkv.dtype)
         return q, k, v.reshape(n, kv_heads, head_dim)
@@ -177,9 +174,9 @@ def _make_post(eps: float) -> Callable[..., Any]:
 
 
 def _make_step(pre: Callable[..., Any], post: Callable[..., Any]) -> Callable[..., Any]:
-    def step(x, attn, positions, inv_freq, wo, ln2, wgu, wdown, ln1, wqkv, q_norm, k_norm):  # type: ignore[no-untyped-def]
+    def step(x, attn, cos, sin, wo, ln2, wgu, wdown, ln1, wqkv, q_norm, k_norm):  # type: ignore[no-untyped-def]
         x = post(x, attn, wo, ln2, wgu, wdown)
-        return (x, *pre(x, positions, inv_freq, ln1, wqkv, q_norm, k_norm))
+        return (x, *pre(x, cos, sin, ln1, wqkv, q_norm, k_norm))
 
     return step
 
@@ -188,15 +185,15 @@ _COMPILED: dict[tuple[Any, ...], tuple[Callable[..., Any], ...]] = {}
 _COMPILED_LOCK = threading.Lock()
 
 
-def _functions(w: Weights, compiled: bool) -> tuple[Callable[..., Any], ...]:
+def _functions(w: Weights, compiled: bool, options: dict[str, Any]) -> tuple[Callable[..., Any], ...]:
     """(pre, step, post) for this shape; compiled ones are shared by every engine in the process."""
-    key = (w.heads, w.kv_heads, w.head_dim, w.eps, compiled)
+    key = (w.heads, w.kv_heads, w.head_dim, w.eps, compiled, tuple(sorted(options.items())))
     with _COMPILED_LOCK:
         if key not in _COMPILED:
             pre, post = _make_pre(w.heads, w.kv_heads, w.head_dim, w.eps), _make_post(w.eps)
             fns = [pre, _make_step(pre, post), post]
             if compiled:
-                fns = [torch.compile(f, fullgraph=True, dynamic=False) for f in fns]
+                fns = [torch.compile(f, fullgraph=True, dynamic=False, options=options or None) for f in fns]
             _COMPILED[key] = tuple(fns)
         return _COMPILED[key]
 
@@ -207,46 +204,43 @@ def _expand(t: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 def attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, max_len: int, backend: str
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_q: torch.Tensor,
+    cu_k: torch.Tensor,
+    max_q: int,
+    max_k: int,
+    backend: str,
 ) -> torch.Tensor:
-    """Causal attention within each packed sequence: q (T, H, D), k/v (T, Hk, D), cu (B + 1,) int32."""
+    """Attention within each packed sequence: q (Tq, H, D), k/v (Tk, Hk, D), offsets (B + 1,) int32.
+
+    Causal when queries and keys are the same rows (``cu_q is cu_k``); otherwise each sequence has one query,
+    its last token, which sees every key of its sequence."""
     scale = q.shape[-1] ** -0.5
     groups = q.shape[1] // k.shape[1]
+    causal = cu_q is cu_k
     if backend == "flash":  # native grouped-query attention
         return torch.ops.aten._flash_attention_forward(
-            q, k, v, cu, cu, max_len, max_len, 0.0, True, False, scale=scale
+            q, k, v, cu_q, cu_k, max_q, max_k, 0.0, causal, False, scale=scale
         )[0]
     if backend == "efficient":
+        k, v = _expand(k, groups)[None], _expand(v, groups)[None]
         out = torch.ops.aten._efficient_attention_forward(
-            q[None],
-            _expand(k, groups)[None],
-            _expand(v, groups)[None],
-            None,
-            cu,
-            cu,
-            max_len,
-            max_len,
-            0.0,
-            1,
-            False,
-            scale=scale,
-        )[0]
-        return out[0]
-    if backend == "cudnn":
-        k, v = _expand(k, groups).contiguous(), _expand(v, groups).contiguous()
-        return torch.ops.aten._cudnn_attention_forward(
-            q.contiguous(), k, v, None, cu, cu, max_len, max_len, False, 0.0, True, False, scale=scale
-        )[0]
+            q[None], k, v, None, cu_q, cu_k, max_q, max_k, 0.0, int(causal), False, scale=scale
+        )
+        return out[0][0]
     # "loop": exact reference, one SDPA call per sequence (CPU, and the last resort on CUDA).
     out = torch.empty_like(q)
-    bounds = cu.tolist()
-    for start, stop in itertools.pairwise(bounds):
-        if stop > start:
-            qs = q[start:stop].transpose(0, 1)[None]
-            ks = _expand(k[start:stop], groups).transpose(0, 1)[None]
-            vs = _expand(v[start:stop], groups).transpose(0, 1)[None]
-            o = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=scale)
-            out[start:stop] = o[0].transpose(0, 1)
+    for (qa, qb), (ka, kb) in zip(
+        itertools.pairwise(cu_q.tolist()), itertools.pairwise(cu_k.tolist()), strict=True
+    ):
+        if qb > qa:
+            qs = q[qa:qb].transpose(0, 1)[None]
+            ks = _expand(k[ka:kb], groups).transpose(0, 1)[None]
+            vs = _expand(v[ka:kb], groups).transpose(0, 1)[None]
+            o = F.scaled_dot_product_attention(qs, ks, vs, is_causal=causal, scale=scale)
+            out[qa:qb] = o[0].transpose(0, 1)
     return out
 
 
@@ -318,6 +312,7 @@ class PackedQwen3:
         attention: str = "auto",
         graph_tokens: Sequence[int] = GRAPH_TOKENS,
         graph_sequences: Sequence[int] = GRAPH_SEQUENCES,
+        inductor_options: dict[str, Any] | None = None,
     ) -> None:
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
@@ -328,7 +323,9 @@ class PackedQwen3:
         self.cuda = self.device.type == "cuda"
         self.attention = attention if attention != "auto" else ("auto" if self.cuda else "loop")
         self.attention_timings: dict[str, float] = {}
-        self._pre, self._step, self._post = _functions(weights, compiled and self.cuda)
+        self._pre, self._step, self._post = _functions(
+            weights, compiled and self.cuda, inductor_options or {}
+        )
         self._compiled = compiled and self.cuda
         self._use_graphs = cuda_graphs and self.cuda
         self._graph_tokens = sorted(graph_tokens)
@@ -347,34 +344,30 @@ class PackedQwen3:
         """(B,) logit_yes - logit_no, or (B, hidden) unit vectors, fp32, for the sequences that ``cu`` packs."""
         w = self.w
         x = F.embedding(ids, w.embed)
-        if self._compiled:  # one compiled graph for every token count
-            torch._dynamo.maybe_mark_dynamic(x, 0)
-            torch._dynamo.maybe_mark_dynamic(positions, 0)
+        freqs = positions.float()[:, None, None] * w.inv_freq  # RoPE angles, once for all layers
+        cos, sin = freqs.cos(), freqs.sin()
+        mark = torch._dynamo.maybe_mark_dynamic if self._compiled else (lambda t, d: None)
+        for t in (x, cos, sin):  # one compiled graph for every token count
+            mark(t, 0)
         first = w.layers[0]
-        q, k, v = self._pre(x, positions, w.inv_freq, first.ln1, first.wqkv, first.q_norm, first.k_norm)
-        for i, layer in enumerate(w.layers):
-            a = attention(q, k, v, cu, max_len, self.attention)
-            if self._compiled:
-                torch._dynamo.maybe_mark_dynamic(a, 0)
-            if i + 1 < len(w.layers):
-                nxt = w.layers[i + 1]
-                x, q, k, v = self._step(
-                    x,
-                    a,
-                    positions,
-                    w.inv_freq,
-                    layer.wo,
-                    layer.ln2,
-                    layer.wgu,
-                    layer.wdown,
-                    nxt.ln1,
-                    nxt.wqkv,
-                    nxt.q_norm,
-                    nxt.k_norm,
-                )
-            else:
-                x = self._post(x, a, layer.wo, layer.ln2, layer.wgu, layer.wdown)
-        h = _rms(x[last], w.norm, w.eps)
+        q, k, v = self._pre(x, cos, sin, first.ln1, first.wqkv, first.q_norm, first.k_norm)
+        for layer, nxt in zip(w.layers[:-1], w.layers[1:], strict=True):
+            a = attention(q, k, v, cu, cu, max_len, max_len, self.attention)
+            mark(a, 0)
+            x, q, k, v = self._step(
+                x, a, cos, sin, layer.wo, layer.ln2, layer.wgu, layer.wdown,
+                nxt.ln1, nxt.wqkv, nxt.q_norm, nxt.k_norm,
+            )  # fmt: skip
+        # Only the last token of each sequence is read out: the last layer attends and runs its MLP for
+        # those rows alone (exact: every other row's output would be discarded).
+        one_each = torch.arange(len(last) + 1, dtype=torch.int32, device=cu.device)
+        a = attention(q[last], k, v, one_each, cu, 1, max_len, self.attention)
+        x = x[last]
+        mark(x, 0)
+        mark(a, 0)
+        layer = w.layers[-1]
+        x = self._post(x, a, layer.wo, layer.ln2, layer.wgu, layer.wdown)
+        h = _rms(x, w.norm, w.eps)
         if w.head is not None and self.head == "score":
             logits = h @ w.head.t()
             return logits[:, 1] - logits[:, 0]
@@ -455,8 +448,8 @@ class PackedQwen3:
             self.attention = self._choose_attention(AUTO_ATTENTION)
         elif self.attention != "loop":
             self.attention = self._choose_attention((self.attention,))
-        for tokens in (self._graph_tokens[-1] + 17, self._graph_tokens[-1] + 1041):  # eager sizes: compile
-            lens = [tokens // 7] * 6 + [tokens - 6 * (tokens // 7)]
+        big = self._graph_tokens[-1] + 17  # eager sizes: compile (one sequence is a special case)
+        for lens in ([big // 7] * 6 + [big - 6 * (big // 7)], [big + 1024], [big + 1041 - 99 * 8] + [8] * 99):
             self.run([[1] * n for n in lens])
         torch.cuda.synchronize()
         compiled = time.perf_counter()
@@ -477,24 +470,27 @@ class PackedQwen3:
     def _choose_attention(self, candidates: Sequence[str]) -> str:
         """The fastest candidate whose output matches the exact per-sequence loop; "loop" if none does."""
         w, gen = self.w, torch.Generator(device="cpu").manual_seed(0)
-        lens = [1, 7, 130, 300, 64, 511, 2]
         ok: dict[str, float] = {}
         for name in candidates:
             try:
-                for lengths in (lens, [300] * 48):
-                    cu = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32)
-                    n = int(cu[-1])
+                for lengths in ([1, 7, 130, 300, 64, 511, 2], [300] * 48):
+                    cu = torch.tensor(
+                        [0, *itertools.accumulate(lengths)], dtype=torch.int32, device=self.device
+                    )
+                    last = (cu[1:] - 1).long()
+                    one_each = torch.arange(len(lengths) + 1, dtype=torch.int32, device=self.device)
                     q, k, v = (
-                        torch.randn(n, h, w.head_dim, generator=gen).to(self.device, self.dtype)
+                        torch.randn(int(cu[-1]), h, w.head_dim, generator=gen).to(self.device, self.dtype)
                         for h in (w.heads, w.kv_heads, w.kv_heads)
                     )
-                    cu_dev = cu.to(self.device)
-                    got = attention(q, k, v, cu_dev, max(lengths), name).float()
-                    ref = attention(q.float(), k.float(), v.float(), cu_dev, max(lengths), "loop")
-                    err = (got - ref).abs().max().item()
-                    if not err < 2e-2:
-                        raise RuntimeError(f"max abs error {err:.3g} against the exact loop")
-                ok[name] = _time_ms(lambda n=name: attention(q, k, v, cu_dev, 300, n))  # type: ignore[misc]
+                    top = max(lengths)
+                    for args in ((q, k, v, cu, cu, top, top), (q[last], k, v, one_each, cu, 1, top)):
+                        got = attention(*args, name).float()  # type: ignore[arg-type]
+                        exact = attention(*(t.float() for t in args[:3]), *args[3:], "loop")  # type: ignore[arg-type]
+                        err = (got - exact).abs().max().item()
+                        if not err < 2e-2:
+                            raise RuntimeError(f"max abs error {err:.3g} against the exact loop")
+                ok[name] = _time_ms(lambda n=name: attention(q, k, v, cu, cu, 300, 300, n))  # type: ignore[misc]
             except Exception as exc:  # noqa: BLE001 - an unusable kernel only removes a candidate
                 logger.warning("attention backend %s unusable here: %s", name, exc)
         self.attention_timings = ok

@@ -156,10 +156,10 @@ def saturate(engine: Engine, requests: list[list[list[int]]], clients: int) -> f
     shares = [requests[i::clients] for i in range(clients)]
     barrier = threading.Barrier(clients + 1)
 
-    def client(share):
+    def client(share):  # two requests in flight per client
         barrier.wait()
-        for futures in [[engine.submit(r) for r in share[j : j + 2]] for j in range(0, len(share), 2)]:
-            for f in futures:
+        for j in range(0, len(share), 2):
+            for f in [engine.submit(r) for r in share[j : j + 2]]:
                 f.result()
 
     threads = [threading.Thread(target=client, args=(s,)) for s in shares]
@@ -223,22 +223,25 @@ def attention_table(runner: PackedQwen3, lengths, device: str) -> list[tuple[str
         for h in (w.heads, w.kv_heads, w.kv_heads)
     )
     rows = []
-    for name in ("flash", "efficient", "cudnn"):
-        try:
-            rows.append((f"varlen {name}", _time(lambda name=name: attention(q, k, v, cu, mx, name))))
-        except Exception as exc:  # noqa: BLE001
-            rows.append((f"varlen {name}: failed ({type(exc).__name__})", float("nan")))
+    for name in ("flash", "efficient"):
+        rows.append(
+            (f"packed varlen {name}", _time(lambda name=name: attention(q, k, v, cu, cu, mx, mx, name)))
+        )
     b = len(lengths)
     qp, kp, vp = (
         torch.randn(b, h, mx, w.head_dim, device=device, dtype=torch.bfloat16)
         for h in (w.heads, w.kv_heads, w.kv_heads)
     )
-    rows.append(
-        (
-            "padded SDPA is_causal (no pack/unpack)",
-            _time(lambda: F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, enable_gqa=True)),
-        )
-    )
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    kx, vx = kp.repeat_interleave(w.heads // w.kv_heads, 1), vp.repeat_interleave(w.heads // w.kv_heads, 1)
+    for backend in ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION"):
+        try:
+            with sdpa_kernel([getattr(SDPBackend, backend)]):
+                ms = _time(lambda: F.scaled_dot_product_attention(qp, kx, vx, is_causal=True))
+            rows.append((f"padded to {mx} (x{b * mx / n:.2f} rows), SDPA {backend}, is_causal", ms))
+        except Exception as exc:  # noqa: BLE001
+            rows.append((f"padded SDPA {backend}: failed ({type(exc).__name__})", float("nan")))
     return rows
 
 
@@ -263,15 +266,17 @@ def kernel_breakdown(runner: PackedQwen3, seqs: list[list[int]]) -> list[tuple[s
             runner.run(seqs)[1].synchronize()
             wall = (time.perf_counter() - t0) * 1e3
     groups: dict[str, float] = {}
+    top: list[tuple[float, int, str]] = []
     for ev in prof.key_averages():
         us = getattr(ev, "self_device_time_total", None) or getattr(ev, "self_cuda_time_total", 0)
         if not us or ev.device_type != torch.autograd.DeviceType.CUDA:
             continue
         name = ev.key.lower()
-        if any(s in name for s in ("gemm", "nvjet", "cutlass", "sm90_", "xmma", "cublas")):
-            group = "matmul (cuBLAS)"
-        elif any(s in name for s in ("flash", "fmha", "attention", "cudnn")):
+        top.append((us / 1e3, ev.count, ev.key))
+        if any(s in name for s in ("flash", "fmha", "attention", "cudnn")):
             group = "attention"
+        elif any(s in name for s in ("gemm", "nvjet", "cutlass", "sm90_", "xmma", "cublas")):
+            group = "matmul (cuBLAS)"
         elif "triton" in name:
             group = "fused element-wise (Triton)"
         else:
@@ -280,6 +285,8 @@ def kernel_breakdown(runner: PackedQwen3, seqs: list[list[int]]) -> list[tuple[s
     rows = sorted(groups.items(), key=lambda kv: -kv[1])
     rows.append(("sum of kernel time", sum(groups.values())))
     rows.append(("wall (profiled)", wall))
+    top.sort(reverse=True)
+    rows += [(f"kernel x{n}: `{name[:90]}`", ms) for ms, n, name in top[:14]]
     return rows
 
 
@@ -290,7 +297,10 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--budget", type=int, default=32768)
     ap.add_argument("--scifact", default=None)
+    ap.add_argument("--quick", action="store_true", help="(a) and the kernel breakdown only")
+    ap.add_argument("--inductor", action="append", default=[], help="inductor option key=value (repeatable)")
     args = ap.parse_args()
+    options = {k: eval(v) for k, v in (o.split("=", 1) for o in args.inductor)}  # noqa: S307 - CLI flags
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("reranking").setLevel(logging.INFO)
     dev, cfg = args.device, TINY if args.tiny else QWEN3_06B
@@ -317,11 +327,24 @@ def main() -> None:
         device=dev,
         token_budget=args.budget,
         dtype=torch.bfloat16,
+        inductor_options=options,
     )
     rerank.warm_up()
     t1 = time.perf_counter()
-    embed = Engine(causal.model, head="embedding", device=dev, token_budget=args.budget, dtype=torch.bfloat16)
-    embed.warm_up()
+    embed = (
+        None
+        if args.quick
+        else Engine(
+            causal.model,
+            head="embedding",
+            device=dev,
+            token_budget=args.budget,
+            dtype=torch.bfloat16,
+            inductor_options=options,
+        )
+    )
+    if embed is not None:
+        embed.warm_up()
     t2 = time.perf_counter()
     runner = rerank.runner
     log(
@@ -339,6 +362,17 @@ def main() -> None:
     log(
         f"(a) ref p50 {pct(a_ref, 50):.1f} ms, engine p50 {pct(a_eng, 50):.1f} ms; margin gap vs ref {gap:.3f}"
     )
+    if args.quick or embed is None:
+        lines = [
+            f"inductor options {options}: (a) engine p50 {pct(a_eng, 50):.1f} ms, p95 {pct(a_eng, 95):.1f}"
+        ]
+        if cuda:
+            lines += [f"| {name} | {ms:.2f} |" for name, ms in kernel_breakdown(runner, a_inputs[0])]
+        print("\n".join(lines), flush=True)
+        if os.environ.get("OUT"):
+            Path(os.environ["OUT"], "bench_engine_quick.md").write_text("\n".join(lines) + "\n")
+        rerank.close()
+        return
     b_inputs = [lengths.seqs([300], vocab) for _ in range(2 * iters)]
     b_ref = latencies(ref.score, b_inputs, 5, dev)
     b_eng = latencies(rerank.run, b_inputs, 5, dev)

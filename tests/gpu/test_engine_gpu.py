@@ -40,8 +40,8 @@ QWEN3_06B = {
 }
 NO, YES = 2152, 9693
 # Bounds picked from measurement on an H200 (see the printed report), with headroom: bf16 rounding, not a bug.
-MAX_MARGIN_GAP = 0.15  # |(logit_yes - logit_no) engine - fp32|
-MAX_COSINE_GAP = 2e-3  # 1 - cos(engine, fp32)
+MAX_MARGIN_GAP = 0.1  # |(logit_yes - logit_no) engine - fp32|; measured 0.035 (transformers bf16: 0.036)
+MAX_COSINE_GAP = 1e-3  # 1 - cos(engine, fp32); measured 1.5e-4 (transformers bf16: 3.1e-3)
 
 
 @pytest.fixture(scope="module")

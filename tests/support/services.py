@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from retrieval.milvus_store import GRPC_OPTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def milvus_answers(uri: str, *, timeout: float = 1.0) -> bool:
     from pymilvus import MilvusClient
 
     try:
-        client = MilvusClient(uri=uri, timeout=timeout)
+        client = MilvusClient(uri=uri, timeout=timeout, grpc_options=GRPC_OPTIONS)
     except Exception:
         return False
     try:
