@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 from importlib import resources as pkg_resources
 from pathlib import Path
@@ -65,6 +66,17 @@ def _ingest(client: Any, paths: list[Path], metadata: dict[str, Any] | None = No
     return jobs
 
 
+def _stop_on_signals() -> None:
+    """Ctrl-C, SIGTERM and SIGHUP all stop the stack, also when started from a script where SIGINT was
+    inherited as ignored (background jobs of a non-interactive shell)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+
+
 @app.command()
 def up(
     home: Annotated[Path, typer.Option(help="Data folder (reused on the next start)")] = HOME,
@@ -78,6 +90,7 @@ def up(
     from api.stack import Stack, StackError
 
     _logging("WARNING")
+    _stop_on_signals()
     stack = Stack(home=home, redis_port=redis_port, milvus_port=milvus_port, api_port=port)
     started = time.monotonic()
     try:
