@@ -12,8 +12,13 @@ want="$(sha256sum pyproject.toml | cut -c1-16) $torch_req"
 installed() { [ "$(cat ".venv/.installed-$1" 2>/dev/null)" = "$want" ]; }
 if ! installed "$extras" && ! installed "all,dev"; then
   echo "installing Sieve[$extras] into .venv (first run takes a minute or two)…"
-  .venv/bin/python -m pip install -q --disable-pip-version-check "$torch_req"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"
+  log=.venv/install.log
+  if ! { .venv/bin/python -m pip install --disable-pip-version-check "$torch_req" &&
+         .venv/bin/python -m pip install --disable-pip-version-check -e ".[$extras]"; } >"$log" 2>&1; then
+    grep -v '^WARNING: Location' "$log" | tail -25
+    echo "install failed; the whole log is in $log" >&2
+    exit 1
+  fi
   echo "$want" > ".venv/.installed-$extras"
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
