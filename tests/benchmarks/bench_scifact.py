@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "../shared/data/scifact")
     parser.add_argument("--limit", type=int, default=None, help="only the first N abstracts")
     parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--batch", type=int, default=200, help="files per upload request")
+    parser.add_argument("--batch", type=int, default=100, help="files per upload request")
     args = parser.parse_args()
     if not (args.data / "queries.jsonl").exists():
         raise SystemExit(f"SciFact not found at {args.data}: pass --data")
