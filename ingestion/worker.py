@@ -91,6 +91,9 @@ def make_celery(
             return None
         countdown = min(settings.retry_backoff_max_s, settings.retry_backoff_s * 2**task.request.retries)
         logger.info("job %s: transient error (%s), retrying in %ss", job_id, exc, countdown)
+        resources.records.update_job(
+            job_id, state=JobState.QUEUED, error=f"retrying in {countdown}s after: {exc}"[:2000]
+        )
         raise task.retry(exc=exc, countdown=countdown)
 
     @app.task(name="sieve.ingest", bind=True, max_retries=None)
