@@ -96,7 +96,7 @@ def make_celery(
         )
         raise task.retry(exc=exc, countdown=countdown)
 
-    @app.task(name="sieve.ingest", bind=True, max_retries=None)
+    @app.task(name="sieve.ingest", bind=True, max_retries=None, shared=False)
     def ingest_task(self: Task, job_id: str) -> None:
         records = resources.records
         job = records.get_job(job_id)
@@ -124,7 +124,7 @@ def make_celery(
         except Exception as exc:  # transient: store or Redis down, model hiccup
             _retry(self, job_id, exc)
 
-    @app.task(name="sieve.delete", bind=True, max_retries=None)
+    @app.task(name="sieve.delete", bind=True, max_retries=None, shared=False)
     def delete_task(self: Task, job_id: str) -> None:
         records = resources.records
         job = records.get_job(job_id)
