@@ -56,8 +56,16 @@ class SieveClient:
     def wait(self, job_ids: list[str], *, timeout: float = 600,
              on_progress: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
+        latest: dict[str, dict[str, Any]] = {}
         while True:
-            jobs = [self.job(j) for j in job_ids]
+            # Ask again only about unfinished jobs, and less often when there are many.
+            for job_id in job_ids:
+                if latest.get(job_id, {}).get("state") not in ("done", "failed"):
+                    latest[job_id] = self.job(job_id)
+                    if latest[job_id]["state"] not in ("done", "failed"):
+                        break  # jobs run roughly in order: the rest are not done either
+            jobs = [latest.get(j, {"job_id": j, "state": "queued", "chunks_done": 0, "chunks_total": 0})
+                    for j in job_ids]
             if on_progress:
                 on_progress(jobs)
             if all(j["state"] in ("done", "failed") for j in jobs):
