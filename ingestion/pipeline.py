@@ -88,6 +88,7 @@ def settle(job: Job, *, records: Records, store: VectorStore, chunks: int) -> No
     query never sees both versions or neither. A superseded job removes only its own chunks.
     """
     if records.activate(job.tenant, job.document_id, job.version, chunks):
+        records.bump_index_version(job.tenant)  # cached results of the old version are never served again
         store.delete_document(job.tenant, job.document_id, except_versions=[job.version])
         logger.info("document %s version %s active with %d chunks", job.document_id, job.version, chunks)
         return
@@ -109,16 +110,18 @@ def delete(job: Job, *, records: Records, store: VectorStore, files: FileStore) 
         store.delete_document(job.tenant, job.document_id)
         files.remove_document(job.tenant, job.document_id)
         records.forget(job.tenant, job.document_id)
+        records.bump_index_version(job.tenant)
         return
     keep = [v for v in (current.active, current.latest) if v]
     store.delete_document(job.tenant, job.document_id, except_versions=keep)
+    records.bump_index_version(job.tenant)
 
 
 def run_job(job: Job, records: Records, work: Callable[[], int | None]) -> None:
     """Bookkeeping around a job's work: running -> done, with the attempt counted."""
     records.update_job(job.id, state=JobState.RUNNING, attempts=job.attempts + 1, error="")
     done = work()
-    update = {"state": JobState.DONE}
+    update: dict[str, JobState | int] = {"state": JobState.DONE}
     if done is not None:
         update |= {"chunks_done": done, "chunks_total": done}
     records.update_job(job.id, **update)

@@ -8,6 +8,8 @@ Keys (all under ``sieve:``):
                               active (version served by search; empty while none), state, chunks, times
 - ``docs:{tenant}``           set of document ids
 - ``jobs:pending``            job ids accepted but not yet confirmed enqueued (re-sent at API start)
+- ``index_version:{tenant}``  counter bumped whenever what search serves for the tenant changes (a version
+                              activated, a document deleted); cached search results are keyed by it
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from pydantic import BaseModel, Field
 from ingestion.errors import DocumentNotFoundError, QueueUnavailableError
 
 PREFIX = "sieve:"
+# What redis-py's stubs accept as a hash mapping (keys and values of a Mapping are invariant).
+Fields = dict[str | bytes | bytearray | memoryview | int | float, str | bytes | bytearray | memoryview | int | float]
 
 
 class JobState(StrEnum):
@@ -80,6 +84,18 @@ class Records:
             redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
         )
 
+    @property
+    def client(self) -> redis.Redis:
+        """The Redis connection, shared by the API's cache, rate limiter and review queue."""
+        return self._r
+
+    def index_version_key(self, tenant: str) -> str:
+        return f"{PREFIX}index_version:{tenant}"
+
+    def bump_index_version(self, tenant: str) -> int:
+        """Record that what search serves for ``tenant`` changed: older cached results go unread."""
+        return int(_redis_call(lambda: self._r.incr(self.index_version_key(tenant))))
+
     # -- jobs -----------------------------------------------------------------------------------
     def mark_enqueued(self, job_id: str) -> None:
         _redis_call(lambda: self._r.srem(f"{PREFIX}jobs:pending", job_id))
@@ -95,7 +111,7 @@ class Records:
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         fields["updated_at"] = time.time()
-        mapping = {k: (v.value if isinstance(v, JobState) else str(v)) for k, v in fields.items()}
+        mapping: Fields = {k: (v.value if isinstance(v, JobState) else str(v)) for k, v in fields.items()}
         _redis_call(lambda: self._r.hset(f"{PREFIX}job:{job_id}", mapping=mapping))
 
     # -- documents ------------------------------------------------------------------------------
@@ -162,10 +178,12 @@ class Records:
             pipe.multi()
             if latest != version or deleted:
                 return False
-            pipe.hset(key, mapping={"active": version, "chunks": str(chunks), "updated_at": str(time.time())})
+            active: Fields = {"active": version, "chunks": str(chunks), "updated_at": str(time.time())}
+            pipe.hset(key, mapping=active)
             return True
 
-        return bool(_redis_call(lambda: self._r.transaction(txn, key, value_from_callable=True)))
+        # redis' stubs type the callable as returning None; value_from_callable returns what it returns
+        return bool(_redis_call(lambda: self._r.transaction(txn, key, value_from_callable=True)))  # type: ignore[arg-type]
 
     def request_delete(self, tenant: str, document_id: str) -> Job:
         """Hide a document from search at once and record the job that removes its chunks."""
@@ -177,7 +195,9 @@ class Records:
         pipe = self._r.pipeline(transaction=True)
         pipe.hset(f"{PREFIX}job:{job.id}", mapping=_job_mapping(job))
         pipe.sadd(f"{PREFIX}jobs:pending", job.id)
-        pipe.hset(key, mapping={"deleted": "1", "active": "", "latest": "", "last_job": job.id})
+        hidden: Fields = {"deleted": "1", "active": "", "latest": "", "last_job": job.id}
+        pipe.hset(key, mapping=hidden)
+        pipe.incr(self.index_version_key(tenant))  # gone from search, and from cached results, at once
         _redis_call(pipe.execute)
         return job
 
@@ -226,7 +246,7 @@ class Records:
         self._r.close()
 
 
-def _job_mapping(job: Job) -> dict[str, str]:
+def _job_mapping(job: Job) -> Fields:
     return {k: (v.value if isinstance(v, JobState) else str(v)) for k, v in job.model_dump().items()}
 
 
