@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI
 
-from api import errors
+from api import errors, limits, metrics
+from api.deps import get_tenant
 from api.resources import Resources, Settings, build_resources
-from api.routes import documents, health, search
+from api.routes import documents, embeddings, health, ops, rerank, review, search
+from api.serving import make_serving
 
 logger = logging.getLogger(__name__)
 
@@ -34,23 +35,23 @@ def create_app(
             logger.warning("could not re-enqueue pending jobs: %s", exc)
         if not settings.api.keys:
             logger.warning("no API keys configured (API_KEYS): every request will be refused with 401")
-        yield {"resources": resources}
+        serving = make_serving(
+            "sieve-api", settings.api, settings.rerank, resources.reranker, resources.embedder
+        )
+        yield {"resources": resources, "serving": serving}
         resources.close()
 
     app = FastAPI(title="Sieve", version="0.1.0", lifespan=lifespan)
     errors.install(app)
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.api.max_request_bytes:
-            body = errors.error_body(
-                413, f"request body is {length} bytes; the limit is {settings.api.max_request_bytes}"
-            )
-            return JSONResponse(body, 413)
-        return await call_next(request)
+    limits.limit_body(app, settings.api.max_request_bytes)
+    metrics.instrument(app)
 
     app.include_router(health.router)
     app.include_router(documents.router)
     app.include_router(search.router)
+    app.include_router(review.router)
+    # The compatible endpoints take the same API keys (OpenAI and Cohere clients send them as Bearer tokens).
+    app.include_router(rerank.router, dependencies=[Depends(get_tenant)])
+    app.include_router(embeddings.router, dependencies=[Depends(get_tenant)])
+    app.include_router(ops.router)
     return app

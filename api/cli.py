@@ -135,6 +135,24 @@ def serve(
                 log_level="info")
 
 
+@app.command("rerank-server")
+def rerank_server(
+    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8101,
+    device: Annotated[str | None, typer.Option(help="Device of the model (default RERANK_DEVICE)")] = None,
+) -> None:
+    """Serve the rerank stage alone (RERANK_* settings): Cohere-style /v1/rerank, one process per GPU."""
+    import uvicorn
+
+    from api.rerank_server import RerankServerSettings, create_rerank_app
+
+    _logging()
+    settings = RerankServerSettings()
+    if device:
+        settings.rerank.device = device
+    uvicorn.run(create_rerank_app(settings), host=host, port=port, log_level="info")
+
+
 @app.command()
 def worker(
     concurrency: Annotated[int, typer.Option(help="Worker processes (one model each)")] = 1,
@@ -191,6 +209,51 @@ def status(url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = "") -> None:
     for doc in docs:
         table.add_row(doc["document_id"], str(doc["chunks"]), doc["version"], doc["pending_version"] or "")
     console.print(table)
+
+
+@app.command("eval")
+def eval_command(
+    folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="BEIR-layout folder")],
+    out: Annotated[Path, typer.Option(help="Report folder (.md, .json, chart)")] = Path("eval-report"),
+    milvus_uri: Annotated[str | None, typer.Option(help="Use this Milvus (memory:// in-process); default: "
+                                                        "start a Milvus Lite server of its own")] = None,
+    qrels: Annotated[str | None, typer.Option(help="qrels/NAME.tsv (default: test, or the only one)")] = None,
+    split: Annotated[str, typer.Option(help="Queries: all, eval (sha256(id) % 5 == 0) or train")] = "all",
+    queries: Annotated[int | None, typer.Option(help="Only the first N queries")] = None,
+    corpus_limit: Annotated[int | None, typer.Option(help="First N documents (+ the judged ones)")] = None,
+    modes: Annotated[str, typer.Option(help="Stage-1 modes, comma-separated")] = "bm25,dense,hybrid",
+    fusion: Annotated[str, typer.Option(help="Hybrid fusion: rrf or weighted")] = "rrf",
+    rrf_k: Annotated[int, typer.Option(help="RRF k")] = 60,
+    weights: Annotated[str | None, typer.Option(help="Hybrid weights 'dense,bm25'")] = None,
+    rerank_depth: Annotated[int, typer.Option(help="Documents the reranker scores")] = 50,
+    keep_index: Annotated[bool, typer.Option(help="Keep the collection (with --milvus-uri)")] = False,
+) -> None:
+    """Measure BM25, dense and hybrid retrieval (each also with the configured reranker) on a BEIR folder."""
+    import shlex
+    import sys
+
+    from api.eval_run import EvalOptions, parse_weights, run, summary_rows
+    from ingestion.settings import IngestSettings
+
+    _logging("WARNING")
+    ingest = IngestSettings()
+    options = EvalOptions(modes=tuple(m.strip() for m in modes.split(",") if m.strip()), fusion=fusion,
+                          rrf_k=rrf_k, weights=parse_weights(weights), rerank_depth=rerank_depth,
+                          chunk_tokens=ingest.chunk_tokens, chunk_overlap=ingest.chunk_overlap)
+    invoked = Path(sys.argv[0]).name in {"sieve", "cli.py"}
+    try:
+        report = run(folder, out, milvus_uri=milvus_uri, qrels=qrels, split=split, max_queries=queries,
+                     corpus_limit=corpus_limit, options=options, keep_index=keep_index, console=console,
+                     command=shlex.join(["sieve", *sys.argv[1:]]) if invoked else "")
+    except ValueError as exc:  # a folder not in the BEIR layout, an unknown mode or split
+        raise typer.BadParameter(str(exc)) from exc
+    table = Table("configuration", "nDCG@10", "R@50", "R@100", "MRR@10")
+    for row in summary_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    for note in report["notes"]:
+        console.print(f"[yellow]note:[/] {note}")
+    console.print(f"report: {out / 'report.md'}")
 
 
 if __name__ == "__main__":

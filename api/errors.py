@@ -1,19 +1,22 @@
 """The one place where exceptions become HTTP responses.
 
 bad input 400/404/413/415/422, overloaded 429, not ready or a store down 503, anything else 500 with a
-generic body and a correlation id (the exception is logged with it, never sent).
+generic body and a correlation id (the exception is logged with it, never sent). 429 and 503 carry
+``Retry-After``. The OpenAPI document describes 422 with this error body, the one clients get.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.limits import LimitError, LimitExceededError, OverloadedError
 from ingestion.errors import (
     DocumentNotFoundError,
     DocumentTooLargeError,
@@ -30,6 +33,7 @@ from retrieval.errors import (
     ModelLoadError,
     RetrievalError,
     StoreUnavailableError,
+    UnsupportedSearchError,
 )
 
 logger = logging.getLogger(__name__)
@@ -47,12 +51,15 @@ class ApiError(Exception):
 
 STATUS: list[tuple[type[BaseException], int]] = [
     (InvalidFilterError, 400),
+    (UnsupportedSearchError, 400),
     (DocumentNotFoundError, 404),
     (DocumentTooLargeError, 413),
     (UnsupportedFormatError, 415),
     (ParseError, 422),
     (EmptyDocumentError, 422),
     (RerankInputError, 400),
+    (LimitExceededError, 413),
+    (OverloadedError, 429),
     (RerankOverloadedError, 429),
     (StoreUnavailableError, 503),
     (EmbedderMismatchError, 503),
@@ -73,10 +80,60 @@ def error_body(status: int, message: str, **extra: object) -> dict[str, object]:
     return {"error": {"status": status, "message": message, **extra}}
 
 
+def retry_headers(exc: BaseException, status: int) -> dict[str, str] | None:
+    """``Retry-After`` for 429 and 503: the seconds an ``OverloadedError`` names, else one."""
+    if status not in (429, 503):
+        return None
+    return {"Retry-After": str(getattr(exc, "retry_after_s", 1))}
+
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error",
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["status", "message"],
+            "properties": {
+                "status": {"type": "integer"},
+                "message": {"type": "string"},
+                "problems": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+                    },
+                },
+                "correlation_id": {"type": "string"},
+            },
+        }
+    },
+}
+
+
+def _document_errors(app: FastAPI) -> None:
+    """FastAPI documents 422 as ``{detail: [...]}``; describe the body the handlers below really send."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            schemas = schema.get("components", {}).get("schemas", {})
+            if "HTTPValidationError" in schemas:
+                schemas["HTTPValidationError"] = ERROR_SCHEMA
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign] # FastAPI's documented way to customise the schema
+
+
 def install(app: FastAPI) -> None:
+    _document_errors(app)
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.status_code, exc.message), exc.status_code, headers=exc.headers)
+        headers = exc.headers or retry_headers(exc, exc.status_code)
+        return JSONResponse(error_body(exc.status_code, exc.message), exc.status_code, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -97,9 +154,9 @@ def install(app: FastAPI) -> None:
         status = status_for(exc)
         if status == 500:
             return await _unexpected(request, exc)
-        return JSONResponse(error_body(status, str(exc)), status)
+        return JSONResponse(error_body(status, str(exc)), status, headers=retry_headers(exc, status))
 
-    for kind in (RetrievalError, IngestError, RerankError):
+    for kind in (RetrievalError, IngestError, RerankError, LimitError):
         app.add_exception_handler(kind, _known)
 
     @app.exception_handler(Exception)

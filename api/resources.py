@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import redis
 from celery import Celery
 
+from api.cache import SearchCache
+from api.ratelimit import RateLimiter
+from api.review import ReviewQueue, ReviewSink
 from api.search import SearchService
 from api.settings import ApiSettings
 from ingestion.records import Records
@@ -35,8 +39,12 @@ class Resources:
     records: Records
     uploads: Uploads
     search: SearchService
+    cache: SearchCache
+    ratelimit: RateLimiter
+    review: ReviewSink
 
     def close(self) -> None:
+        self.search.close()
         self.records.close()
 
 
@@ -47,6 +55,7 @@ def build_resources(
     store: VectorStore | None = None,
     reranker: Reranker | None = None,
     sender: object | None = None,
+    redis_client: redis.Redis | None = None,
 ) -> Resources:
     """Build and warm up everything; parts passed in (tests) are used as they are."""
     embedder = embedder or make_embedder(settings.retrieval)
@@ -59,7 +68,7 @@ def build_resources(
         logger.warning("vector store not reachable at start: %s", exc)
     reranker = reranker or make_reranker(settings.rerank)
     reranker.warm_up()
-    records = Records(settings.ingest.redis_url)
+    records = Records(settings.ingest.redis_url, client=redis_client)
     if sender is None:
         sender = Celery("sieve", broker=settings.ingest.redis_url)
     uploads = Uploads(settings.ingest, records, sender)  # type: ignore[arg-type] # Celery satisfies TaskSender
@@ -69,5 +78,16 @@ def build_resources(
         records=records,
         reranker=reranker,
         stale_slack=settings.api.stale_slack,
+        rerank_deadline_s=settings.api.rerank_deadline_s,
+        default_mode=settings.retrieval.search_mode,
+        default_fusion=settings.retrieval.fusion,
     )
-    return Resources(settings, embedder, store, reranker, records, uploads, search)
+    api = settings.api
+    return Resources(
+        settings, embedder, store, reranker, records, uploads, search,
+        cache=SearchCache(records.client, ttl_s=api.cache_ttl_s),
+        ratelimit=RateLimiter(
+            records.client, rate=api.rate_limit_per_s, burst=api.rate_limit_burst, overrides=api.rate_limits
+        ),
+        review=ReviewQueue(records.client),
+    )

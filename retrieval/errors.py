@@ -4,6 +4,7 @@ RetrievalError
 ├── StoreUnavailableError    the vector store cannot be reached or refused the operation (503)
 ├── EmbedderMismatchError    the index was built by another embedder than the configured one (503 / startup)
 ├── InvalidFilterError       a search filter that cannot be expressed safely (400)
+├── UnsupportedSearchError   a search mode the store or collection cannot run, e.g. bm25 on Milvus 2.3 (400)
 └── ModelLoadError           an embedding model cannot be loaded from the configured path or hub id
 """
 
@@ -22,6 +23,10 @@ class EmbedderMismatchError(RetrievalError):
 
 class InvalidFilterError(RetrievalError):
     """A metadata filter was malformed (bad key, unsupported value type)."""
+
+
+class UnsupportedSearchError(RetrievalError):
+    """A search mode (``bm25``, ``hybrid``) the server or this collection cannot run; the message says why."""
 
 
 class ModelLoadError(RetrievalError):

@@ -1,16 +1,21 @@
 """An in-process ``VectorStore`` for unit tests only.
 
 Exact cosine search with numpy over every stored chunk, so that the fast test tier can exercise code that
-needs a store without a Milvus process. Never a product default: ``make_store`` returns it only for a
-``memory://`` URI. The contract suite (``tests/unit/retrieval/store_contract.py``) keeps it in step with
-``MilvusStore``.
+needs a store without a Milvus process. ``bm25`` mode scores the tenant's chunks with Okapi BM25 (Milvus's
+formula and defaults: k1 1.2, b 0.75, idf ``log(1 + (N - n + 0.5) / (n + 0.5))``) over lower-cased word
+tokens, each CJK character a token of its own (a stand-in for jieba; statistics over the tenant's chunks,
+where Milvus takes them over the collection); ``hybrid`` fuses both with ``retrieval.fusion``. Never a
+product default: ``make_store`` returns it only for a ``memory://`` URI. The contract suite
+(``tests/unit/retrieval/store_contract.py``) keeps it in step with ``MilvusStore``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import threading
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,14 +23,24 @@ from typing import Any
 import numpy as np
 
 from retrieval.errors import EmbedderMismatchError, InvalidFilterError, StoreUnavailableError
+from retrieval.fusion import check_search, fuse_candidates
 from retrieval.store import FilterValue, validate_filters
 from retrieval.types import Candidate, Chunk
+
+_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|[^\W_]+")
+BM25_K1, BM25_B = 1.2, 0.75
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased words; every CJK character is a token of its own."""
+    return _TOKEN.findall(text.lower())
 
 
 @dataclass(frozen=True)
 class _Row:
     chunk: Chunk
     unit_vector: np.ndarray
+    terms: Counter[str]
 
 
 class InMemoryStore:
@@ -56,7 +71,7 @@ class InMemoryStore:
         rows = {}
         for chunk, vector in zip(chunks, matrix, strict=True):
             stored = chunk.model_copy(update={"metadata": _json_roundtrip(chunk.metadata)})
-            rows[chunk.id] = _Row(stored, _unit(vector))
+            rows[chunk.id] = _Row(stored, _unit(vector), Counter(tokenize(chunk.text)))
         with self._lock:
             self._rows.update(rows)
 
@@ -84,27 +99,46 @@ class InMemoryStore:
     def search(
         self,
         tenant: str,
-        vector: np.ndarray,
+        vector: np.ndarray | None,
         *,
         limit: int,
         filters: Mapping[str, FilterValue] | None = None,
+        mode: str = "dense",
+        query_text: str | None = None,
+        fusion: str = "rrf",
+        rrf_k: int = 60,
+        weights: Sequence[float] | None = None,
     ) -> list[Candidate]:
+        check_search(
+            mode,
+            has_vector=vector is not None,
+            query_text=query_text,
+            fusion=fusion,
+            rrf_k=rrf_k,
+            weights=weights,
+        )
         clean = validate_filters(filters)
         for key, value in clean.items():
             _check_filter_value(key, value)
         dimension = self._require_collection()
-        query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if query.shape[0] != dimension:
-            raise ValueError(f"query vector has dimension {query.shape[0]}, the collection {dimension}")
+        query = None
+        if vector is not None and mode != "bm25":
+            query = np.asarray(vector, dtype=np.float32).reshape(-1)
+            if query.shape[0] != dimension:
+                raise ValueError(f"query vector has dimension {query.shape[0]}, the collection {dimension}")
         if limit <= 0:
             return []
         with self._lock:
-            rows = [row for row in self._rows.values() if row.chunk.tenant == tenant and _matches(row, clean)]
-        if not rows:
-            return []
-        scores = np.stack([row.unit_vector for row in rows]) @ _unit(query)
-        order = np.argsort(-scores, kind="stable")[:limit]
-        return [_candidate(rows[i].chunk, float(scores[i])) for i in order]
+            everyone = [row for row in self._rows.values() if row.chunk.tenant == tenant]
+        rows = [row for row in everyone if _matches(row, clean)]
+        legs = []
+        if query is not None:
+            legs.append(_dense(rows, query, limit))
+        if mode != "dense" and query_text is not None:
+            legs.append(_bm25(rows, everyone, query_text, limit))
+        if mode == "hybrid":
+            return fuse_candidates(legs, fusion=fusion, rrf_k=rrf_k, weights=weights, limit=limit)
+        return legs[0]
 
     def count(self, tenant: str, document_id: str | None = None) -> int:
         self._require_collection()
@@ -125,6 +159,39 @@ class InMemoryStore:
                 "the in-memory collection does not exist: call ensure_collection first"
             )
         return self._embedder[1]
+
+
+def _dense(rows: Sequence[_Row], query: np.ndarray, limit: int) -> list[Candidate]:
+    if not rows:
+        return []
+    scores = np.stack([row.unit_vector for row in rows]) @ _unit(query)
+    order = np.argsort(-scores, kind="stable")[:limit]
+    return [_candidate(rows[i].chunk, float(scores[i])) for i in order]
+
+
+def _bm25(rows: Sequence[_Row], corpus: Sequence[_Row], query_text: str, limit: int) -> list[Candidate]:
+    """Okapi BM25 of ``rows`` for the query terms, statistics over ``corpus``; only chunks with a match."""
+    terms = set(tokenize(query_text))
+    if not rows or not terms:
+        return []
+    n = len(corpus)
+    avgdl = sum(row.terms.total() for row in corpus) / n or 1.0
+    idf = {t: math.log(1 + (n - df + 0.5) / (df + 0.5)) for t in terms for df in [_df(corpus, t)]}
+    scored = []
+    for row in rows:
+        length = row.terms.total()
+        score = 0.0
+        for term in terms & row.terms.keys():
+            tf = row.terms[term]
+            score += idf[term] * tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * length / avgdl))
+        if score > 0:
+            scored.append((score, row))
+    scored.sort(key=lambda pair: -pair[0])
+    return [_candidate(row.chunk, score) for score, row in scored[:limit]]
+
+
+def _df(corpus: Sequence[_Row], term: str) -> int:
+    return sum(1 for row in corpus if term in row.terms)
 
 
 def _check_vectors(chunks: Sequence[Chunk], vectors: np.ndarray, dimension: int) -> np.ndarray:

@@ -8,9 +8,15 @@ One collection holds every tenant; ``tenant`` is its partition key and every rea
     version   VARCHAR(64)
     position  INT64
     page      INT64                  -1 for "no page" (Milvus 2.3 has no nullable fields)
-    text      VARCHAR(65535)         cut to 65535 UTF-8 bytes
+    text      VARCHAR(65535)         cut to 65535 UTF-8 bytes; analysed for full text where the server can
     metadata  JSON
     vector    FLOAT_VECTOR(dim)      index per ``RetrievalSettings``, COSINE (score = cosine similarity)
+    sparse    SPARSE_FLOAT_VECTOR    BM25 of ``text``, made by the server (Milvus Lite, 2.5+ only: see
+                                     ``retrieval.milvus_fulltext``)
+
+``search`` runs ``dense``, ``bm25`` or ``hybrid`` (both, fused in ``retrieval.fusion``). A collection without
+the sparse field (made by Milvus 2.3/2.4, or before the field existed) keeps working dense-only: ``bm25`` and
+``hybrid`` raise ``UnsupportedSearchError`` there, saying why.
 
 The embedder that built the index is recorded in the collection properties ``sieve.embedder`` and
 ``sieve.dimension``; ``ensure_collection`` refuses an index built by another embedder.
@@ -42,7 +48,15 @@ import numpy as np
 from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
-from retrieval.errors import EmbedderMismatchError, InvalidFilterError, RetrievalError, StoreUnavailableError
+from retrieval import milvus_fulltext as fulltext
+from retrieval.errors import (
+    EmbedderMismatchError,
+    InvalidFilterError,
+    RetrievalError,
+    StoreUnavailableError,
+    UnsupportedSearchError,
+)
+from retrieval.fusion import check_search, fuse_candidates
 from retrieval.settings import RetrievalSettings
 from retrieval.store import FilterValue, validate_filters
 from retrieval.types import Candidate, Chunk
@@ -71,6 +85,8 @@ class MilvusStore:
         self._conn: MilvusClient | None = None
         self._lite = False
         self._native_upsert = True
+        self._server_full_text = False
+        self._full_text = False  # of the open collection
         self._dimension: int | None = None
 
     def ensure_collection(self, *, embedder_name: str, dimension: int) -> None:
@@ -79,8 +95,10 @@ class MilvusStore:
             if not client.has_collection(self._name, timeout=t):
                 self._create(client, dimension)
                 self._record(client, embedder_name, dimension)
+                self._full_text = self._server_full_text
             else:
                 info = client.describe_collection(self._name, timeout=t)
+                self._full_text = self._adopt_full_text(info)
                 built_by, built_dim = info.get("properties", {}).get(EMBEDDER_PROPERTY), _vector_dim(info)
                 if built_by is None and built_dim == dimension:  # created, then interrupted before _record
                     logger.warning("collection %s records no embedder; adopting it", self._name)
@@ -138,26 +156,59 @@ class MilvusStore:
     def search(
         self,
         tenant: str,
-        vector: np.ndarray,
+        vector: np.ndarray | None,
         *,
         limit: int,
         filters: Mapping[str, FilterValue] | None = None,
+        mode: str = "dense",
+        query_text: str | None = None,
+        fusion: str = "rrf",
+        rrf_k: int = 60,
+        weights: Sequence[float] | None = None,
     ) -> list[Candidate]:
+        check_search(
+            mode,
+            has_vector=vector is not None,
+            query_text=query_text,
+            fusion=fusion,
+            rrf_k=rrf_k,
+            weights=weights,
+        )
         expression = _expression(tenant, validate_filters(filters))
         client, dimension = self._open()
-        query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if query.shape[0] != dimension:
-            raise ValueError(f"query vector has dimension {query.shape[0]}, the collection {dimension}")
+        if mode != "dense" and not self._full_text:
+            raise UnsupportedSearchError(self._no_full_text_reason(mode))
+        query = None
+        if vector is not None and mode != "bm25":
+            query = np.asarray(vector, dtype=np.float32).reshape(-1)
+            if query.shape[0] != dimension:
+                raise ValueError(f"query vector has dimension {query.shape[0]}, the collection {dimension}")
         if limit <= 0:
             return []
         limit = min(limit, _MAX_TOP_K)
-        params: dict[str, Any] = {"metric_type": "COSINE", "params": {}}
-        if self.settings.index_type.upper() == "HNSW":
-            params["params"]["ef"] = max(self.settings.search_ef, limit)
+        legs = []
+        if query is not None:
+            params: dict[str, Any] = {"metric_type": "COSINE", "params": {}}
+            if self.settings.index_type.upper() == "HNSW":
+                params["params"]["ef"] = max(self.settings.search_ef, limit)
+            legs.append(self._leg(client, "vector", query.tolist(), expression, limit, params))
+        if mode != "dense" and query_text is not None and query_text.strip():
+            bm25 = fulltext.bm25_search_params()
+            legs.append(self._leg(client, fulltext.SPARSE_FIELD, query_text, expression, limit, bm25))
+        elif mode != "dense":
+            legs.append([])  # no text, no full-text match
+        if mode == "hybrid":
+            return fuse_candidates(legs, fusion=fusion, rrf_k=rrf_k, weights=weights, limit=limit)
+        return legs[0]
+
+    def _leg(
+        self, client: MilvusClient, field: str, data: Any, expression: str, limit: int, params: dict[str, Any]
+    ) -> list[Candidate]:
         with self._errors("search"):
             hits = client.search(
                 self._name,
-                data=[query.tolist()],
+                data=[data],
+                anns_field=field,
                 limit=limit,
                 filter=expression,
                 output_fields=_OUTPUT_FIELDS,
@@ -166,7 +217,26 @@ class MilvusStore:
                 timeout=self._timeout,
             )
         candidates = [_candidate(hit) for hit in hits[0]] if hits else []
+        if field == fulltext.SPARSE_FIELD:
+            candidates = [c.model_copy(update={"score": fulltext.bm25_score(c.score)}) for c in candidates]
         return sorted(candidates, key=lambda candidate: -candidate.score)
+
+    def _adopt_full_text(self, info: Mapping[str, Any]) -> bool:
+        found = fulltext.has_full_text(info)
+        if not found:
+            logger.info("collection %s has no full-text field: dense search only", self._name)
+        return found
+
+    def _no_full_text_reason(self, mode: str) -> str:
+        if not self._server_full_text:
+            return (
+                f"search mode {mode!r} needs Milvus's BM25 function (Milvus 2.5+ or Milvus Lite); the "
+                f"Milvus at {self._uri} does not have it: use mode 'dense'"
+            )
+        return (
+            f"collection {self._name!r} was created without the full-text field, so it supports only mode "
+            f"'dense': rebuild it under a new RETRIEVAL_COLLECTION to use {mode!r}"
+        )
 
     def count(self, tenant: str, document_id: str | None = None) -> int:
         expression = _expression(tenant, {}, document_id=document_id)
@@ -214,6 +284,7 @@ class MilvusStore:
                 self._lite = version.startswith("milvus_lite")
                 found = re.search(r"(\d+)\.(\d+)", version)
                 self._native_upsert = self._lite or found is None or (int(found[1]), int(found[2])) >= (2, 4)
+                self._server_full_text = fulltext.server_has_full_text(version)
                 logger.info("connected to Milvus %s at %s", version, self._uri)
                 self._conn = client
             return self._conn
@@ -227,7 +298,9 @@ class MilvusStore:
                     raise StoreUnavailableError(
                         f"Milvus at {self._uri} has no collection {self._name!r}: run ensure_collection first"
                     )
-                dimension = _vector_dim(client.describe_collection(self._name, timeout=self._timeout))
+                info = client.describe_collection(self._name, timeout=self._timeout)
+                dimension = _vector_dim(info)
+                self._full_text = self._adopt_full_text(info)
                 client.load_collection(self._name, timeout=self._timeout)
             self._dimension = dimension
         return client, self._dimension
@@ -240,7 +313,9 @@ class MilvusStore:
         schema.add_field("version", DataType.VARCHAR, max_length=_BYTE_LIMITS["version"])
         schema.add_field("position", DataType.INT64)
         schema.add_field("page", DataType.INT64)
-        schema.add_field("text", DataType.VARCHAR, max_length=_TEXT_MAX_BYTES)
+        analyzer = self.settings.full_text_analyzer
+        analysed = fulltext.text_field_params(analyzer) if self._server_full_text else {}
+        schema.add_field("text", DataType.VARCHAR, max_length=_TEXT_MAX_BYTES, **analysed)
         schema.add_field("metadata", DataType.JSON)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
         kind = self.settings.index_type.upper()
@@ -249,6 +324,8 @@ class MilvusStore:
         index_params.add_index(
             field_name="vector", index_type=kind, metric_type="COSINE", params=hnsw if kind == "HNSW" else {}
         )
+        if self._server_full_text:
+            fulltext.add_full_text(schema, index_params, k1=self.settings.bm25_k1, b=self.settings.bm25_b)
         client.create_collection(
             self._name,
             schema=schema,

@@ -18,6 +18,16 @@ class RetrievalSettings(BaseSettings):
     hnsw_ef_construction: int = 200
     search_ef: int = 128
     consistency_level: str = "Strong"
+    # Full text (bm25 / hybrid search; Milvus Lite and Milvus 2.5+): the analyzer of new collections
+    # ("jieba" segments Chinese and splits English words; "standard" does not segment Chinese), BM25 k1 and b.
+    full_text_analyzer: str = "jieba"
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+
+    # Stage 1 when a search request does not say: dense, bm25 or hybrid (Milvus BM25 + dense, fused).
+    # Where the server or collection has no full-text index, a default of hybrid falls back to dense.
+    search_mode: str = "hybrid"
+    fusion: str = "rrf"
 
     # Embedder. ``kind`` picks the backend; ``model`` is a local folder or a hub id
     # (empty: the backend's default, e.g. the bundled all-MiniLM-L6-v2 for ``minilm``).

@@ -44,12 +44,25 @@ class VectorStore(Protocol):
     def search(
         self,
         tenant: str,
-        vector: np.ndarray,
+        vector: np.ndarray | None,
         *,
         limit: int,
         filters: Mapping[str, FilterValue] | None = None,
+        mode: str = "dense",
+        query_text: str | None = None,
+        fusion: str = "rrf",
+        rrf_k: int = 60,
+        weights: Sequence[float] | None = None,
     ) -> list[Candidate]:
-        """The ``limit`` nearest chunks of ``tenant``, best first (score: cosine similarity)."""
+        """The ``limit`` best chunks of ``tenant``, best first; ``score`` is always higher-is-better.
+
+        ``mode`` (see ``retrieval.fusion``): ``dense`` (needs ``vector``; score = cosine similarity),
+        ``bm25`` (needs ``query_text``; score = BM25) or ``hybrid`` (needs both; each leg ``limit`` deep,
+        fused by ``fusion`` = ``rrf`` with ``rrf_k`` or ``weighted``, ``weights`` = ``(dense, bm25)``).
+        Raises ``ValueError`` for arguments no store can honour, ``UnsupportedSearchError`` for a mode this
+        store or collection cannot run (full text needs Milvus 2.5+ or Milvus Lite, and a collection built
+        with the full-text field).
+        """
 
     def count(self, tenant: str, document_id: str | None = None) -> int:
         """Chunks stored for a tenant (or one of its documents), all versions."""

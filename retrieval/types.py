@@ -34,7 +34,8 @@ class Chunk(BaseModel):
 
 
 class Candidate(BaseModel):
-    """A stage-1 hit: a chunk and its first-stage score (cosine similarity; higher is better)."""
+    """A stage-1 hit: a chunk and its first-stage score, higher is better: cosine similarity (dense), BM25
+    (bm25) or the fused score (hybrid: RRF or weighted, see ``retrieval.fusion``)."""
 
     id: str
     document_id: str

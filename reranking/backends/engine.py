@@ -1,19 +1,17 @@
-"""One inference engine for Qwen3-shaped models, shared by reranking (``EngineReranker``) and embedding
-(``EngineEmbedder``).
+"""One inference engine for Qwen3-shaped models: the scheduler in front of ``runner.PackedQwen3``.
 
-Callers tokenize in their own threads and ``submit`` token-id sequences; the request joins a bounded queue
-(``RerankOverloadedError`` when the queued tokens would pass ``max_queued_tokens``). A worker thread takes
-sequences first come, first served into batches of at most ``token_budget`` tokens (a request may span
-batches), sorts each batch longest first, packs it without padding and launches the forward
-(``packed_qwen3``); a second thread waits for each batch's results, copied to pinned host memory, and resolves
-the futures, so the GPU already runs the next batch while the last one is handed back. At most two batches are
-in flight. On CUDA the forward is bf16, compiled, and replays CUDA graphs for small batches; on CPU it is fp32
-and eager, and matches the transformers backends to float rounding.
+Callers tokenize in their own threads and ``submit`` token-id sequences, which are checked and turned into
+one numpy array there; the request joins a bounded queue (``RerankOverloadedError`` when the queued tokens
+would pass ``max_queued_tokens``; a request larger than the whole queue is a ``RerankInputError``). A worker
+thread takes sequences first come, first served into batches of at most ``token_budget`` tokens (a request
+may span batches), sorts each batch longest first, packs it without padding and launches the forward; a
+second thread waits for each batch's results, copied to pinned host memory, and resolves the futures, so the
+GPU already runs the next batch while the last one is handed back. At most two batches are in flight. On
+CUDA the forward is bf16 with fused Triton kernels and replays CUDA graphs for small batches; on CPU it is
+fp32 and eager, and matches the transformers backends to float rounding.
 
-``EngineReranker`` keeps the exact template and windows of ``Qwen3Reranker`` (its ``prepare``); scores are
-P("yes") = sigmoid(logit_yes - logit_no) in [0, 1]. ``EngineEmbedder`` satisfies the ``retrieval`` Embedder
-protocol structurally (``reranking`` must not import ``retrieval``): the Qwen3-Embedding recipe (text tokens,
-``<|endoftext|>``, last-token pooling, L2 norm, MRL prefix) and the same ``name`` as ``Qwen3Embedder``.
+Users: ``engine_adapters.EngineReranker`` (``head="score"``) and ``engine_adapters.EngineEmbedder``
+(``head="embedding"``).
 """
 
 from __future__ import annotations
@@ -31,21 +29,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from reranking.backends.packed_qwen3 import GRAPH_SEQUENCES, GRAPH_TOKENS, PackedQwen3, extract_weights
-from reranking.backends.qwen3 import DEFAULT_INSTRUCTION, PREFIX, SUFFIX, Qwen3Reranker
+from reranking.backends.qwen3_math import extract_weights
+from reranking.backends.runner import GRAPH_SEQUENCES, GRAPH_TOKENS, PackedQwen3
 from reranking.errors import RerankInputError, RerankOverloadedError, RerankUnavailableError
-from reranking.reranker import RankedHit
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
 class _Request:
-    seqs: Sequence[Sequence[int]]
+    ids: np.ndarray  # every sequence's token ids, concatenated (converted in the caller's thread)
+    offsets: np.ndarray  # (n + 1,) where each sequence starts
     future: Future[np.ndarray]
     out: np.ndarray
     taken: int = 0  # sequences already put in a batch
     remaining: int = 0  # sequences not yet scored
+
+    def seq(self, i: int) -> np.ndarray:
+        return self.ids[self.offsets[i] : self.offsets[i + 1]]
 
 
 @dataclass
@@ -61,7 +62,7 @@ class EngineStats:
     )
 
 
-def _offline_kwargs(model: str) -> dict[str, Any]:
+def offline_kwargs(model: str) -> dict[str, Any]:
     flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
     offline = any(v.strip().upper() in {"1", "ON", "YES", "TRUE"} for v in flags)
     return {"local_files_only": True} if offline and not os.path.isdir(model) else {}
@@ -69,7 +70,8 @@ def _offline_kwargs(model: str) -> dict[str, Any]:
 
 class Engine:
     """Batched packed inference for one Qwen3 model. ``head="score"`` gives logit_yes - logit_no per sequence
-    (``head_token_ids=(no_id, yes_id)``), ``head="embedding"`` the L2-normalised last hidden state."""
+    (``head_token_ids=(no_id, yes_id)``, which may be set until ``warm_up``), ``head="embedding"`` the
+    L2-normalised last hidden state. ``kernels``/``attention``: see ``runner``; "auto" picks at warm-up."""
 
     def __init__(
         self,
@@ -82,7 +84,7 @@ class Engine:
         token_budget: int = 32768,
         max_batch_sequences: int = 512,
         max_queued_tokens: int | None = None,
-        compile: bool | None = None,
+        kernels: str = "auto",
         cuda_graphs: bool | None = None,
         attention: str = "auto",
         graph_tokens: Sequence[int] = GRAPH_TOKENS,
@@ -94,13 +96,13 @@ class Engine:
         cuda = str(device).startswith("cuda")
         self._model = model
         self._head = head
-        self._head_ids = head_token_ids
+        self.head_token_ids = head_token_ids
         self._device = device
         self._dtype = dtype or (torch.bfloat16 if cuda else torch.float32)
         self.token_budget = token_budget
         self._max_batch_sequences = max_batch_sequences
         self.max_queued_tokens = max_queued_tokens or 16 * token_budget
-        self._compile = cuda if compile is None else compile
+        self._kernels = kernels
         self._graphs = cuda if cuda_graphs is None else cuda_graphs
         self._attention = attention
         self._graph_tokens, self._graph_sequences = graph_tokens, graph_sequences
@@ -138,12 +140,16 @@ class Engine:
             model = self._load() if isinstance(self._model, str) else self._model
             with torch.inference_mode():
                 weights = extract_weights(
-                    model, head=self._head, device=self._device, dtype=self._dtype, head_ids=self._head_ids
+                    model,
+                    head=self._head,
+                    device=self._device,
+                    dtype=self._dtype,
+                    head_ids=self.head_token_ids,
                 )
                 runner = PackedQwen3(
                     weights,
                     head=self._head,
-                    compiled=self._compile,
+                    kernels=self._kernels,
                     cuda_graphs=self._graphs,
                     attention=self._attention,
                     graph_tokens=self._graph_tokens,
@@ -163,7 +169,7 @@ class Engine:
 
         cls = AutoModelForCausalLM if self._head == "score" else AutoModel
         try:
-            return cls.from_pretrained(self._model, dtype=self._dtype, **_offline_kwargs(self._model)).eval()
+            return cls.from_pretrained(self._model, dtype=self._dtype, **offline_kwargs(self._model)).eval()
         except Exception as exc:  # noqa: BLE001 - every load failure becomes one error
             raise RerankUnavailableError(
                 f"cannot load the Qwen3 model {self._model!r} ({type(exc).__name__}: {exc})"
@@ -202,18 +208,20 @@ class Engine:
             future.set_result(out)
             return future
         limit, vocab = self.max_sequence_tokens, runner.w.vocab
-        tokens = 0
-        for seq in sequences:
-            if not 0 < len(seq) <= limit:
-                raise RerankInputError(f"a sequence has {len(seq)} tokens; the engine takes 1 to {limit}")
-            if min(seq) < 0 or max(seq) >= vocab:
-                raise RerankInputError(f"token ids must lie in [0, {vocab})")
-            tokens += len(seq)
+        lens = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+        if lens.min() < 1 or lens.max() > limit:
+            raise RerankInputError(f"a sequence has {lens.max()} tokens; the engine takes 1 to {limit}")
+        ids = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences])
+        if ids.min() < 0 or ids.max() >= vocab:
+            raise RerankInputError(f"token ids must lie in [0, {vocab})")
+        offsets = np.zeros(len(lens) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        tokens = int(offsets[-1])
         if tokens > self.max_queued_tokens:
             raise RerankInputError(
                 f"a request of {tokens} tokens exceeds the queue ({self.max_queued_tokens})"
             )
-        request = _Request(sequences, future, out, remaining=len(sequences))
+        request = _Request(ids, offsets, future, out, remaining=len(sequences))
         with self._cond:
             if self._closed:
                 raise RerankUnavailableError("the engine was closed")
@@ -228,8 +236,13 @@ class Engine:
 
     def run(self, sequences: Sequence[Sequence[int]], timeout: float | None = None) -> np.ndarray:
         """``submit(...).result()``: a timeout becomes ``RerankUnavailableError``."""
+        return self.wait(self.submit(sequences), timeout)
+
+    @staticmethod
+    def wait(future: Future[np.ndarray], timeout: float | None = None) -> np.ndarray:
+        """A submitted request's result; a timeout becomes ``RerankUnavailableError``."""
         try:
-            return self.submit(sequences).result(timeout=timeout)
+            return future.result(timeout=timeout)
         except TimeoutError as exc:
             raise RerankUnavailableError(f"the engine did not answer within {timeout}s") from exc
 
@@ -241,8 +254,9 @@ class Engine:
         while self._pending:
             request = self._pending[0]
             start = stop = request.taken
-            while stop < len(request.seqs) and count < self._max_batch_sequences:
-                n = len(request.seqs[stop])
+            size = len(request.offsets) - 1
+            while stop < size and count < self._max_batch_sequences:
+                n = int(request.offsets[stop + 1] - request.offsets[stop])
                 if tokens + n > self.token_budget:
                     break
                 tokens += n
@@ -251,7 +265,7 @@ class Engine:
             if stop > start:
                 parts.append((request, start, stop))
                 request.taken = stop
-            if stop < len(request.seqs):
+            if stop < size:
                 break
             self._pending.popleft()
         self._queued_tokens -= tokens
@@ -266,7 +280,7 @@ class Engine:
                     if self._closed:
                         return
                     parts = self._take_batch()
-                seqs = [s for request, start, stop in parts for s in request.seqs[start:stop]]
+                seqs = [request.seq(i) for request, start, stop in parts for i in range(start, stop)]
                 order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # longest first
                 self._inflight.acquire()
                 try:
@@ -319,202 +333,3 @@ class Engine:
         for request, _, _ in parts:
             if not request.future.done():
                 request.future.set_exception(error)
-
-
-class _Template(Qwen3Reranker):
-    """``Qwen3Reranker``'s template and windows without its model: ``_load`` reads only the tokenizer."""
-
-    def _load(self) -> None:
-        from transformers import AutoTokenizer
-
-        try:
-            tokenizer: Any = AutoTokenizer.from_pretrained(
-                self._model_ref, **_offline_kwargs(self._model_ref)
-            )
-        except Exception as exc:  # noqa: BLE001
-            raise RerankUnavailableError(f"cannot load the tokenizer of {self._model_ref!r}: {exc}") from exc
-        self.no_id, self.yes_id = (int(tokenizer.convert_tokens_to_ids(t)) for t in ("no", "yes"))
-        self._tokenizer = tokenizer
-        self._prefix_ids = tokenizer.encode(PREFIX, add_special_tokens=False)
-        self._suffix_ids = tokenizer.encode(SUFFIX, add_special_tokens=False)
-        self._model = "template-only"  # marks the template as loaded for ``warm_up``
-
-
-def _identity(model: str) -> str:
-    return os.path.basename(os.path.normpath(os.path.abspath(model))) if os.path.isdir(model) else model
-
-
-class EngineReranker:
-    """Qwen3-Reranker served by an ``Engine``: ``Qwen3Reranker``'s exact input, scores P("yes") in [0, 1]."""
-
-    reorders = True
-
-    def __init__(
-        self,
-        model: str,
-        device: str = "cuda",
-        max_tokens: int | None = None,
-        default_instruction: str = DEFAULT_INSTRUCTION,
-        token_budget: int = 32768,
-        timeout_s: float | None = 60.0,
-        **engine_options: Any,
-    ) -> None:
-        self._template = _Template(model, max_tokens=max_tokens, default_instruction=default_instruction)
-        if self._template.max_tokens > token_budget:
-            raise ValueError(
-                f"max_tokens {self._template.max_tokens} exceeds the token budget {token_budget}"
-            )
-        self._model_ref = model
-        self._timeout = timeout_s
-        self.engine = Engine(model, head="score", device=device, token_budget=token_budget, **engine_options)
-
-    @property
-    def name(self) -> str:
-        return f"qwen3-reranker-engine:{_identity(self._model_ref)}"
-
-    @property
-    def max_tokens(self) -> int:
-        return self._template.max_tokens
-
-    def warm_up(self) -> None:
-        self._template.warm_up()
-        if self.engine._head_ids is None:
-            self.engine._head_ids = (self._template.no_id, self._template.yes_id)
-        self.engine.warm_up()
-
-    def rank(
-        self,
-        query: str,
-        documents: Sequence[str],
-        *,
-        top_k: int | None = None,
-        instruction: str | None = None,
-    ) -> list[RankedHit]:
-        if not query or not query.strip():
-            raise RerankInputError("the query is empty")
-        if top_k is not None and top_k < 0:
-            raise RerankInputError(f"top_k must be >= 0, got {top_k}")
-        if not documents:
-            return []
-        self.warm_up()
-        windows = self._template.prepare(query, documents, instruction=instruction)
-        margins = self.engine.run([seq for doc in windows for seq in doc], timeout=self._timeout)
-        scores = 1.0 / (1.0 + np.exp(-margins.astype(np.float64)))  # softmax over (no, yes) = sigmoid
-        best, offset = [], 0
-        for doc in windows:
-            best.append(float(scores[offset : offset + len(doc)].max()))
-            offset += len(doc)
-        hits = sorted((RankedHit(i, s) for i, s in enumerate(best)), key=lambda h: (-h.score, h.index))
-        return hits if top_k is None else hits[:top_k]
-
-
-def format_query(query: str, instruction: str) -> str:
-    """Qwen3-Embedding's query template (a copy of ``retrieval``'s: ``reranking`` does not import it)."""
-    return f"Instruct: {instruction}\nQuery:{query}"
-
-
-class EngineEmbedder:
-    """Qwen3-Embedding served by an ``Engine``; satisfies ``retrieval.embedder.Embedder`` structurally."""
-
-    def __init__(
-        self,
-        model: str,
-        device: str = "cuda",
-        max_tokens: int | None = None,
-        dimension: int | None = None,
-        default_instruction: str = DEFAULT_INSTRUCTION,
-        token_budget: int = 32768,
-        timeout_s: float | None = 60.0,
-        **engine_options: Any,
-    ) -> None:
-        if max_tokens is not None and not 0 < max_tokens < token_budget:
-            raise ValueError(f"max_tokens must lie in [1, {token_budget - 1}], got {max_tokens}")
-        if dimension is not None and dimension < 1:
-            raise ValueError(f"dimension must be positive, got {dimension}")
-        self._model_ref = model
-        self._max_tokens_setting = max_tokens
-        self._dimension_setting = dimension
-        self._default_instruction = default_instruction
-        self._timeout = timeout_s
-        self._lock = threading.Lock()
-        self._tokenizer: Any = None
-        self._eos_id = 0
-        self._dimension = 0
-        self._max_tokens = 0
-        self.engine = Engine(
-            model, head="embedding", device=device, token_budget=token_budget, **engine_options
-        )
-
-    @property
-    def name(self) -> str:
-        return f"qwen3-embedding:{_identity(self._model_ref)}:{self.dimension}"
-
-    @property
-    def dimension(self) -> int:
-        self.warm_up()
-        return self._dimension
-
-    @property
-    def max_tokens(self) -> int:
-        self.warm_up()
-        return self._max_tokens
-
-    def warm_up(self) -> None:
-        if self._tokenizer is not None:
-            return
-        with self._lock:
-            if self._tokenizer is not None:
-                return
-            from transformers import AutoTokenizer
-
-            try:
-                tokenizer: Any = AutoTokenizer.from_pretrained(
-                    self._model_ref, truncation_side="right", **_offline_kwargs(self._model_ref)
-                )
-            except Exception as exc:  # noqa: BLE001
-                raise RerankUnavailableError(
-                    f"cannot load the tokenizer of {self._model_ref!r}: {exc}"
-                ) from exc
-            eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-            if eos is None or eos == tokenizer.unk_token_id:
-                raise RerankUnavailableError(
-                    f"{self._model_ref!r} has no <|endoftext|> token: not a Qwen3 model?"
-                )
-            self.engine.warm_up()
-            w = self.engine.runner.w
-            if self._dimension_setting is not None and self._dimension_setting > w.hidden:
-                raise RerankUnavailableError(
-                    f"dimension {self._dimension_setting} exceeds the width {w.hidden}"
-                )
-            limit = min(8192, w.max_positions, self.engine.token_budget)
-            if self._max_tokens_setting is not None:
-                limit = min(self._max_tokens_setting + 1, w.max_positions)
-            self._eos_id, self._max_tokens = int(eos), limit - 1
-            self._dimension = self._dimension_setting or w.hidden
-            self._tokenizer = tokenizer
-
-    def count_tokens(self, text: str) -> int:
-        self.warm_up()
-        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        return self._embed(list(texts))
-
-    def embed_queries(self, texts: Sequence[str], *, instruction: str | None = None) -> np.ndarray:
-        task = self._default_instruction if instruction is None else instruction
-        return self._embed([format_query(t, task) if task else t for t in texts])
-
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        self.warm_up()
-        if not texts:
-            return np.zeros((0, self._dimension), dtype=np.float32)
-        encoded = self._tokenizer(
-            texts, add_special_tokens=False, truncation=True, max_length=self._max_tokens
-        )
-        vectors = self.engine.run(
-            [[*ids, self._eos_id] for ids in encoded["input_ids"]], timeout=self._timeout
-        )
-        if self._dimension < vectors.shape[1]:  # MRL: a prefix, renormalised
-            vectors = vectors[:, : self._dimension]
-            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -12,6 +12,7 @@ input.
 Only the two LM-head rows of "no" and "yes" are computed: the base model's final hidden state at the last
 position times ``lm_head.weight[[no, yes]]``, then a softmax over the pair. Three stages: ``prepare`` (CPU:
 template, tokenize, windows), ``score_sequences`` (forward), and the reduction to sorted ``RankedHit``s.
+``load_template`` loads what ``prepare`` needs without the model (the inference engine serves the model).
 """
 
 from __future__ import annotations
@@ -86,13 +87,14 @@ class Qwen3Reranker:
         self._batch_size = batch_size
         self._default_instruction = default_instruction
         self._setting_name = setting_name
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._tokenizer: Any = None
         self._model: Any = None
         self._head: Any = None  # (2, hidden): the LM-head rows of "no" and "yes"
         self._prefix_ids: list[int] = []
         self._suffix_ids: list[int] = []
         self._pad_id = 0
+        self._no_yes = (0, 0)
 
     @property
     def name(self) -> str:
@@ -104,12 +106,27 @@ class Qwen3Reranker:
     def max_tokens(self) -> int:
         return self._max_length
 
+    @property
+    def head_token_ids(self) -> tuple[int, int]:
+        """The token ids of "no" and "yes" (after ``load_template``)."""
+        self.load_template()
+        return self._no_yes
+
     def warm_up(self) -> None:
         if self._model is not None:
             return
         with self._lock:
             if self._model is None:
                 self._load()
+
+    def load_template(self) -> None:
+        """Load the tokenizer and the template's token ids, not the model: all that ``prepare`` needs (for a
+        backend that serves the model itself, such as the inference engine). Idempotent."""
+        if self._tokenizer is not None:
+            return
+        with self._lock:
+            if self._tokenizer is None:
+                self._load_tokenizer()
 
     def rank(
         self,
@@ -152,7 +169,7 @@ class Qwen3Reranker:
         self, query: str, documents: Sequence[str], *, instruction: str | None = None
     ) -> list[list[list[int]]]:
         """Token ids to score, per document: one sequence, or several windows for a long document."""
-        self.warm_up()
+        self.load_template()
         task = self._default_instruction if instruction is None else instruction
         budget = self._max_length - len(self._prefix_ids) - len(self._suffix_ids)
         head_chars = len(format_body(query, "", task))
@@ -198,34 +215,47 @@ class Qwen3Reranker:
         return scores
 
     # -- loading -----------------------------------------------------------------------------------------
-    def _load(self) -> None:
+    def _hub_kwargs(self) -> dict[str, Any]:
+        local = os.path.isdir(self._model_ref)
+        return {} if local or not _hub_offline() else {"local_files_only": True}
+
+    def _unavailable(self, exc: Exception) -> RerankUnavailableError:
+        return RerankUnavailableError(
+            f"cannot load the Qwen3 reranker {self._model_ref!r}: set {self._setting_name} to a local folder "
+            f"or a reachable hub id ({type(exc).__name__}: {exc})"
+        )
+
+    def _load_tokenizer(self) -> None:
         source = self._model_ref
-        local = os.path.isdir(source)
-        kwargs: dict[str, Any] = {} if local or not _hub_offline() else {"local_files_only": True}
-        dtype = torch.bfloat16 if str(self._device).startswith("cuda") else torch.float32
-        started = time.perf_counter()
         try:
-            tokenizer: Any = AutoTokenizer.from_pretrained(source, padding_side="left", **kwargs)
-            causal = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+            tokenizer: Any = AutoTokenizer.from_pretrained(source, padding_side="left", **self._hub_kwargs())
         except Exception as exc:  # noqa: BLE001 - every load failure becomes one error naming the setting
-            raise RerankUnavailableError(
-                f"cannot load the Qwen3 reranker {source!r}: set {self._setting_name} to a local folder or a "
-                f"reachable hub id ({type(exc).__name__}: {exc})"
-            ) from exc
+            raise self._unavailable(exc) from exc
         no_id, yes_id = (tokenizer.convert_tokens_to_ids(t) for t in ("no", "yes"))
         if None in (no_id, yes_id) or tokenizer.unk_token_id in (no_id, yes_id):
             raise RerankUnavailableError(
                 f"{source!r} has no 'yes'/'no' tokens: is {self._setting_name} a Qwen3 model?"
             )
-        lm_head = causal.get_output_embeddings()
-        head = lm_head.weight.detach()[[no_id, yes_id]].float().clone()
-        if getattr(lm_head, "bias", None) is not None:
-            raise RerankUnavailableError(f"{source!r}: an LM head with a bias is not a Qwen3 reranker")
-        base = causal.get_decoder().to(self._device).eval()
-        self._tokenizer = tokenizer
+        self._no_yes = (int(no_id), int(yes_id))
         self._prefix_ids = tokenizer.encode(PREFIX, add_special_tokens=False)
         self._suffix_ids = tokenizer.encode(SUFFIX, add_special_tokens=False)
         self._pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else no_id)
+        self._tokenizer = tokenizer  # last: marks the template as loaded
+
+    def _load(self) -> None:
+        source = self._model_ref
+        dtype = torch.bfloat16 if str(self._device).startswith("cuda") else torch.float32
+        started = time.perf_counter()
+        self.load_template()
+        try:
+            causal = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **self._hub_kwargs())
+        except Exception as exc:  # noqa: BLE001 - every load failure becomes one error naming the setting
+            raise self._unavailable(exc) from exc
+        lm_head = causal.get_output_embeddings()
+        head = lm_head.weight.detach()[list(self._no_yes)].float().clone()
+        if getattr(lm_head, "bias", None) is not None:
+            raise RerankUnavailableError(f"{source!r}: an LM head with a bias is not a Qwen3 reranker")
+        base = causal.get_decoder().to(self._device).eval()
         self._head = head.to(self._device)
         self._model = base  # the full LM head (vocabulary x hidden) is not kept unless tied to the embeddings
         logger.info(

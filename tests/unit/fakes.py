@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Sequence
 
 import numpy as np
 
+from reranking import RankedHit
 from retrieval.embedder import normalise
 
 WORD = re.compile(r"\w+")
@@ -53,3 +55,37 @@ class RecordingSender:
         if self.fail:
             raise ConnectionError("broker down")
         self.sent.append((name, list(args)))
+
+
+class OverlapReranker:
+    """Scores a document by the share of the query's words it contains, in [0, 1]. Unit tests only."""
+
+    name = "test:overlap"
+    reorders = True
+    max_tokens = 512
+
+    def __init__(self, *, fail: BaseException | None = None, delay_s: float = 0.0) -> None:
+        self.fail = fail
+        self.delay_s = delay_s
+        self.calls: list[tuple[str, list[str], int | None, str | None]] = []
+
+    def warm_up(self) -> None:
+        return None
+
+    def rank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_k: int | None = None,
+        instruction: str | None = None,
+    ) -> list[RankedHit]:
+        self.calls.append((query, list(documents), top_k, instruction))
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.fail is not None:
+            raise self.fail
+        words = set(WORD.findall(query.lower()))
+        scores = [len(words & set(WORD.findall(d.lower()))) / max(len(words), 1) for d in documents]
+        hits = sorted((RankedHit(i, s) for i, s in enumerate(scores)), key=lambda h: (-h.score, h.index))
+        return hits if top_k is None else hits[:top_k]

@@ -28,7 +28,8 @@ def app_parts(
     holder: dict[str, Resources] = {}
 
     def factory(s: Settings) -> Resources:
-        res = build_resources(s, embedder=embedder, store=store, sender=RecordingSender())
+        res = build_resources(s, embedder=embedder, store=store, sender=RecordingSender(),
+                              redis_client=records.client)
         res.records = records
         res.uploads.records = records
         res.search.records = records
@@ -147,3 +148,32 @@ def test_health_and_page(app_parts: tuple[TestClient, Resources]) -> None:
     assert client.get("/health").json() == {"status": "ok"}
     assert client.get("/ready").status_code == 200
     assert "<title>Sieve search</title>" in client.get("/").text
+
+
+def test_search_modes(app_parts: tuple[TestClient, Resources], monkeypatch: pytest.MonkeyPatch) -> None:
+    from retrieval import UnsupportedSearchError
+
+    client, res = app_parts
+    files = [("files", ("bees.md", b"Honey bees waggle dance zzyzx.")), ("files", ("tides.txt", b"Tides, moon."))]
+    assert client.post("/v1/documents", files=files, headers=AUTH).status_code == 202
+    drain(res)
+    for mode in ("dense", "bm25", "hybrid"):
+        body = client.post("/v1/search", json={"query": "zzyzx", "mode": mode}, headers=AUTH).json()
+        assert body["mode"] == mode and body["hits"][0]["document_id"] == "bees.md"
+    r = client.post("/v1/search", json={"query": "x", "mode": "sparse"}, headers=AUTH)
+    assert r.status_code == 422 and "mode" in r.json()["error"]["message"]
+
+    # A store without full text: the default (hybrid) falls back to dense; asking for it explicitly is a 400.
+    original = res.store.search
+
+    def dense_only(*args: object, mode: str = "dense", **kwargs: object) -> object:
+        if mode != "dense":
+            raise UnsupportedSearchError("this collection has no full-text index")
+        return original(*args, mode=mode, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(res.store, "search", dense_only)
+    res.search.default_mode = "hybrid"
+    body = client.post("/v1/search", json={"query": "honey bees"}, headers=AUTH).json()
+    assert body["mode"] == "dense" and body["hits"]
+    r = client.post("/v1/search", json={"query": "honey bees", "mode": "hybrid"}, headers=AUTH)
+    assert r.status_code == 400 and "full-text" in r.json()["error"]["message"]

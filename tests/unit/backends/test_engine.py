@@ -1,4 +1,4 @@
-"""The packed inference engine on CPU (fp32, eager) against the transformers backends (tiny Qwen3, real vocabulary).
+"""The packed inference engine on CPU (fp32, eager) against the transformers backends (tiny Qwen3).
 
 The GPU path (bf16, compiled, CUDA graphs) is checked against an fp32 reference in ``tests/gpu/``.
 """
@@ -15,8 +15,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from reranking.backends.engine import Engine, EngineEmbedder, EngineReranker
-from reranking.backends.packed_qwen3 import graph_inputs, pack
+from reranking.backends.engine import Engine
+from reranking.backends.engine_adapters import EngineEmbedder, EngineReranker
+from reranking.backends.graphs import graph_inputs, pack
 from reranking.errors import RerankInputError, RerankOverloadedError, RerankUnavailableError
 
 TOL = 1e-4
@@ -121,6 +122,17 @@ class TestPacking:
         assert np.all(np.diff(full_cu) > 0)
         with pytest.raises(ValueError):
             graph_inputs(ids, cu, tokens=int(cu[-1]) + 3, slots=9)  # no room for a row per unused slot
+
+    def test_equal_length_batches_take_the_dense_path_exactly(self, engine: Engine) -> None:
+        """Equal lengths let attention run dense on views of the packed rows (cuDNN on the GPU)."""
+        seqs = [s[:40] for s in _sequences(4, 6, low=40, high=60)]
+        packed = engine.run(seqs)
+        engine.runner.uniform = "sdpa"  # dense SDPA without forcing cuDNN: the same code path on CPU
+        try:
+            dense = engine.run(seqs)
+        finally:
+            engine.runner.uniform = None
+        np.testing.assert_allclose(dense, packed, atol=1e-5, rtol=0)
 
     def test_concurrent_submits_from_8_threads(self, engine: Engine) -> None:
         work = {i: _sequences(10 + i, 6, high=60) for i in range(8)}

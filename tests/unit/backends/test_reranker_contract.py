@@ -1,7 +1,9 @@
-"""One contract for every ``Reranker``: tiny Qwen3Reranker, tiny cross-encoder and the ``none`` backend."""
+"""One contract for every ``Reranker``: tiny Qwen3Reranker, tiny cross-encoder, the ``none`` backend, and
+``RemoteReranker`` in front of a rerank server (in-process) serving the tiny cross-encoder."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,18 @@ QUERY = "what is the capital of France?"
 DOCS = ["Paris is the capital of France.", "", "Bananas are yellow.", "巴黎是法国的首都。", "Paris " * 30]
 
 
-@pytest.fixture(params=["qwen3_reranker", "cross_encoder_reranker", "none"])
+@pytest.fixture(scope="module")
+def remote_reranker(cross_encoder_reranker: Reranker) -> Iterator[Reranker]:
+    from fastapi.testclient import TestClient
+
+    from api.rerank_server import create_rerank_app
+    from reranking.backends.remote import RemoteReranker
+
+    with TestClient(create_rerank_app(reranker=cross_encoder_reranker)) as server:
+        yield RemoteReranker("http://testserver", client=server)
+
+
+@pytest.fixture(params=["qwen3_reranker", "cross_encoder_reranker", "none", "remote_reranker"])
 def reranker(request: pytest.FixtureRequest) -> Reranker:
     if request.param == "none":
         return NoneReranker()
@@ -80,3 +93,9 @@ def test_factory_passes_keywords_the_backends_accept(
     ce = make_reranker(RerankSettings(backend="cross-encoder", model=str(tiny_cross_encoder_dir)))
     assert isinstance(ce, CrossEncoderReranker) and len(ce.rank(QUERY, DOCS)) == len(DOCS)
     assert isinstance(make_reranker(RerankSettings(backend="none")), NoneReranker)
+
+
+def test_remote_scores_are_the_served_model_scores(
+    remote_reranker: Reranker, cross_encoder_reranker: Reranker
+) -> None:
+    assert remote_reranker.rank(QUERY, DOCS, top_k=3) == cross_encoder_reranker.rank(QUERY, DOCS, top_k=3)

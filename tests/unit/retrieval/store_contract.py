@@ -1,7 +1,9 @@
 """The behaviour every ``VectorStore`` shows, run against each implementation.
 
 Subclass ``VectorStoreContract`` in a ``test_*.py`` module and supply a ``store`` fixture that yields a store
-whose collection does not exist yet (``ensure_collection`` has not been called).
+whose collection does not exist yet (``ensure_collection`` has not been called). Set ``FULL_TEXT = False``
+for a store without full-text search (Milvus 2.3): there ``bm25`` and ``hybrid`` must raise
+``UnsupportedSearchError`` and the tests of what they find are skipped.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from retrieval.errors import EmbedderMismatchError, InvalidFilterError, StoreUnavailableError
+from retrieval.errors import (
+    EmbedderMismatchError,
+    InvalidFilterError,
+    StoreUnavailableError,
+    UnsupportedSearchError,
+)
 from retrieval.store import VectorStore
 from retrieval.types import Chunk
 
@@ -69,7 +76,32 @@ def put(store: VectorStore, chunks: list[Chunk], vectors: list[np.ndarray] | Non
     store.upsert(chunks, np.stack(vectors if vectors is not None else [unit(i) for i in range(len(chunks))]))
 
 
+MODES = ["dense", "bm25", "hybrid"]
+TEXTS = [
+    "The mitochondria is the powerhouse of the cell",
+    "Photosynthesis turns light into chemical energy in chloroplasts",
+    "The rare enzyme zorbulase cleaves a peptide bond",
+    "Plate tectonics moves continents slowly",
+    "北京是中国的首都",
+    "上海是一个大城市",
+    "Cells divide by mitosis during the cell cycle",
+]
+
+
+def search_in_mode(
+    store: VectorStore, full_text: bool, mode: str, tenant: str = "acme", **kwargs: Any
+) -> list[Any] | None:
+    """``search`` in ``mode``; without full text, check that modes but dense raise, and return None."""
+    if mode != "dense" and not full_text:
+        with pytest.raises(UnsupportedSearchError):
+            store.search(tenant, unit(0), mode=mode, query_text="zorbulase", **kwargs)
+        return None
+    return store.search(tenant, unit(0), mode=mode, query_text="zorbulase", **kwargs)
+
+
 class VectorStoreContract:
+    FULL_TEXT = True
+
     @pytest.fixture
     def ready(self, store: VectorStore) -> VectorStore:
         store.ensure_collection(embedder_name=EMBEDDER, dimension=DIM)
@@ -325,6 +357,143 @@ class VectorStoreContract:
         put(ready, [make_chunk()])
         ready.delete_document("acme", "never-stored")
         assert ready.count("acme") == 1
+
+    # --- search modes: bm25 and hybrid ----------------------------------------------------------------------
+
+    @pytest.fixture
+    def corpus(self, ready: VectorStore) -> list[Chunk]:
+        if not self.FULL_TEXT:
+            pytest.skip("no full-text search on this server (test_modes_without_full_text_raise covers it)")
+        chunks = [make_chunk(document_id=f"doc-{i}", text=text) for i, text in enumerate(TEXTS)]
+        put(ready, chunks, [unit(i) for i in range(len(chunks))])
+        return chunks
+
+    def test_bm25_finds_a_rare_exact_term_that_dense_search_misses(
+        self, ready: VectorStore, corpus: list[Chunk]
+    ) -> None:
+        dense = ready.search("acme", unit(3), limit=1)
+        bm25 = ready.search("acme", unit(3), limit=5, mode="bm25", query_text="zorbulase")
+
+        assert [hit.id for hit in dense] == [corpus[3].id]
+        assert [hit.id for hit in bm25] == [corpus[2].id]
+        assert bm25[0].text == TEXTS[2] and bm25[0].score > 0
+
+    def test_bm25_ranks_better_matches_first_with_positive_scores(
+        self, ready: VectorStore, corpus: list[Chunk]
+    ) -> None:
+        hits = ready.search("acme", None, limit=5, mode="bm25", query_text="mitochondria cell")
+
+        assert [hit.id for hit in hits] == [corpus[0].id, corpus[6].id]
+        assert hits[0].score > hits[1].score > 0
+
+    def test_bm25_without_a_matching_term_finds_nothing(self,
+        ready: VectorStore, corpus: list[Chunk]
+    ) -> None:
+        assert ready.search("acme", None, limit=5, mode="bm25", query_text="quasar") == []
+        assert ready.search("acme", None, limit=5, mode="bm25", query_text="") == []
+        assert ready.search("acme", None, limit=0, mode="bm25", query_text="zorbulase") == []
+
+    def test_chinese_query_matches_chinese_text(self, ready: VectorStore, corpus: list[Chunk]) -> None:
+        hits = ready.search("acme", None, limit=5, mode="bm25", query_text="中国的首都")
+        assert [hit.id for hit in hits] == [corpus[4].id]
+
+    @pytest.mark.parametrize(("rrf_k", "weights"), [(60, None), (1, (2.0, 1.0))])
+    def test_hybrid_is_the_union_of_both_legs_ranked_by_rrf(
+        self, ready: VectorStore, corpus: list[Chunk], rrf_k: int, weights: tuple[float, float] | None
+    ) -> None:
+        query, text, limit = unit(0), "mitochondria cell zorbulase", 3
+        dense = ready.search("acme", query, limit=limit)
+        bm25 = ready.search("acme", None, limit=limit, mode="bm25", query_text=text)
+        w_dense, w_bm25 = weights or (1.0, 1.0)
+        expected: dict[str, float] = {}
+        for weight, leg in ((w_dense, dense), (w_bm25, bm25)):
+            for rank, hit in enumerate(leg, start=1):
+                expected[hit.id] = expected.get(hit.id, 0.0) + weight / (rrf_k + rank)
+
+        hits = ready.search(
+            "acme", query, limit=limit, mode="hybrid", query_text=text, rrf_k=rrf_k, weights=weights
+        )
+
+        assert len(hits) == limit
+        assert {hit.id for hit in hits} <= expected.keys()  # drawn from the union of the two legs
+        assert {h.id: h.score for h in hits} == pytest.approx({h.id: expected[h.id] for h in hits})
+        scores = [hit.score for hit in hits]
+        assert scores == sorted(scores, reverse=True)
+        left_out = [score for key, score in expected.items() if key not in {hit.id for hit in hits}]
+        assert min(scores) >= max(left_out, default=0.0)  # the best of the union, not just of one leg
+
+    def test_weighted_fusion_scales_each_leg_and_follows_the_weights(
+        self, ready: VectorStore, corpus: list[Chunk]
+    ) -> None:
+        query, text = unit(3), "mitochondria cell zorbulase"
+        dense = ready.search("acme", query, limit=4)
+        bm25 = ready.search("acme", None, limit=4, mode="bm25", query_text=text)
+        expected: dict[str, float] = {}
+        for leg in (dense, bm25):
+            low, high = min(h.score for h in leg), max(h.score for h in leg)
+            for hit in leg:
+                expected[hit.id] = expected.get(hit.id, 0.0) + (hit.score - low) / (high - low)
+
+        hits = ready.search("acme", query, limit=4, mode="hybrid", query_text=text, fusion="weighted")
+        only_dense = ready.search(
+            "acme", query, limit=4, mode="hybrid", query_text=text, fusion="weighted", weights=(1.0, 0.0)
+        )
+        only_bm25 = ready.search(
+            "acme", query, limit=4, mode="hybrid", query_text=text, fusion="weighted", weights=(0.0, 1.0)
+        )
+
+        assert {h.id: h.score for h in hits} == pytest.approx({h.id: expected[h.id] for h in hits}, abs=1e-4)
+        assert (only_dense[0].id, only_dense[0].score) == (dense[0].id, pytest.approx(1.0))
+        assert (only_bm25[0].id, only_bm25[0].score) == (bm25[0].id, pytest.approx(1.0))
+
+    @pytest.mark.parametrize("mode", MODES)
+    def test_tenants_stay_isolated_in_every_mode(self, ready: VectorStore, mode: str) -> None:
+        ours = make_chunk("acme", text="zorbulase assay")
+        theirs = make_chunk("globex", text="zorbulase assay")  # same id inputs but tenant, same vector
+        put(ready, [ours, theirs], [unit(0), unit(0)])
+
+        hits = search_in_mode(ready, self.FULL_TEXT, mode, limit=10)
+
+        assert hits is None or [hit.id for hit in hits] == [ours.id]
+
+    @pytest.mark.parametrize("mode", MODES)
+    def test_filters_hold_in_every_mode(self, ready: VectorStore, mode: str) -> None:
+        a = make_chunk(document_id="doc-a", text="zorbulase in English", metadata={"lang": "en"})
+        b = make_chunk(document_id="doc-b", text="zorbulase auf Deutsch", metadata={"lang": "de"})
+        put(ready, [a, b], [unit(0), unit(0)])
+
+        hits = search_in_mode(ready, self.FULL_TEXT, mode, limit=10, filters={"lang": "de"})
+
+        assert hits is None or [hit.id for hit in hits] == [b.id]
+
+    @pytest.mark.parametrize(
+        "arguments",
+        [
+            {"mode": "fuzzy", "query_text": "x"},
+            {"mode": "bm25"},
+            {"mode": "hybrid"},
+            {"mode": "hybrid", "query_text": "x", "fusion": "max"},
+            {"mode": "hybrid", "query_text": "x", "weights": (1.0,)},
+            {"mode": "hybrid", "query_text": "x", "weights": (0.0, 0.0)},
+            {"mode": "hybrid", "query_text": "x", "rrf_k": -1},
+        ],
+    )
+    def test_search_arguments_no_store_can_honour_are_refused(
+        self, store: VectorStore, arguments: dict[str, Any]
+    ) -> None:
+        with pytest.raises(ValueError):
+            store.search("acme", unit(0), limit=5, **arguments)
+        with pytest.raises(ValueError):
+            store.search("acme", None, limit=5)
+
+    def test_modes_without_full_text_raise(self, ready: VectorStore) -> None:
+        if self.FULL_TEXT:
+            pytest.skip("this store has full-text search")
+        put(ready, [make_chunk(text="zorbulase")], [unit(0)])
+        for mode in ("bm25", "hybrid"):
+            with pytest.raises(UnsupportedSearchError, match="dense"):
+                ready.search("acme", unit(0), limit=5, mode=mode, query_text="zorbulase")
+        assert len(ready.search("acme", unit(0), limit=5)) == 1
 
     # --- collection and embedder --------------------------------------------------------------------------
 

@@ -1,0 +1,76 @@
+"""Prometheus metrics of the API and the rerank server, served at ``GET /metrics``.
+
+Every metric is a module-level object on the default registry (with the process collectors), so any module
+can count with ``from api import metrics; metrics.DEGRADED.labels(reason="timeout").inc()``. Names start with
+``sieve_``; times are seconds.
+
+| metric | type | labels | counts |
+| --- | --- | --- | --- |
+| ``sieve_http_requests_total`` | counter | method, route, status | answered requests |
+| ``sieve_http_request_seconds`` | histogram | method, route | time to answer |
+| ``sieve_stage_seconds`` | histogram | stage | embed, stage1, filter, rerank; rerank_call, embed_call |
+| ``sieve_batch_size`` | histogram | kind | items in one model call: rerank (documents), embed (inputs) |
+| ``sieve_inference_queue_depth`` | gauge | | requests waiting for an inference slot |
+| ``sieve_inference_inflight`` | gauge | | model calls running |
+| ``sieve_overloaded_total`` | counter | | requests refused with 429: the inference queue was full |
+| ``sieve_degraded_total`` | counter | reason | stage-1 answers: timeout, unavailable, overloaded, error |
+| ``sieve_low_confidence_total`` | counter | | searches flagged for review (low best score / spread) |
+| ``sieve_search_cache_total`` | counter | result | search cache lookups: hit, miss |
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+HTTP_REQUESTS = Counter("sieve_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
+HTTP_SECONDS = Histogram(
+    "sieve_http_request_seconds",
+    "Time to answer an HTTP request",
+    ["method", "route"],
+    buckets=LATENCY_BUCKETS,
+)
+STAGE_SECONDS = Histogram(
+    "sieve_stage_seconds", "Time spent in one stage of a request", ["stage"], buckets=LATENCY_BUCKETS
+)
+BATCH_SIZE = Histogram("sieve_batch_size", "Items in one model call", ["kind"], buckets=SIZE_BUCKETS)
+QUEUE_DEPTH = Gauge("sieve_inference_queue_depth", "Requests waiting for an inference slot")
+INFLIGHT = Gauge("sieve_inference_inflight", "Model calls running")
+OVERLOADED = Counter("sieve_overloaded", "Requests refused with 429 because the inference queue was full")
+DEGRADED = Counter(
+    "sieve_degraded", "Searches answered in stage-1 order because the rerank stage failed", ["reason"]
+)
+LOW_CONFIDENCE = Counter("sieve_low_confidence", "Searches flagged as low-confidence (sent to review)")
+SEARCH_CACHE = Counter("sieve_search_cache", "Search cache lookups by result: hit, miss", ["result"])
+
+
+def observe_stage(stage: str, seconds: float) -> None:
+    STAGE_SECONDS.labels(stage=stage).observe(seconds)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text and its content type."""
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def instrument(app: FastAPI) -> None:
+    """Count and time every request by its route template (``/v1/jobs/{job_id}``, not the raw path)."""
+
+    @app.middleware("http")
+    async def _measure(request: Request, call_next: Any) -> Any:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = getattr(request.scope.get("route"), "path", None) or "unmatched"
+            HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
+            HTTP_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)

@@ -1,0 +1,88 @@
+"""Operations: ``GET /info`` (models, revisions, limits) and ``GET /metrics`` (Prometheus), in both apps."""
+
+from __future__ import annotations
+
+import re
+from importlib import metadata
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from api import metrics
+from api.serving import ServingDep
+
+router = APIRouter(tags=["operations"])
+
+SNAPSHOT = re.compile(r"snapshots[/\\]([0-9a-f]{40})")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    backend: str | None = None
+    model: str | None = None  # the configured folder or hub id
+    revision: str | None = None  # the hub commit, when the model was loaded from a hub snapshot folder
+    device: str | None = None
+    max_tokens: int | None = None
+    dimension: int | None = None
+    reorders: bool | None = None
+
+
+class Info(BaseModel):
+    service: str
+    version: str
+    models: dict[str, ModelInfo]
+    limits: dict[str, float | int]
+
+
+def _version() -> str:
+    try:
+        return metadata.version("sieve")
+    except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+def _revision(ref: str) -> str | None:
+    found = SNAPSHOT.search(ref)
+    return found.group(1) if found else None
+
+
+@router.get("/info", response_model=Info, response_model_exclude_none=True)
+def info(serving: ServingDep) -> Info:
+    reranker, rerank = serving.reranker, serving.rerank
+    max_tokens = getattr(reranker, "max_tokens", None)  # the model backends have it, ``none`` does not
+    models = {
+        "reranker": ModelInfo(
+            name=reranker.name,
+            backend=rerank.backend,
+            model=(rerank.url if rerank.backend == "remote" else rerank.model) or None,
+            revision=_revision(rerank.model),
+            device=rerank.device if reranker.reorders and rerank.backend != "remote" else None,
+            max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+            reorders=reranker.reorders,
+        )
+    }
+    if serving.embedder is not None:
+        models["embedder"] = ModelInfo(
+            name=serving.embedder.name,
+            dimension=serving.embedder.dimension,
+            max_tokens=serving.embedder.max_tokens,
+        )
+    api = serving.api
+    limits: dict[str, float | int] = {
+        "max_request_bytes": api.max_request_bytes,
+        "max_rerank_documents": api.max_rerank_documents,
+        "max_tokens_per_doc": api.max_tokens_per_doc,
+        "inference_concurrency": api.inference_concurrency,
+        "inference_queue": api.inference_queue,
+    }
+    if serving.embedder is not None:
+        limits["max_embedding_inputs"] = api.max_embedding_inputs
+        limits["rerank_deadline_s"] = api.rerank_deadline_s
+    return Info(service=serving.service, version=_version(), models=models, limits=limits)
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+def prometheus() -> Response:
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)

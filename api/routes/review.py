@@ -1,0 +1,181 @@
+"""The review queue over HTTP: list flagged searches, label them, export the labels as training pairs.
+
+A tenant's key sees and labels its own tenant's items only (another tenant's item is a 404, asking for
+another tenant's list a 403). The admin key (``API_ADMIN_KEY``) sees every tenant's items, narrows with
+``?tenant=``, and is the only one that may ``claim`` items for a reviewer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field, model_validator
+
+from api.deps import ResourcesDep, ReviewDep, api_key, enforce_rate_limit, is_admin_key, tenant_of_key
+from api.errors import ApiError
+from api.review import (
+    ReviewItem,
+    ReviewLabelError,
+    ReviewNotFoundError,
+    ReviewPage,
+    ReviewSink,
+    State,
+    training_pairs,
+)
+
+router = APIRouter(prefix="/v1/review", tags=["review"])
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    tenant: str | None  # None: the admin
+
+    @property
+    def name(self) -> str:
+        return "admin" if self.tenant is None else self.tenant
+
+
+def get_caller(
+    resources: ResourcesDep,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Caller:
+    key = api_key(authorization, x_api_key)
+    if is_admin_key(resources, key):
+        return Caller(None)
+    tenant = tenant_of_key(resources, key)
+    if tenant is None:
+        raise ApiError(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
+    enforce_rate_limit(resources, tenant)
+    return Caller(tenant)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+TenantQuery = Annotated[
+    str | None, Query(description="Only this tenant's items (the admin key: any tenant).")
+]
+SinceQuery = Annotated[
+    float | None,
+    Query(ge=0, le=1e11, description="Only items flagged at or after this time (epoch seconds)."),
+]
+
+
+def scope(caller: Caller, tenant: str | None) -> str | None:
+    """The tenant whose items the caller may see: its own, or for the admin the one asked (None: all)."""
+    if caller.tenant is None:
+        return tenant
+    if tenant is not None and tenant != caller.tenant:
+        raise ApiError(403, "a tenant's key sees its own review items only; other tenants need the admin key")
+    return caller.tenant
+
+
+def item_for(review: ReviewSink, caller: Caller, item_id: str) -> ReviewItem:
+    try:
+        item = review.get(item_id)
+    except ReviewNotFoundError as exc:
+        raise ApiError(404, str(exc)) from exc
+    if caller.tenant is not None and item.tenant != caller.tenant:
+        raise ApiError(404, f"no review item {item_id!r}")
+    return item
+
+
+class LabelRequest(BaseModel):
+    """Which of the item's candidates answer its query: by chunk id, by index in ``candidates``, or none."""
+
+    chunk_ids: list[str] | None = Field(None, description="Chunk ids of the passages that answer the query.")
+    indices: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, description="Positions in the item's candidates of the passages that answer the query."
+    )
+    none: bool = Field(False, description="True: no candidate answers the query.")
+
+    @model_validator(mode="after")
+    def _one_answer(self) -> LabelRequest:
+        given = [bool(self.chunk_ids), bool(self.indices), self.none]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of: a non-empty chunk_ids, a non-empty indices, or none=true")
+        return self
+
+
+@router.get("", response_model=ReviewPage)
+def list_items(
+    caller: CallerDep,
+    review: ReviewDep,
+    tenant: TenantQuery = None,
+    state: Annotated[State | None, Query(description="pending or labelled")] = None,
+    since: SinceQuery = None,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> ReviewPage:
+    """Flagged searches in the order they were flagged, a page at a time."""
+    try:
+        return review.page(tenant=scope(caller, tenant), state=state, since=since, cursor=cursor, limit=limit)
+    except ReviewLabelError as exc:
+        raise ApiError(422, str(exc)) from exc
+
+
+@router.get("/export", response_class=StreamingResponse)
+def export(
+    caller: CallerDep, review: ReviewDep, tenant: TenantQuery = None, since: SinceQuery = None
+) -> StreamingResponse:
+    """Labelled items as training pairs, one JSON object a line: ``{"query", "passage", "label"}``, label 1
+    for a passage that answers the query and 0 for the other candidates shown with it."""
+    owner = scope(caller, tenant)
+    # The first page is read before the response starts, so that a failure still gets its status code.
+    first = review.page(tenant=owner, state="labelled", since=since, limit=200)
+
+    def lines() -> Iterator[str]:
+        page = first
+        while True:
+            for item in page.items:
+                for pair in training_pairs(item):
+                    yield json.dumps(pair, ensure_ascii=False) + "\n"
+            if page.next_cursor is None:
+                return
+            page = review.page(
+                tenant=owner, state="labelled", since=since, cursor=page.next_cursor, limit=200
+            )
+
+    headers = {"Content-Disposition": 'attachment; filename="review-pairs.jsonl"'}
+    return StreamingResponse(lines(), media_type="application/x-ndjson", headers=headers)
+
+
+@router.post("/claim", response_model=list[ReviewItem])
+def claim(
+    caller: CallerDep,
+    review: ReviewDep,
+    reviewer: Annotated[str, Query(min_length=1, max_length=200, description="Who takes the items.")],
+    count: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> list[ReviewItem]:
+    """Admin only: hand up to ``count`` unlabelled items to ``reviewer``, none held by another reviewer
+    (an item held for 10 minutes without a label is handed out again)."""
+    if caller.tenant is not None:
+        raise ApiError(403, "claiming review items needs the admin key (API_ADMIN_KEY)")
+    return review.claim(reviewer, count=count)
+
+
+@router.get("/{item_id}", response_model=ReviewItem)
+def get_item(item_id: str, caller: CallerDep, review: ReviewDep) -> ReviewItem:
+    return item_for(review, caller, item_id)
+
+
+@router.post("/{item_id}", response_model=ReviewItem)
+def label_item(item_id: str, body: LabelRequest, caller: CallerDep, review: ReviewDep) -> ReviewItem:
+    """Label the item (a new label replaces the old one)."""
+    item = item_for(review, caller, item_id)
+    positives = body.chunk_ids or []
+    if body.indices:
+        outside = [i for i in body.indices if i >= len(item.candidates)]
+        if outside:
+            raise ApiError(422, f"index {outside[0]} is outside the item's {len(item.candidates)} candidates")
+        positives = [item.candidates[i].chunk_id for i in body.indices]
+    try:
+        return review.label(item_id, positives, by=caller.name)
+    except ReviewNotFoundError as exc:
+        raise ApiError(404, str(exc)) from exc
+    except ReviewLabelError as exc:
+        raise ApiError(422, str(exc)) from exc

@@ -1,0 +1,55 @@
+"""What the model endpoints need, in the API and in the rerank server alike.
+
+The compatible routes (``/v1/rerank``, ``/v1/embeddings``, ``/v1/similarity``) and ``/info`` take a
+``Serving`` through ``ServingDep``; each app's lifespan puts one in its state under ``"serving"``. The rerank
+server has no embedder, so its ``embedder`` is None and the embedding routes are not mounted there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from api.errors import ApiError
+from api.limits import Gate
+from api.settings import ApiSettings
+from reranking import Reranker, RerankSettings
+from retrieval import Embedder
+
+
+@dataclass
+class Serving:
+    service: str  # "sieve-api" or "sieve-rerank-server"
+    api: ApiSettings
+    rerank: RerankSettings
+    reranker: Reranker
+    gate: Gate
+    embedder: Embedder | None = None
+
+
+def make_serving(
+    service: str,
+    api: ApiSettings,
+    rerank: RerankSettings,
+    reranker: Reranker,
+    embedder: Embedder | None = None,
+) -> Serving:
+    gate = Gate(
+        api.inference_concurrency,
+        api.inference_queue,
+        timeout_s=api.inference_queue_timeout_s,
+        retry_after_s=api.retry_after_s,
+    )
+    return Serving(service, api, rerank, reranker, gate, embedder)
+
+
+def get_serving(request: Request) -> Serving:
+    serving: Serving | None = getattr(request.state, "serving", None)
+    if serving is None:
+        raise ApiError(503, "the service is starting; try again shortly", headers={"Retry-After": "1"})
+    return serving
+
+
+ServingDep = Annotated[Serving, Depends(get_serving)]

@@ -1,0 +1,131 @@
+"""The rerank stage in another process: a Sieve rerank server's ``POST /v1/rerank`` (Cohere shape) over HTTP.
+
+``sieve rerank-server`` serves a local backend (one process per GPU); the query API sets
+``RERANK_BACKEND=remote`` and ``RERANK_URL`` to reach it, with ``RERANK_TIMEOUT_S`` as the deadline of a call.
+Scores are the served backend's, unchanged. Errors: the server unreachable, too slow or failing (5xx) →
+``RerankUnavailableError``; 429 → ``RerankOverloadedError``; a refused request (4xx) → ``RerankInputError``
+with the server's message. ``/v1/search`` turns the first two into a degraded answer in stage-1 order.
+No torch here: only httpx.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from reranking.errors import RerankInputError, RerankOverloadedError, RerankUnavailableError
+from reranking.reranker import RankedHit
+
+logger = logging.getLogger(__name__)
+
+
+class RemoteReranker:
+    """A ``Reranker`` whose model runs behind ``url`` (``http://host:port`` of a Sieve rerank server)."""
+
+    reorders = True
+
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = 2.0,
+        *,
+        api_key: str = "",
+        client: httpx.Client | None = None,
+    ) -> None:
+        if not url:
+            raise ValueError("RERANK_URL must be set for backend=remote (e.g. http://127.0.0.1:8101)")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # A client passed in (tests: an in-process app) is used as it is, with its own timeouts.
+        self._client = client or httpx.Client(headers=headers, timeout=timeout_s)
+        self._owns_client = client is None
+        self.served_model: str | None = None  # the server's model name, once it has answered
+
+    @property
+    def name(self) -> str:
+        return f"remote:{self.url}"
+
+    def warm_up(self) -> None:
+        """Nothing to load; says in the log whether the server answers (search degrades while it does not)."""
+        try:
+            self._client.get(f"{self.url}/ready").raise_for_status()
+        except httpx.HTTPError as exc:
+            logger.warning("rerank server %s is not ready yet: %s", self.url, exc)
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+    def rank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_k: int | None = None,
+        instruction: str | None = None,
+    ) -> list[RankedHit]:
+        if not query or not query.strip():
+            raise RerankInputError("the query is empty")
+        if top_k is not None and top_k < 0:
+            raise RerankInputError(f"top_k must be >= 0, got {top_k}")
+        if not documents or top_k == 0:
+            return []
+        body: dict[str, Any] = {"query": query, "documents": list(documents), "return_documents": False}
+        if top_k is not None:
+            body["top_n"] = top_k
+        if instruction is not None:
+            body["instruction"] = instruction
+        payload = self._post(body)
+        hits = self._hits(payload, len(documents))
+        return hits if top_k is None else hits[:top_k]
+
+    def _post(self, body: dict[str, Any]) -> Any:
+        try:
+            response = self._client.post(f"{self.url}/v1/rerank", json=body)
+        except httpx.TimeoutException as exc:
+            raise RerankUnavailableError(
+                f"the rerank server {self.url} did not answer within {self.timeout_s:g} s (RERANK_TIMEOUT_S)"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise RerankUnavailableError(f"the rerank server {self.url} cannot be reached: {exc}") from exc
+        if response.status_code == 200:
+            try:
+                return response.json()
+            except ValueError as exc:
+                raise RerankUnavailableError(f"the rerank server {self.url} sent no JSON body") from exc
+        message = _message(response)
+        if response.status_code == 429:
+            raise RerankOverloadedError(f"the rerank server {self.url} is overloaded: {message}")
+        if 400 <= response.status_code < 500:
+            raise RerankInputError(message)
+        status = response.status_code
+        raise RerankUnavailableError(f"the rerank server {self.url} answered {status}: {message}")
+
+    def _hits(self, payload: Any, count: int) -> list[RankedHit]:
+        try:
+            results = payload["results"]
+            hits = [RankedHit(int(r["index"]), float(r["relevance_score"])) for r in results]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RerankUnavailableError(f"the rerank server {self.url} sent an unexpected body") from exc
+        if any(not 0 <= h.index < count for h in hits) or len({h.index for h in hits}) != len(hits):
+            raise RerankUnavailableError(f"the rerank server {self.url} sent indices outside the documents")
+        if isinstance(payload.get("model"), str):
+            self.served_model = payload["model"]
+        return sorted(hits, key=lambda h: (-h.score, h.index))
+
+
+def _message(response: httpx.Response) -> str:
+    """The ``error.message`` of a Sieve error body, else the start of the body."""
+    try:
+        error = response.json().get("error", {})
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+    except (ValueError, AttributeError):
+        pass
+    return response.text[:200] or response.reason_phrase

@@ -1,0 +1,298 @@
+"""Runs batches through the packed Qwen3 forward: the layer loop, the kernels' choice, graphs and warm-up.
+
+Sequences are concatenated into one ``(tokens, hidden)`` tensor (``graphs.pack``), so no product ever sees
+padding; attention runs within each sequence (``attention``). The last layer runs only for each sequence's
+last token (the only row read out), which is then normalised and scored with the two LM-head rows or
+L2-normalised.
+
+Element-wise kernels (``kernels``): "triton" (CUDA default: ``triton_kernels``, checked against the torch
+path at warm-up, "compile" if that check fails), "compile" (``torch.compile`` of the torch functions of
+``qwen3_math``, dynamic token dimension), "eager" (CPU: fp32, exact per-sequence attention; what the fast
+tests compare with the transformers backends). Large batches launch eagerly (the GPU stays busy while
+Python issues the next layer); small ones replay CUDA graphs captured at warm-up (``graphs``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from reranking.backends.attention import VARLEN, attention, choose_attention, random_batch, uniform_attention
+from reranking.backends.graphs import Graphs, pack
+from reranking.backends.qwen3_math import HEADS, Weights, head_out, layer_functions
+
+logger = logging.getLogger(__name__)
+
+KERNELS = ("auto", "triton", "compile", "eager")
+GRAPH_TOKENS = (64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+GRAPH_SEQUENCES = (1, 4, 16, 64)
+
+
+def _triton_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
+
+
+class PackedQwen3:
+    """Runs batches of sequences through the packed forward, one batch at a time (not thread-safe)."""
+
+    def __init__(
+        self,
+        weights: Weights,
+        *,
+        head: str,
+        cuda_graphs: bool,
+        kernels: str = "auto",
+        attention: str = "auto",
+        graph_tokens: Sequence[int] = GRAPH_TOKENS,
+        graph_sequences: Sequence[int] = GRAPH_SEQUENCES,
+        inductor_options: dict[str, Any] | None = None,
+    ) -> None:
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        if kernels not in KERNELS:
+            raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
+        self.w = weights
+        self.head = head
+        self.device = weights.embed.device
+        self.dtype = weights.embed.dtype
+        self.cuda = self.device.type == "cuda"
+        if kernels == "auto":
+            kernels = "eager" if not self.cuda else ("triton" if _triton_available() else "compile")
+        self.kernels = kernels
+        self.attention = attention if attention != "auto" else ("auto" if self.cuda else "loop")
+        self.last_attention = "loop"  # one query per sequence (the last layer); set at warm-up on CUDA
+        self.attention_timings: dict[str, float] = {}
+        self.uniform: str | None = None  # dense SDPA kernel for batches of equal lengths (set at warm-up)
+        # tunes the block sizes of the fused element-wise kernels of torch.compile
+        self._inductor_options = (
+            {"coordinate_descent_tuning": True} if inductor_options is None else inductor_options
+        )
+        self._use_graphs = cuda_graphs and self.cuda
+        self.graphs = Graphs(graph_tokens, graph_sequences)
+
+    @property
+    def out_width(self) -> int:
+        return 1 if self.head == "score" else self.w.hidden
+
+    # -- forward -------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        cu: torch.Tensor,
+        last: torch.Tensor,
+        max_len: int,
+        items: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B,) logit_yes - logit_no or (B, hidden) unit vectors, fp32, for the sequences ``cu`` packs.
+        ``items``: the Triton attention's work items (built here from ``cu`` when not given)."""
+        if items is None and self.attention.startswith("triton"):
+            items = self._items(cu.cpu().numpy()).to(cu.device)
+        w = self.w
+        x = F.embedding(ids, w.embed)
+        freqs = positions.float()[:, None] * w.inv_freq  # RoPE angles, once for all layers
+        cos, sin = freqs.cos(), freqs.sin()
+        b = len(last)
+        uniform = self.uniform is not None and b > 1 and ids.shape[0] == b * max_len
+        if self.kernels == "triton":
+            x = self._layers_fused(x, cos, sin, cu, last, max_len, items, uniform)
+        else:
+            x = self._layers_torch(x, cos[:, None], sin[:, None], cu, last, max_len, items, uniform)
+        return head_out(w, self.head, x)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, max_len: int,
+                items: torch.Tensor | None, b: int, uniform: bool) -> torch.Tensor:  # fmt: skip
+        if uniform and self.uniform is not None:
+            try:
+                return uniform_attention(q, k, v, b, max_len, self.uniform)
+            except Exception as exc:  # noqa: BLE001 - e.g. a shape cuDNN refuses: fall back for good
+                logger.warning("dense attention for equal lengths failed (%s); using %s", exc, self.attention)
+                self.uniform = None
+        return attention(q, k, v, cu, cu, max_len, max_len, self.attention, items)
+
+    def _layers_torch(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cu: torch.Tensor,
+                      last: torch.Tensor, max_len: int, items: torch.Tensor | None,
+                      uniform: bool) -> torch.Tensor:  # fmt: skip
+        compiled = self.kernels == "compile"
+        pre, step, post = layer_functions(self.w, compiled, self._inductor_options if compiled else {})
+        mark = torch._dynamo.maybe_mark_dynamic if compiled else (lambda t, d: None)
+        for t in (x, cos, sin):  # one compiled graph for every token count
+            mark(t, 0)
+        w, b = self.w, len(last)
+        first = w.layers[0]
+        q, k, v = pre(x, cos, sin, first.ln1, first.wqkv, first.q_norm, first.k_norm)
+        for layer, nxt in zip(w.layers[:-1], w.layers[1:], strict=True):
+            a = self._attend(q, k, v, cu, max_len, items, b, uniform)
+            mark(a, 0)
+            x, q, k, v = step(
+                x, a, cos, sin, layer.wo, layer.ln2, layer.wgu, layer.wdown,
+                nxt.ln1, nxt.wqkv, nxt.q_norm, nxt.k_norm,
+            )  # fmt: skip
+        # Only the last token of each sequence is read out: the last layer attends and runs its MLP for
+        # those rows alone (exact: every other row's output would be discarded).
+        one_each = torch.arange(b + 1, dtype=torch.int32, device=cu.device)
+        a = attention(q[last], k, v, one_each, cu, 1, max_len, self.last_attention)
+        x = x[last]
+        mark(x, 0)
+        mark(a, 0)
+        layer = w.layers[-1]
+        return post(x, a, layer.wo, layer.ln2, layer.wgu, layer.wdown)
+
+    def _layers_fused(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cu: torch.Tensor,
+                      last: torch.Tensor, max_len: int, items: torch.Tensor | None,
+                      uniform: bool) -> torch.Tensor:  # fmt: skip
+        from reranking.backends import triton_kernels as tk
+
+        w, b = self.w, len(last)
+        heads, kv, dim, eps = w.heads, w.kv_heads, w.head_dim, w.eps
+        h = tk.rms_norm(x, w.layers[0].ln1, eps, self.dtype)
+        for i, layer in enumerate(w.layers):
+            qkv = F.linear(h, layer.wqkv)
+            tk.qk_norm_rope_(qkv, cos, sin, layer.q_norm, layer.k_norm, heads, kv, eps)
+            q = qkv[:, : heads * dim].unflatten(1, (heads, dim))
+            k = qkv[:, heads * dim : (heads + kv) * dim].unflatten(1, (kv, dim))
+            v = qkv[:, (heads + kv) * dim :].unflatten(1, (kv, dim))
+            if i + 1 < len(w.layers):
+                a = self._attend(q, k, v, cu, max_len, items, b, uniform)
+            else:  # the last layer: each sequence's last token only (see ``_layers_torch``)
+                one_each = torch.arange(b + 1, dtype=torch.int32, device=cu.device)
+                a = attention(q[last], k, v, one_each, cu, 1, max_len, self.last_attention)
+                x = x[last]
+            h = tk.add_rms_norm_(x, F.linear(a.reshape(a.shape[0], -1), layer.wo), layer.ln2, eps)
+            down = F.linear(tk.silu_mul(F.linear(h, layer.wgu)), layer.wdown)
+            if i + 1 < len(w.layers):
+                h = tk.add_rms_norm_(x, down, w.layers[i + 1].ln1, eps)
+            else:
+                x = x + down
+        return x
+
+    def _items(self, cu: np.ndarray, capacity: int | None = None) -> torch.Tensor:
+        from reranking.backends.triton_kernels import ATTENTION_CONFIGS, attention_items
+
+        return torch.from_numpy(attention_items(cu, ATTENTION_CONFIGS[self.attention].block_m, capacity))
+
+    def _capacity(self, tokens: int, slots: int) -> int:
+        if not self.attention.startswith("triton"):
+            return 0
+        from reranking.backends.triton_kernels import ATTENTION_CONFIGS, items_capacity
+
+        return items_capacity(tokens, slots, ATTENTION_CONFIGS[self.attention].block_m)
+
+    # -- one batch -------------------------------------------------------------------------------------------
+    def run(self, seqs: Sequence[Sequence[int] | np.ndarray]) -> tuple[torch.Tensor, Any]:
+        """Launch one batch. Returns a host tensor whose first ``len(seqs)`` rows hold the outputs once the
+        event (None on CPU) has completed."""
+        ids, positions, cu, max_len = pack(seqs)
+        n, b = len(ids), len(seqs)
+        triton_attention = self.attention.startswith("triton")
+        if not self.cuda:
+            last = torch.from_numpy(cu[1:].astype(np.int64) - 1)
+            items = self._items(cu) if triton_attention else None
+            args = (torch.from_numpy(ids), torch.from_numpy(positions), torch.from_numpy(cu), last)
+            return self.forward(*args, max_len, items), None
+        graph = self.graphs.find(n, b)
+        if graph is None:
+            ints = torch.from_numpy(np.concatenate([ids, positions, cu[1:].astype(np.int64) - 1]))
+            small = torch.from_numpy(cu)
+            if triton_attention:
+                small = torch.cat([small, self._items(cu)])
+            dev = ints.pin_memory().to(self.device, non_blocking=True)
+            small = small.pin_memory().to(self.device, non_blocking=True)
+            items = small[b + 1 :] if triton_attention else None
+            out = self.forward(dev[:n], dev[n : 2 * n], small[: b + 1], dev[2 * n :], max_len, items)
+        else:
+            out = self.graphs.replay(graph, ids, cu, self._items if triton_attention else None)
+        host_out = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+        host_out.copy_(out, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return host_out, event
+
+    # -- warm-up ---------------------------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Pick the attention kernel, check the Triton kernels, compile, capture CUDA graphs (CPU: none)."""
+        if not self.cuda:
+            return
+        started = time.perf_counter()
+        if self.attention != "loop":
+            candidates: tuple[str, ...] = (self.attention,)
+            if self.attention == "auto":
+                candidates = VARLEN
+                if self.kernels == "triton":  # Triton is there: its attention kernels are candidates too
+                    from reranking.backends.triton_kernels import ATTENTION_CONFIGS
+
+                    candidates = (*ATTENTION_CONFIGS, *VARLEN)
+            w = self.w
+            choice = choose_attention(
+                candidates,
+                lambda lens: random_batch(lens, w.heads, w.kv_heads, w.head_dim, self.device, self.dtype),
+                self._check_items,
+            )
+            self.attention, self.last_attention = choice.varlen, choice.last
+            self.uniform, self.attention_timings = choice.uniform, choice.timings
+        if self.kernels == "triton":
+            self._check_kernels()
+        big = self.graphs.tokens[-1] + 17  # eager sizes: compile (one sequence is a special case)
+        for lens in (
+            [big // 7] * 6 + [big - 6 * (big // 7)],
+            [big + 1024],
+            [big + 1041 - 99 * 8] + [8] * 99,
+            [600] * 8,
+        ):
+            self.run([[1] * n for n in lens])
+        torch.cuda.synchronize()
+        compiled = time.perf_counter()
+        if self._use_graphs and "loop" not in (self.attention, self.last_attention):
+            triton_attention = self.attention.startswith("triton")
+            items = self._items if triton_attention else None
+            self.graphs.capture_all(self.forward, items, self._capacity, self.device)
+        torch.cuda.synchronize()
+        logger.info(
+            "engine warm-up: kernels %s, attention %s (last layer %s, equal lengths %s), compile %.1fs, "
+            "%d CUDA graphs %.1fs",
+            self.kernels, self.attention, self.last_attention, self.uniform or "same",
+            compiled - started, len(self.graphs), time.perf_counter() - compiled,
+        )  # fmt: skip
+
+    def _check_items(self, name: str, cu: torch.Tensor) -> torch.Tensor | None:
+        if not name.startswith("triton"):
+            return None
+        from reranking.backends.triton_kernels import ATTENTION_CONFIGS, attention_items
+
+        block_m = ATTENTION_CONFIGS[name].block_m
+        return torch.from_numpy(attention_items(cu.cpu().numpy(), block_m)).to(cu.device)
+
+    def _check_kernels(self) -> None:
+        """The Triton path against the torch path on one small batch; "compile" if they disagree."""
+        gen = np.random.default_rng(0)
+        seqs = [gen.integers(0, self.w.vocab, n) for n in (1, 37, 300, 129)]
+        try:
+            fused = self._run_sync(seqs)
+            self.kernels = "eager"
+            plain = self._run_sync(seqs)
+            if self.head == "score":
+                gap = float((fused - plain).abs().max())
+                ok = gap <= 0.25
+            else:
+                gap = float(1 - (fused * plain).sum(-1).min())
+                ok = gap <= 5e-3
+            if not ok:
+                raise RuntimeError(f"Triton and torch paths differ by {gap:.3g}")
+            self.kernels = "triton"
+        except Exception as exc:  # noqa: BLE001 - a broken kernel costs speed, not results
+            logger.warning("Triton element-wise kernels unusable here (%s): using torch.compile", exc)
+            self.kernels = "compile"
+
+    def _run_sync(self, seqs: Sequence[np.ndarray]) -> torch.Tensor:
+        out, event = self.run(seqs)
+        if event is not None:
+            event.synchronize()
+        return out[: len(seqs)].clone()

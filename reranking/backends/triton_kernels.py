@@ -1,0 +1,275 @@
+"""Triton kernels of the packed Qwen3 forward on CUDA: each stretch between two cuBLAS products is one kernel.
+
+- ``rms_norm`` / ``add_rms_norm_``: (residual add in place, then) RMSNorm, one pass over the rows.
+- ``qk_norm_rope_``: per-head RMSNorm + RoPE of q and k, in place in the fused q/k/v product (v untouched),
+  so q, k and v stay strided views of that product: one read and one write of q and k, no copies.
+- ``silu_mul``: SwiGLU of the fused gate/up product.
+- ``varlen_attention``: causal flash attention within each packed sequence, grouped-query heads native.
+  Work items are (sequence, query block) pairs listed on the host (``attention_items``), heaviest first,
+  so the grid depends on the token count only (a CUDA graph can hold it) and no program idles on padding.
+
+Each kernel computes what ``qwen3_math`` computes in torch, in fp32, rounded once to the tensors' dtype.
+With ``TRITON_INTERPRET=1`` set before import they run on CPU tensors (slowly): what the CPU test uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    block_m: int  # query positions per program
+    block_n: int  # keys per step (divides block_m)
+    warps: int
+    stages: int
+    pack: bool = False  # one program per key/value head: its query heads share each key/value tile
+
+
+# Candidates timed at warm-up (``attention.choose_attention``); names are attention backends. Measured on an
+# H200, one layer of 50 x ~300 tokens (0.6B heads): m64n64 0.17 ms, m64n32 0.17, m128n64 0.21, m32n32 0.30.
+ATTENTION_CONFIGS = {
+    "triton-m64n64": AttentionConfig(64, 64, 4, 3),
+    "triton-m64n32": AttentionConfig(64, 32, 4, 3),
+    "triton-m128n64": AttentionConfig(128, 64, 8, 3),
+    "triton-gqa-m64n64": AttentionConfig(64, 64, 8, 3, pack=True),
+    "triton-gqa-m64n64w4": AttentionConfig(64, 64, 4, 3, pack=True),
+    "triton-gqa-m32n32": AttentionConfig(32, 32, 4, 3, pack=True),
+}
+
+
+# -- norms -----------------------------------------------------------------------------------------------
+@triton.jit
+def _rms_kernel(X, Y, W, OUT, n_cols, eps, HAS_Y: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < n_cols
+    x = tl.load(X + row * n_cols + cols, mask=mask, other=0.0)
+    if HAS_Y:  # residual: x += y, rounded to the stream's dtype, then normalised
+        y = tl.load(Y + row * n_cols + cols, mask=mask, other=0.0)
+        x = (x.to(tl.float32) + y.to(tl.float32)).to(X.dtype.element_ty)
+        tl.store(X + row * n_cols + cols, x, mask=mask)
+    xf = x.to(tl.float32)
+    r = 1.0 / tl.sqrt(tl.sum(xf * xf, axis=0) / n_cols + eps)
+    w = tl.load(W + cols, mask=mask, other=0.0)
+    tl.store(OUT + row * n_cols + cols, (xf * r * w).to(OUT.dtype.element_ty), mask=mask)
+
+
+def _norm(
+    x: torch.Tensor, y: torch.Tensor | None, w: torch.Tensor, eps: float, dtype: torch.dtype
+) -> torch.Tensor:
+    n, cols = x.shape
+    assert x.is_contiguous() and (y is None or (y.is_contiguous() and y.shape == x.shape))
+    out = torch.empty((n, cols), dtype=dtype, device=x.device)
+    block = triton.next_power_of_2(cols)
+    _rms_kernel[(n,)](
+        x, x if y is None else y, w, out, cols, eps, HAS_Y=y is not None, BLOCK=block,
+        num_warps=max(1, min(8, block // 256)),
+    )  # fmt: skip
+    return out
+
+
+def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float, dtype: torch.dtype) -> torch.Tensor:
+    """RMSNorm of each row, rounded to ``dtype``."""
+    return _norm(x, None, w, eps, dtype)
+
+
+def add_rms_norm_(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    """``x += y`` in place (rounded to x's dtype), then RMSNorm of the new x, rounded to y's dtype."""
+    return _norm(x, y, w, eps, y.dtype)
+
+
+# -- q/k norm + RoPE -------------------------------------------------------------------------------------
+@triton.jit(do_not_specialize=["n"])
+def _qk_norm_rope_kernel(
+    QKV, COS, SIN, QW, KW, n, row_stride, eps,
+    HEADS: tl.constexpr, HALF: tl.constexpr, BT: tl.constexpr,
+):  # fmt: skip
+    rows = tl.program_id(0) * BT + tl.arange(0, BT)
+    head = tl.program_id(1)  # q heads first, then k heads
+    d = tl.arange(0, HALF)
+    mask = (rows < n)[:, None]
+    base = QKV + rows.to(tl.int64)[:, None] * row_stride + head * (2 * HALF) + d[None, :]
+    t1 = tl.load(base, mask=mask, other=0.0).to(tl.float32)
+    t2 = tl.load(base + HALF, mask=mask, other=0.0).to(tl.float32)
+    r = 1.0 / tl.sqrt((tl.sum(t1 * t1, axis=1) + tl.sum(t2 * t2, axis=1)) / (2 * HALF) + eps)
+    is_q = head < HEADS
+    w1 = tl.where(is_q, tl.load(QW + d), tl.load(KW + d))
+    w2 = tl.where(is_q, tl.load(QW + HALF + d), tl.load(KW + HALF + d))
+    a = t1 * r[:, None] * w1[None, :]
+    b = t2 * r[:, None] * w2[None, :]
+    trig = rows.to(tl.int64)[:, None] * HALF + d[None, :]
+    c = tl.load(COS + trig, mask=mask, other=0.0)
+    s = tl.load(SIN + trig, mask=mask, other=0.0)
+    tl.store(base, (a * c - b * s).to(QKV.dtype.element_ty), mask=mask)
+    tl.store(base + HALF, (b * c + a * s).to(QKV.dtype.element_ty), mask=mask)
+
+
+def qk_norm_rope_(
+    qkv: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    q_norm: torch.Tensor,
+    k_norm: torch.Tensor,
+    heads: int,
+    kv_heads: int,
+    eps: float,
+) -> None:
+    """In place on the q and k columns of ``qkv`` (n, (heads + 2 kv_heads) * D); cos/sin (n, D / 2) fp32."""
+    n, half = cos.shape
+    assert qkv.stride(1) == 1 and cos.is_contiguous() and sin.is_contiguous()
+    assert qkv.shape[1] == (heads + 2 * kv_heads) * 2 * half
+    bt = 32
+    _qk_norm_rope_kernel[(triton.cdiv(n, bt), heads + kv_heads)](
+        qkv, cos, sin, q_norm, k_norm, n, qkv.stride(0), eps, HEADS=heads, HALF=half, BT=bt, num_warps=4
+    )
+
+
+# -- SwiGLU ----------------------------------------------------------------------------------------------
+@triton.jit(do_not_specialize=["n"])
+def _silu_mul_kernel(GU, OUT, n, inter, BT: tl.constexpr, BC: tl.constexpr):
+    rows = tl.program_id(0) * BT + tl.arange(0, BT)
+    cols = tl.program_id(1) * BC + tl.arange(0, BC)
+    mask = (rows < n)[:, None] & (cols < inter)[None, :]
+    src = GU + rows.to(tl.int64)[:, None] * (2 * inter) + cols[None, :]
+    g = tl.load(src, mask=mask, other=0.0).to(tl.float32)
+    u = tl.load(src + inter, mask=mask, other=0.0).to(tl.float32)
+    out = g * tl.sigmoid(g) * u
+    tl.store(
+        OUT + rows.to(tl.int64)[:, None] * inter + cols[None, :], out.to(OUT.dtype.element_ty), mask=mask
+    )
+
+
+def silu_mul(gu: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up of a (n, 2 * I) gate|up product, rounded to its dtype."""
+    n, width = gu.shape
+    assert gu.is_contiguous() and width % 2 == 0
+    inter = width // 2
+    out = torch.empty((n, inter), dtype=gu.dtype, device=gu.device)
+    bt, bc = 16, 256
+    _silu_mul_kernel[(triton.cdiv(n, bt), triton.cdiv(inter, bc))](
+        gu, out, n, inter, BT=bt, BC=bc, num_warps=4
+    )
+    return out
+
+
+# -- attention -------------------------------------------------------------------------------------------
+def attention_items(cu: np.ndarray, block_m: int, capacity: int | None = None) -> np.ndarray:
+    """(sequence << 16 | query block) per work item, latest blocks (most keys) first; -1 pads to capacity."""
+    lens = np.diff(cu.astype(np.int64)).astype(np.int64)
+    counts: np.ndarray = ((lens + block_m - 1) // block_m).astype(np.int64)
+    seq = np.repeat(np.arange(len(lens), dtype=np.int64), counts)
+    blk = np.arange(len(seq), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    order = np.argsort(-blk, kind="stable")
+    codes = (seq[order] << 16) | blk[order]
+    if capacity is not None:
+        if len(codes) > capacity:
+            raise ValueError(f"{len(codes)} attention items exceed the capacity {capacity}")
+        codes = np.concatenate([codes, np.full(capacity - len(codes), -1, dtype=np.int64)])
+    return codes.astype(np.int32)
+
+
+def items_capacity(tokens: int, slots: int, block_m: int) -> int:
+    """An upper bound on ``len(attention_items(...))`` for ``tokens`` rows in ``slots`` sequences."""
+    return tokens // block_m + slots
+
+
+@triton.jit
+def _attention_kernel(
+    Q, K, V, OUT, CU, ITEMS, qk_scale,
+    sq_t, sq_h, sk_t, sk_h, sv_t, sv_h, so_t, so_h,
+    GROUPS: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, P: tl.constexpr,
+):  # fmt: skip
+    # program (head, item); with P > 1 the head is a key/value head and the tile's rows are (position, one
+    # of its P query heads), position-major, so each key/value tile serves P query heads
+    h = tl.program_id(0)
+    code = tl.load(ITEMS + tl.program_id(1))
+    valid = code >= 0
+    code = tl.where(valid, code, 0)
+    seq = code >> 16
+    start = tl.load(CU + seq).to(tl.int64)
+    length = tl.where(valid, tl.load(CU + seq + 1) - tl.load(CU + seq), 0)
+    lo = (code & 0xFFFF) * BM
+    offs_n = tl.arange(0, BN)
+    offs_d = tl.arange(0, D)
+    if P == 1:
+        offs_m = lo + tl.arange(0, BM)  # positions in the sequence
+        kh = h // GROUPS
+        q_ptrs = Q + (start + offs_m)[:, None] * sq_t + h * sq_h + offs_d[None, :]
+        o_ptrs = OUT + (start + offs_m)[:, None] * so_t + h * so_h + offs_d[None, :]
+    else:
+        rows = tl.arange(0, BM * P)
+        offs_m = lo + rows // P
+        kh = h
+        hq = (h * P + rows % P)[:, None]
+        q_ptrs = Q + (start + offs_m)[:, None] * sq_t + hq * sq_h + offs_d[None, :]
+        o_ptrs = OUT + (start + offs_m)[:, None] * so_t + hq * so_h + offs_d[None, :]
+    q = tl.load(q_ptrs, mask=(offs_m < length)[:, None], other=0.0)
+    k_base = K + start * sk_t + kh * sk_h
+    v_base = V + start * sv_t + kh * sv_h
+    m_i = tl.full([BM * P], float("-inf"), tl.float32)
+    l_i = tl.zeros([BM * P], tl.float32)
+    acc = tl.zeros([BM * P, D], tl.float32)
+    full = tl.where(lo < length, lo, 0)  # key blocks wholly before this query block: no mask
+    for n0 in range(0, full, BN):
+        cols = n0 + offs_n
+        k = tl.load(k_base + cols[:, None] * sk_t + offs_d[None, :])
+        s = tl.dot(q, tl.trans(k)) * qk_scale
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.math.exp2(s - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_base + cols[:, None] * sv_t + offs_d[None, :])
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+        m_i = m_new
+    diag = tl.where(lo < length, tl.minimum(lo + BM, length), 0)  # the diagonal: causal mask
+    for n0 in range(full, diag, BN):
+        cols = n0 + offs_n
+        inside = cols < length
+        k = tl.load(k_base + cols[:, None] * sk_t + offs_d[None, :], mask=inside[:, None], other=0.0)
+        s = tl.dot(q, tl.trans(k)) * qk_scale
+        s = tl.where(offs_m[:, None] >= cols[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.math.exp2(s - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_base + cols[:, None] * sv_t + offs_d[None, :], mask=inside[:, None], other=0.0)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+        m_i = m_new
+    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]  # 0 only in rows that are not stored
+    tl.store(o_ptrs, out.to(OUT.dtype.element_ty), mask=(offs_m < length)[:, None])
+
+
+def varlen_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu: torch.Tensor,
+    items: torch.Tensor,
+    config: AttentionConfig,
+) -> torch.Tensor:
+    """Causal attention within each packed sequence: q (T, H, D), k/v (T, Hk, D) (any row/head strides,
+    contiguous last dimension), ``cu`` (B + 1,) int32 offsets, ``items`` from ``attention_items`` with this
+    config's ``block_m``. Returns (T, H, D)."""
+    n, heads, dim = q.shape
+    assert q.stride(2) == k.stride(2) == v.stride(2) == 1 and config.block_m % config.block_n == 0
+    groups = heads // k.shape[1]
+    pack = groups if config.pack else 1
+    if pack & (pack - 1):
+        raise ValueError(f"packing {pack} query heads per key/value head needs a power of two")
+    out = torch.empty((n, heads, dim), dtype=q.dtype, device=q.device)
+    _attention_kernel[(heads // pack, items.shape[0])](
+        q, k, v, out, cu, items, dim**-0.5 * LOG2E,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+        v.stride(0), v.stride(1), out.stride(0), out.stride(1),
+        GROUPS=groups, D=dim, BM=config.block_m, BN=config.block_n, P=pack,
+        num_warps=config.warps, num_stages=config.stages,
+    )  # fmt: skip
+    return out

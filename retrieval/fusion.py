@@ -1,0 +1,156 @@
+"""Search modes and rank fusion: one definition, used by every ``VectorStore`` and by the rerank stage.
+
+Modes of ``VectorStore.search``:
+
+    dense    nearest vectors; score = cosine similarity
+    bm25     full text (BM25 over the analysed chunk text); score = BM25, >= 0, higher is better
+    hybrid   both legs, each ``limit`` deep, fused here; score = the fused score below
+
+Fusion methods (``fusion=``):
+
+    rrf        reciprocal rank fusion: sum over lists of ``w_i / (k + rank_i)`` (rank from 1; ``k`` is
+               ``rrf_k``, 60 by default as in Cormack et al. 2009). An item missing from a list gets nothing.
+    weighted   sum over lists of ``w_i * s_i`` where ``s_i`` is the item's score min-max scaled to [0, 1]
+               within list i (1.0 when every score of the list is equal); missing items get 0.
+
+Weights default to 1 for every list. For ``hybrid`` they are ``(dense, bm25)``. Ties keep the order in which
+items were first seen (first list first), so the result is deterministic.
+
+Fusion happens in the client, not in Milvus's ``hybrid_search``: the same function then serves the in-memory
+store, every server version, and the fusion of stage-1 and rerank ranks (``fuse_rerank``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Literal, TypeVar, get_args
+
+from retrieval.types import Candidate
+
+SearchMode = Literal["dense", "bm25", "hybrid"]
+FusionMethod = Literal["rrf", "weighted"]
+SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
+FUSION_METHODS: tuple[str, ...] = get_args(FusionMethod)
+DEFAULT_RRF_K = 60
+
+K = TypeVar("K", bound=Hashable)
+
+
+def _weights(weights: Sequence[float] | None, lists: int) -> list[float]:
+    if weights is None:
+        return [1.0] * lists
+    values = [float(w) for w in weights]
+    if len(values) != lists:
+        raise ValueError(f"expected {lists} fusion weights, got {len(values)}")
+    if any(not math.isfinite(w) or w < 0 for w in values) or not any(values):
+        raise ValueError(f"fusion weights must be finite, >= 0 and not all 0, got {values}")
+    return values
+
+
+def rrf(
+    rankings: Sequence[Sequence[K]], *, k: int = DEFAULT_RRF_K, weights: Sequence[float] | None = None
+) -> dict[K, float]:
+    """Reciprocal-rank-fused scores of the items of ``rankings`` (each best first), in first-seen order."""
+    if k < 0:
+        raise ValueError(f"rrf_k must be >= 0, got {k}")
+    scores: dict[K, float] = {}
+    for weight, ranking in zip(_weights(weights, len(rankings)), rankings, strict=True):
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + weight / (k + rank)
+    return scores
+
+
+def weighted(
+    scored: Sequence[Mapping[K, float]], *, weights: Sequence[float] | None = None
+) -> dict[K, float]:
+    """Weighted sum of min-max scaled scores (see the module docstring), in first-seen order."""
+    fused: dict[K, float] = {}
+    for weight, scores in zip(_weights(weights, len(scored)), scored, strict=True):
+        if not scores:
+            continue
+        low, high = min(scores.values()), max(scores.values())
+        for item, score in scores.items():
+            scaled = 1.0 if high == low else (score - low) / (high - low)
+            fused[item] = fused.get(item, 0.0) + weight * scaled
+    return fused
+
+
+def ranked(scores: Mapping[K, float]) -> list[tuple[K, float]]:
+    """Items by score, best first; ties keep the mapping's order."""
+    return sorted(scores.items(), key=lambda pair: -pair[1])
+
+
+def check_search(
+    mode: str,
+    *,
+    has_vector: bool,
+    query_text: str | None,
+    fusion: str,
+    rrf_k: int,
+    weights: Sequence[float] | None,
+) -> None:
+    """``ValueError`` for arguments no store can honour (the caller's mistake, whatever the store)."""
+    if mode not in SEARCH_MODES:
+        raise ValueError(f"unknown search mode {mode!r}: use one of {', '.join(SEARCH_MODES)}")
+    if mode in ("dense", "hybrid") and not has_vector:
+        raise ValueError(f"search mode {mode!r} needs a query vector")
+    if mode in ("bm25", "hybrid") and query_text is None:
+        raise ValueError(f"search mode {mode!r} needs query_text")
+    if mode == "hybrid":
+        if fusion not in FUSION_METHODS:
+            raise ValueError(f"unknown fusion {fusion!r}: use one of {', '.join(FUSION_METHODS)}")
+        if rrf_k < 0:
+            raise ValueError(f"rrf_k must be >= 0, got {rrf_k}")
+        _weights(weights, 2)
+
+
+def fuse_candidates(
+    legs: Sequence[Sequence[Candidate]],
+    *,
+    fusion: str = "rrf",
+    rrf_k: int = DEFAULT_RRF_K,
+    weights: Sequence[float] | None = None,
+    limit: int,
+) -> list[Candidate]:
+    """The union of ``legs`` (each best first), ranked by fused score, at most ``limit``; score = fused."""
+    by_id: dict[str, Candidate] = {}
+    for leg in legs:
+        for candidate in leg:
+            by_id.setdefault(candidate.id, candidate)
+    if fusion == "rrf":
+        scores = rrf([[c.id for c in leg] for leg in legs], k=rrf_k, weights=weights)
+    elif fusion == "weighted":
+        scores = weighted([{c.id: c.score for c in leg} for leg in legs], weights=weights)
+    else:
+        raise ValueError(f"unknown fusion {fusion!r}: use one of {', '.join(FUSION_METHODS)}")
+    return [by_id[key].model_copy(update={"score": score}) for key, score in ranked(scores)[:limit]]
+
+
+def fuse_rerank(
+    stage1_scores: Sequence[float],
+    rerank_scores: Mapping[int, float],
+    *,
+    fusion: str = "rrf",
+    rrf_k: int = DEFAULT_RRF_K,
+    weights: Sequence[float] | None = None,
+) -> list[tuple[int, float]]:
+    """Fuse stage 1 with a reranker: ``(index, fused score)`` for every index, best first.
+
+    ``stage1_scores[i]`` is the stage-1 score of candidate ``i``, candidates in stage-1 order (index =
+    rank - 1). ``rerank_scores`` maps the indices the reranker scored to its scores (higher is better);
+    indices it did not score keep their stage-1 contribution only. ``weights`` are ``(stage1, rerank)``.
+    With ``rrf`` the ranks are fused; with ``weighted`` the min-max scaled scores are interpolated.
+    """
+    stage1 = {i: float(s) for i, s in enumerate(stage1_scores)}
+    unknown = set(rerank_scores) - stage1.keys()
+    if unknown:
+        raise ValueError(f"rerank scores for indices outside stage 1: {sorted(unknown)[:5]}")
+    if fusion == "rrf":
+        reranked = [i for i, _ in ranked(dict(rerank_scores))]
+        scores = rrf([list(stage1), reranked], k=rrf_k, weights=weights)
+    elif fusion == "weighted":
+        scores = weighted([stage1, dict(rerank_scores)], weights=weights)
+    else:
+        raise ValueError(f"unknown fusion {fusion!r}: use one of {', '.join(FUSION_METHODS)}")
+    return ranked(scores)

@@ -1,0 +1,135 @@
+"""The engine's Triton kernels, run by Triton's interpreter on CPU tensors, against the torch math they
+replace.
+
+Triton's interpreter is switched on (``TRITON_INTERPRET=1``) when this module is imported, before Triton is:
+nothing else on a CPU machine runs Triton.
+
+Skipped where Triton is not installed (the CPU-only install); on the GPU the same kernels are compiled and
+the whole forward is checked against fp32 transformers in ``tests/gpu``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("Triton was imported before its interpreter could be switched on", allow_module_level=True)
+os.environ["TRITON_INTERPRET"] = "1"  # read when triton.language and each kernel are defined
+pytest.importorskip("triton")
+from triton.runtime import interpreter as _interpreter  # noqa: E402
+
+_patch_tensor = _interpreter._patch_lang_tensor
+
+
+def _patch_lang_tensor(tensor, scope):  # type: ignore[no-untyped-def]
+    """Loop bounds loaded from memory are one-element arrays in the interpreter, and numpy >= 2.3 refuses
+    ``int()`` of those: read their one element instead."""
+    _patch_tensor(tensor, scope)
+    scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+
+_interpreter._patch_lang_tensor = _patch_lang_tensor
+
+from reranking.backends import qwen3_math  # noqa: E402
+from reranking.backends import triton_kernels as tk  # noqa: E402
+from reranking.backends.attention import attention  # noqa: E402
+
+TOL = 1e-4
+
+
+def _packed(lengths: list[int], heads: int, kv: int, dim: int) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(sum(lengths))
+    n = sum(lengths)
+    qkv = torch.randn(n, (heads + 2 * kv) * dim, generator=gen)
+    q, k, v = qkv.split([heads * dim, kv * dim, kv * dim], dim=1)
+    cu = torch.tensor(np.concatenate([[0], np.cumsum(lengths)]), dtype=torch.int32)
+    return qkv, q.unflatten(1, (heads, dim)), k.unflatten(1, (kv, dim)), v.unflatten(1, (kv, dim)), cu
+
+
+def test_norms_and_swiglu_equal_the_torch_math() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(37, 96, generator=gen), torch.randn(37, 96, generator=gen)
+    w = torch.rand(96, generator=gen) + 0.5
+    torch.testing.assert_close(
+        tk.rms_norm(x, w, 1e-6, torch.float32), qwen3_math.rms(x, w, 1e-6), atol=TOL, rtol=0
+    )
+    residual = x.clone()
+    h = tk.add_rms_norm_(residual, y, w, 1e-6)
+    torch.testing.assert_close(residual, x + y, atol=TOL, rtol=0)
+    torch.testing.assert_close(h, qwen3_math.rms(x + y, w, 1e-6), atol=TOL, rtol=0)
+    gu = torch.randn(37, 2 * 300, generator=gen)
+    gate, up = gu.chunk(2, dim=-1)
+    torch.testing.assert_close(tk.silu_mul(gu), torch.nn.functional.silu(gate) * up, atol=TOL, rtol=0)
+
+
+def test_qk_norm_rope_in_place_leaves_v() -> None:
+    heads, kv, dim = 4, 2, 16
+    qkv, q, k, v, _ = _packed([5, 40], heads, kv, dim)
+    positions = torch.cat([torch.arange(5), torch.arange(40)]).float()
+    inv_freq = 1.0 / (1e6 ** (torch.arange(0, dim, 2).float() / dim))
+    freqs = positions[:, None] * inv_freq
+    cos, sin = freqs.cos(), freqs.sin()
+    wq, wk = torch.rand(dim) + 0.5, torch.rand(dim) + 0.5
+    want_q = qwen3_math.norm_rope(q, wq, cos[:, None], sin[:, None], 1e-6)
+    want_k = qwen3_math.norm_rope(k, wk, cos[:, None], sin[:, None], 1e-6)
+    want_v = v.clone()
+    tk.qk_norm_rope_(qkv, cos, sin, wq, wk, heads, kv, 1e-6)
+    torch.testing.assert_close(q, want_q, atol=TOL, rtol=0)
+    torch.testing.assert_close(k, want_k, atol=TOL, rtol=0)
+    torch.testing.assert_close(v, want_v, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "config", ["triton-m64n64", "triton-m128n64", "triton-gqa-m32n32", "triton-gqa-m64n64"]
+)
+def test_varlen_attention_equals_the_exact_loop(config: str) -> None:
+    lengths = [1, 7, 64, 65, 130, 3]
+    _, q, k, v, cu = _packed(lengths, 4, 2, 16)
+    items = torch.from_numpy(
+        tk.attention_items(cu.numpy(), tk.ATTENTION_CONFIGS[config].block_m, capacity=40)
+    )
+    got = tk.varlen_attention(q, k, v, cu, items, tk.ATTENTION_CONFIGS[config])
+    want = attention(q, k, v, cu, cu, 130, 130, "loop")
+    torch.testing.assert_close(got, want, atol=TOL, rtol=0)
+
+
+def test_attention_items_cover_every_block_once() -> None:
+    cu = np.array([0, 1, 130, 130 + 64, 500], dtype=np.int32)
+    codes = tk.attention_items(cu, 64, capacity=tk.items_capacity(500, 4, 64))
+    real = codes[codes >= 0]
+    pairs = sorted((int(c) >> 16, int(c) & 0xFFFF) for c in real)
+    assert pairs == [(0, 0), (1, 0), (1, 1), (1, 2), (2, 0), *[(3, b) for b in range(5)]]
+    assert list(real & 0xFFFF) == sorted(real & 0xFFFF, reverse=True)  # most keys first
+    with pytest.raises(ValueError):
+        tk.attention_items(cu, 64, capacity=3)
+
+
+def test_whole_forward_equals_the_torch_path(tiny_qwen3_reranker_dir) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from reranking.backends.runner import PackedQwen3
+
+    causal = AutoModelForCausalLM.from_pretrained(tiny_qwen3_reranker_dir, dtype=torch.float32).eval()
+    rng = random.Random(3)
+    seqs = [[rng.randrange(151643) for _ in range(n)] for n in (1, 9, 70, 33)]
+    for head in ("score", "embedding"):
+        weights = qwen3_math.extract_weights(
+            causal, head=head, device="cpu", dtype=torch.float32, head_ids=(2152, 9693)
+        )
+        outs = {}
+        for kernels, attn in (
+            ("eager", "loop"),
+            ("triton", "triton-m64n64"),
+            ("triton", "triton-gqa-m32n32"),
+        ):
+            runner = PackedQwen3(weights, head=head, cuda_graphs=False, kernels=kernels, attention=attn)
+            with torch.inference_mode():
+                outs[attn] = runner.run(seqs)[0]
+        for attn in ("triton-m64n64", "triton-gqa-m32n32"):
+            torch.testing.assert_close(outs[attn], outs["loop"], atol=TOL, rtol=0)

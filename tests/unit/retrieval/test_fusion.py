@@ -1,0 +1,63 @@
+"""Rank fusion: RRF and weighted fusion of result lists, and of stage 1 with a reranker."""
+
+from __future__ import annotations
+
+import pytest
+
+from retrieval.fusion import fuse_candidates, fuse_rerank, rrf, weighted
+from retrieval.types import Candidate
+
+
+def candidate(key: str, score: float) -> Candidate:
+    return Candidate(id=key, document_id=key, version="v1", position=0, text=key, score=score)
+
+
+def test_rrf_sums_weighted_reciprocal_ranks() -> None:
+    scores = rrf([["a", "b", "c"], ["c", "a"]], k=60, weights=[1.0, 2.0])
+    assert scores == pytest.approx({"a": 1 / 61 + 2 / 62, "b": 1 / 62, "c": 1 / 63 + 2 / 61})
+
+
+def test_weighted_scales_each_list_to_unit_range() -> None:
+    scores = weighted([{"a": 10.0, "b": 5.0, "c": 0.0}, {"b": 0.9, "d": 0.7}], weights=[1.0, 0.5])
+    assert scores == pytest.approx({"a": 1.0, "b": 0.5 + 0.5, "c": 0.0, "d": 0.0})
+    assert weighted([{"a": 3.0, "b": 3.0}]) == {"a": 1.0, "b": 1.0}  # one score for all: all at the top
+
+
+def test_fuse_candidates_ranks_the_union_and_keeps_first_seen_order_on_ties() -> None:
+    dense = [candidate("a", 0.9), candidate("b", 0.8)]
+    bm25 = [candidate("b", 12.0), candidate("c", 3.0)]
+
+    fused = fuse_candidates([dense, bm25], limit=10)
+
+    assert [c.id for c in fused] == ["b", "a", "c"]
+    assert [c.score for c in fused] == pytest.approx([1 / 62 + 1 / 61, 1 / 61, 1 / 62])
+    assert [c.id for c in fuse_candidates([dense, bm25], limit=1)] == ["b"]
+    tie = fuse_candidates([[candidate("x", 1.0)], [candidate("y", 1.0)]], limit=2)
+    assert [c.id for c in tie] == ["x", "y"]
+
+
+def test_fuse_rerank_by_rank_and_by_interpolation() -> None:
+    stage1 = [0.9, 0.8, 0.7]  # candidates 0, 1, 2 in stage-1 order
+    rerank = {2: 0.99, 0: 0.5, 1: 0.1}
+
+    assert [i for i, _ in fuse_rerank(stage1, rerank)] == [0, 2, 1]  # 1/61 + 1/62 beats 1/63 + 1/61
+    by_weight = fuse_rerank(stage1, rerank, fusion="weighted", weights=(0.2, 0.8))
+    assert [i for i, _ in by_weight] == [2, 0, 1]
+    assert dict(by_weight)[2] == pytest.approx(0.8)
+    only_stage1 = fuse_rerank(stage1, {}, fusion="rrf")
+    assert [i for i, _ in only_stage1] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: rrf([["a"]], k=-1), "rrf_k"),
+        (lambda: rrf([["a"], ["b"]], weights=[1.0]), "2 fusion weights"),
+        (lambda: weighted([{"a": 1.0}], weights=[-1.0]), ">= 0"),
+        (lambda: fuse_rerank([0.5], {3: 1.0}), "outside stage 1"),
+        (lambda: fuse_rerank([0.5], {}, fusion="max"), "unknown fusion"),
+    ],
+)
+def test_bad_fusion_arguments_are_refused(call, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=message):
+        call()
