@@ -26,6 +26,8 @@ class IngestSettings(BaseSettings):
     # Celery delivery: a message whose worker died (kill -9 of the main process) is redelivered after
     # visibility_timeout; a killed child is redelivered at once (acks_late + reject_on_worker_lost).
     visibility_timeout_s: int = 600
+    # How often a worker looks for such messages (kombu's default sweep is about every 100 s).
+    restore_interval_s: int = 10
     max_retries: int = 5
     retry_backoff_s: int = 2
     retry_backoff_max_s: int = 60

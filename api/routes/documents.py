@@ -24,6 +24,7 @@ class JobView(BaseModel):
     state: JobState
     chunks_done: int
     chunks_total: int
+    attempts: int
     error: str
 
     @classmethod
@@ -36,6 +37,7 @@ class JobView(BaseModel):
             state=job.state,
             chunks_done=job.chunks_done,
             chunks_total=job.chunks_total,
+            attempts=job.attempts,
             error=job.error,
         )
 

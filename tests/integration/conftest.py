@@ -28,6 +28,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "API_KEYS": json.dumps(KEYS),
             # Short enough that a job of a killed worker is redelivered within the test.
             "INGEST_VISIBILITY_TIMEOUT_S": "6",
+            "INGEST_RESTORE_INTERVAL_S": "1",
             "INGEST_RETRY_BACKOFF_S": "1",
             "INGEST_CHUNK_TOKENS": "128",
             "RETRIEVAL_COLLECTION": "it_chunks",

@@ -210,6 +210,7 @@ def test_killed_worker_job_still_completes_once(client_a: SieveClient, stack: St
     stack.start_worker()
     (job,) = client_a.wait([job_id], timeout=240)
     assert job["state"] == "done", job
+    assert job["attempts"] == 2  # the killed run and the redelivered one
     assert int(job["chunks_total"]) > 32
     assert store(stack).count("tenant-a", "survey") == job["chunks_total"]
     assert client_a.document("survey")["chunks"] == job["chunks_total"]
