@@ -49,8 +49,13 @@ def _ingest(client: Any, paths: list[Path], metadata: dict[str, Any] | None = No
     for rejected in result["rejected"]:
         console.print(f"[red]refused[/] {rejected['filename']}: {rejected['error']}")
     job_ids = [j["job_id"] for j in result["jobs"]]
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
         task = bar.add_task(f"ingesting {len(job_ids)} file(s)", total=None)
 
         def show(jobs: list[dict[str, Any]]) -> None:
@@ -101,9 +106,11 @@ def up(
         if sample:
             _ingest(SieveClient(stack.api_url, key), sample_files())
         console.print(f"\n[bold]Search:[/] {stack.api_url}/  (API key: {key})")
-        console.print(f'  sieve search "how do vaccines work"    or    curl -H "Authorization: Bearer {key}" '
-                      f"-d '{{\"query\": \"how do vaccines work\"}}' -H 'Content-Type: application/json' "
-                      f"{stack.api_url}/v1/search")
+        console.print(
+            f'  sieve search "how do vaccines work"    or    curl -H "Authorization: Bearer {key}" '
+            f"-d '{{\"query\": \"how do vaccines work\"}}' -H 'Content-Type: application/json' "
+            f"{stack.api_url}/v1/search"
+        )
         console.print("Ctrl-C stops everything.")
         while not stack.dead():
             time.sleep(1)
@@ -131,8 +138,9 @@ def serve(
 
     _logging()
     settings = Settings()
-    uvicorn.run(create_app(settings), host=host or settings.api.host, port=port or settings.api.port,
-                log_level="info")
+    uvicorn.run(
+        create_app(settings), host=host or settings.api.host, port=port or settings.api.port, log_level="info"
+    )
 
 
 @app.command("rerank-server")
@@ -159,12 +167,23 @@ def worker(
     pool: Annotated[str, typer.Option(help="prefork on CPU; solo or threads on a GPU")] = "prefork",
 ) -> None:
     """Run a Celery ingestion worker."""
+    from api.models import build_embedder
     from ingestion.worker import make_celery
 
     _logging()
-    celery = make_celery()
-    celery.worker_main(["worker", f"--concurrency={concurrency}", f"--pool={pool}", "--loglevel=INFO",
-                        "-Q", celery.conf.task_default_queue, "--without-gossip", "--without-mingle"])
+    celery = make_celery(embedder_factory=build_embedder)
+    celery.worker_main(
+        [
+            "worker",
+            f"--concurrency={concurrency}",
+            f"--pool={pool}",
+            "--loglevel=INFO",
+            "-Q",
+            celery.conf.task_default_queue,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
 
 
 @app.command()
@@ -175,7 +194,9 @@ def ingest(
     key: KeyOpt = "",
 ) -> None:
     """Upload files (folders are walked) and show progress until every job ends."""
-    files = [f for p in paths for f in (sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p])]
+    files = [
+        f for p in paths for f in (sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p])
+    ]
     jobs = _ingest(_client(url, key), files, json.loads(metadata) if metadata else None)
     if any(j["state"] == "failed" for j in jobs):
         raise typer.Exit(1)
@@ -215,8 +236,12 @@ def status(url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = "") -> None:
 def eval_command(
     folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="BEIR-layout folder")],
     out: Annotated[Path, typer.Option(help="Report folder (.md, .json, chart)")] = Path("eval-report"),
-    milvus_uri: Annotated[str | None, typer.Option(help="Use this Milvus (memory:// in-process); default: "
-                                                        "start a Milvus Lite server of its own")] = None,
+    milvus_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="Use this Milvus (memory:// in-process); default: start a Milvus Lite server of its own"
+        ),
+    ] = None,
     qrels: Annotated[str | None, typer.Option(help="qrels/NAME.tsv (default: test, or the only one)")] = None,
     split: Annotated[str, typer.Option(help="Queries: all, eval (sha256(id) % 5 == 0) or train")] = "all",
     queries: Annotated[int | None, typer.Option(help="Only the first N queries")] = None,
@@ -237,14 +262,30 @@ def eval_command(
 
     _logging("WARNING")
     ingest = IngestSettings()
-    options = EvalOptions(modes=tuple(m.strip() for m in modes.split(",") if m.strip()), fusion=fusion,
-                          rrf_k=rrf_k, weights=parse_weights(weights), rerank_depth=rerank_depth,
-                          chunk_tokens=ingest.chunk_tokens, chunk_overlap=ingest.chunk_overlap)
+    options = EvalOptions(
+        modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
+        fusion=fusion,
+        rrf_k=rrf_k,
+        weights=parse_weights(weights),
+        rerank_depth=rerank_depth,
+        chunk_tokens=ingest.chunk_tokens,
+        chunk_overlap=ingest.chunk_overlap,
+    )
     invoked = Path(sys.argv[0]).name in {"sieve", "cli.py"}
     try:
-        report = run(folder, out, milvus_uri=milvus_uri, qrels=qrels, split=split, max_queries=queries,
-                     corpus_limit=corpus_limit, options=options, keep_index=keep_index, console=console,
-                     command=shlex.join(["sieve", *sys.argv[1:]]) if invoked else "")
+        report = run(
+            folder,
+            out,
+            milvus_uri=milvus_uri,
+            qrels=qrels,
+            split=split,
+            max_queries=queries,
+            corpus_limit=corpus_limit,
+            options=options,
+            keep_index=keep_index,
+            console=console,
+            command=shlex.join(["sieve", *sys.argv[1:]]) if invoked else "",
+        )
     except ValueError as exc:  # a folder not in the BEIR layout, an unknown mode or split
         raise typer.BadParameter(str(exc)) from exc
     table = Table("configuration", "nDCG@10", "R@50", "R@100", "MRR@10")

@@ -19,8 +19,9 @@ class SieveClientError(RuntimeError):
 
 
 class SieveClient:
-    def __init__(self, url: str, api_key: str, *, timeout: float = 60.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self, url: str, api_key: str, *, timeout: float = 60.0, transport: httpx.BaseTransport | None = None
+    ) -> None:
         self._http = httpx.Client(
             base_url=url.rstrip("/"),
             headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
@@ -40,8 +41,9 @@ class SieveClient:
             message = response.text[:500]
         raise SieveClientError(response.status_code, message)
 
-    def upload(self, paths: Iterable[Path], *, metadata: dict[str, Any] | None = None,
-               document_id: str | None = None) -> dict[str, Any]:
+    def upload(
+        self, paths: Iterable[Path], *, metadata: dict[str, Any] | None = None, document_id: str | None = None
+    ) -> dict[str, Any]:
         files = [("files", (p.name, p.read_bytes())) for p in paths]
         data: dict[str, str] = {}
         if metadata:
@@ -53,8 +55,13 @@ class SieveClient:
     def job(self, job_id: str) -> dict[str, Any]:
         return dict(self._check(self._http.get(f"/v1/jobs/{job_id}")))
 
-    def wait(self, job_ids: list[str], *, timeout: float = 600,
-             on_progress: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
+    def wait(
+        self,
+        job_ids: list[str],
+        *,
+        timeout: float = 600,
+        on_progress: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         latest: dict[str, dict[str, Any]] = {}
         while True:
@@ -64,8 +71,10 @@ class SieveClient:
                     latest[job_id] = self.job(job_id)
                     if latest[job_id]["state"] not in ("done", "failed"):
                         break  # jobs run roughly in order: the rest are not done either
-            jobs = [latest.get(j, {"job_id": j, "state": "queued", "chunks_done": 0, "chunks_total": 0})
-                    for j in job_ids]
+            jobs = [
+                latest.get(j, {"job_id": j, "state": "queued", "chunks_done": 0, "chunks_total": 0})
+                for j in job_ids
+            ]
             if on_progress:
                 on_progress(jobs)
             if all(j["state"] in ("done", "failed") for j in jobs):

@@ -138,13 +138,18 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse(
-            error_body(exc.status_code, str(exc.detail)), exc.status_code, headers=getattr(exc, "headers", None)
+            error_body(exc.status_code, str(exc.detail)),
+            exc.status_code,
+            headers=getattr(exc, "headers", None),
         )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [
-            {"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"), "message": err.get("msg", "")}
+            {
+                "field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
+                "message": err.get("msg", ""),
+            }
             for err in exc.errors()
         ]
         summary = "; ".join(f"{p['field'] or 'body'}: {p['message']}" for p in problems) or "invalid request"
@@ -162,6 +167,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         correlation = uuid.uuid4().hex[:12]
-        logger.error("unhandled error %s on %s %s", correlation, request.method, request.url.path, exc_info=exc)
+        logger.error(
+            "unhandled error %s on %s %s", correlation, request.method, request.url.path, exc_info=exc
+        )
         body = error_body(500, "internal error; quote this id when reporting it", correlation_id=correlation)
         return JSONResponse(body, 500)

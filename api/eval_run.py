@@ -76,9 +76,9 @@ def run(
 ) -> dict[str, Any]:
     """What ``sieve eval`` does: load the folder, build the configured embedder and reranker, evaluate."""
     from api.beir import load_beir
+    from api.models import build_embedder
     from ingestion.settings import IngestSettings
     from reranking import make_reranker
-    from retrieval import make_embedder
 
     console = console or Console(stderr=True)
     ingest = IngestSettings()
@@ -88,7 +88,7 @@ def run(
         f"{dataset.name}: {len(dataset.queries)} queries ({dataset.qrels_name}, split {split}), "
         f"{len(dataset.corpus)} documents"
     )
-    embedder, reranker = make_embedder(), make_reranker()
+    embedder, reranker = build_embedder(), make_reranker()
     with eval_store(milvus_uri, keep=keep_index) as (store, label):
         return evaluate(
             dataset,

@@ -9,6 +9,7 @@ import redis
 from celery import Celery
 
 from api.cache import SearchCache
+from api.models import build_embedder
 from api.ratelimit import RateLimiter
 from api.review import ReviewQueue, ReviewSink
 from api.search import SearchService
@@ -17,7 +18,7 @@ from ingestion.records import Records
 from ingestion.settings import IngestSettings
 from ingestion.uploads import Uploads
 from reranking import Reranker, RerankSettings, make_reranker
-from retrieval import Embedder, RetrievalSettings, StoreUnavailableError, VectorStore, make_embedder, make_store
+from retrieval import Embedder, RetrievalSettings, StoreUnavailableError, VectorStore, make_store
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def build_resources(
     redis_client: redis.Redis | None = None,
 ) -> Resources:
     """Build and warm up everything; parts passed in (tests) are used as they are."""
-    embedder = embedder or make_embedder(settings.retrieval)
+    embedder = embedder or build_embedder(settings.retrieval)
     embedder.warm_up()
     store = store or make_store(settings.retrieval)
     try:
@@ -84,7 +85,13 @@ def build_resources(
     )
     api = settings.api
     return Resources(
-        settings, embedder, store, reranker, records, uploads, search,
+        settings,
+        embedder,
+        store,
+        reranker,
+        records,
+        uploads,
+        search,
         cache=SearchCache(records.client, ttl_s=api.cache_ttl_s),
         ratelimit=RateLimiter(
             records.client, rate=api.rate_limit_per_s, burst=api.rate_limit_burst, overrides=api.rate_limits

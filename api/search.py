@@ -31,7 +31,8 @@ class SearchRequest(BaseModel):
     )
     instruction: str | None = Field(None, max_length=2000, description="Task instruction (Qwen3 models).")
     mode: Literal["dense", "bm25", "hybrid"] | None = Field(
-        None, description="Stage 1: dense vectors, BM25 full text, or both fused (default: RETRIEVAL_SEARCH_MODE)."
+        None,
+        description="Stage 1: dense vectors, BM25 full text, or both fused (default: RETRIEVAL_SEARCH_MODE).",
     )
     fusion: Literal["rrf", "weighted"] | None = Field(
         None, description="How hybrid fuses its two lists (default: RETRIEVAL_FUSION)."

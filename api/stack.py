@@ -56,8 +56,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(check: Callable[[], bool], *, what: str, timeout: float, proc: subprocess.Popen[bytes] | None = None,
-             log: Path | None = None) -> None:
+def wait_for(
+    check: Callable[[], bool],
+    *,
+    what: str,
+    timeout: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -122,27 +128,60 @@ class Stack:
     def _spawn(self, name: str, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         log.parent.mkdir(parents=True, exist_ok=True)
         out = open(log, "ab")  # noqa: SIM115 - the child owns the handle for its lifetime
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=self.env(), cwd=os.getcwd(),
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=self.env(),
+            cwd=os.getcwd(),
+            start_new_session=True,
+        )
         self.procs.append((name, proc))
         return proc
 
     def _check_ports(self) -> None:
-        for name, port in (("Redis", self.redis_port), ("Milvus Lite", self.milvus_port), ("API", self.api_port)):
+        for name, port in (
+            ("Redis", self.redis_port),
+            ("Milvus Lite", self.milvus_port),
+            ("API", self.api_port),
+        ):
             if not port_free(port, self.host):
-                raise StackError(f"port {port} for {name} is in use: stop what holds it or pick another port "
-                                 "(sieve up --help)")
+                raise StackError(
+                    f"port {port} for {name} is in use: stop what holds it or pick another port "
+                    "(sieve up --help)"
+                )
 
     def start_redis(self) -> None:
         import redis
 
         data = self.home / "redis"
         data.mkdir(parents=True, exist_ok=True)
-        argv = [redis_server_binary(), "--bind", self.host, "--port", str(self.redis_port), "--dir", str(data),
-                "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--protected-mode", "no"]
+        argv = [
+            redis_server_binary(),
+            "--bind",
+            self.host,
+            "--port",
+            str(self.redis_port),
+            "--dir",
+            str(data),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--protected-mode",
+            "no",
+        ]
         proc = self._spawn("redis", argv, self.home / "logs" / "redis.log")
         client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=1)
-        wait_for(lambda: bool(client.ping()), what="Redis", timeout=20, proc=proc, log=self.home / "logs" / "redis.log")
+        wait_for(
+            lambda: bool(client.ping()),
+            what="Redis",
+            timeout=20,
+            proc=proc,
+            log=self.home / "logs" / "redis.log",
+        )
 
     def start_milvus(self) -> None:
         from pymilvus import MilvusClient
@@ -150,8 +189,16 @@ class Stack:
         from retrieval.milvus_store import GRPC_OPTIONS
 
         exe = Path(sys.executable).with_name("milvus-lite")
-        argv = [str(exe) if exe.exists() else "milvus-lite", "server", "--data-dir", str(self.home / "milvus"),
-                "--host", self.host, "--port", str(self.milvus_port)]
+        argv = [
+            str(exe) if exe.exists() else "milvus-lite",
+            "server",
+            "--data-dir",
+            str(self.home / "milvus"),
+            "--host",
+            self.host,
+            "--port",
+            str(self.milvus_port),
+        ]
         log = self.home / "logs" / "milvus.log"
         proc = self._spawn("milvus-lite", argv, log)
 
@@ -169,13 +216,22 @@ class Stack:
 
         log = self.home / "logs" / "api.log"
         proc = self._spawn("api", [sys.executable, "-m", "api.cli", "serve"], log)
-        wait_for(lambda: httpx.get(f"{self.api_url}/ready", timeout=2).status_code == 200,
-                 what="API", timeout=120, proc=proc, log=log)
+        wait_for(
+            lambda: httpx.get(f"{self.api_url}/ready", timeout=2).status_code == 200,
+            what="API",
+            timeout=120,
+            proc=proc,
+            log=log,
+        )
 
     def start(self, *, on_step: Callable[[str], None] = lambda _: None) -> None:
         self._check_ports()
-        for label, step in (("Redis", self.start_redis), ("Milvus Lite", self.start_milvus),
-                            ("Celery worker", self.start_worker), ("API", self.start_api)):
+        for label, step in (
+            ("Redis", self.start_redis),
+            ("Milvus Lite", self.start_milvus),
+            ("Celery worker", self.start_worker),
+            ("API", self.start_api),
+        ):
             on_step(label)
             step()
 

@@ -28,7 +28,9 @@ from ingestion.errors import DocumentNotFoundError, QueueUnavailableError
 
 PREFIX = "sieve:"
 # What redis-py's stubs accept as a hash mapping (keys and values of a Mapping are invariant).
-Fields = dict[str | bytes | bytearray | memoryview | int | float, str | bytes | bytearray | memoryview | int | float]
+Fields = dict[
+    str | bytes | bytearray | memoryview | int | float, str | bytes | bytearray | memoryview | int | float
+]
 
 
 class JobState(StrEnum):

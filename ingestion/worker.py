@@ -9,6 +9,7 @@ permanent errors (unreadable file) failing at once. Models load once per worker 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
@@ -24,14 +25,21 @@ from retrieval import Embedder, RetrievalSettings, VectorStore, make_embedder, m
 logger = logging.getLogger(__name__)
 
 PERMANENT = (ParseError, UnsupportedFormatError, EmptyDocumentError, FileNotFoundError)
+EmbedderFactory = Callable[[RetrievalSettings], Embedder]
 
 
 class Resources:
     """What a worker process holds: built lazily once per process (after fork), reused by every task."""
 
-    def __init__(self, ingest: IngestSettings, retrieval: RetrievalSettings) -> None:
+    def __init__(
+        self,
+        ingest: IngestSettings,
+        retrieval: RetrievalSettings,
+        embedder_factory: EmbedderFactory = make_embedder,
+    ) -> None:
         self.ingest = ingest
         self.retrieval = retrieval
+        self._embedder_factory = embedder_factory
         self._embedder: Embedder | None = None
         self._store: VectorStore | None = None
         self._records: Records | None = None
@@ -39,7 +47,7 @@ class Resources:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            embedder = make_embedder(self.retrieval)
+            embedder = self._embedder_factory(self.retrieval)
             embedder.warm_up()
             self._embedder = embedder
         return self._embedder
@@ -62,8 +70,13 @@ class Resources:
 
 
 def make_celery(
-    settings: IngestSettings | None = None, retrieval: RetrievalSettings | None = None
+    settings: IngestSettings | None = None,
+    retrieval: RetrievalSettings | None = None,
+    *,
+    embedder_factory: EmbedderFactory = make_embedder,
 ) -> Celery:
+    """``embedder_factory``: how a worker process builds its embedder (``api.models.build_embedder`` picks the
+    GPU inference engine; ``ingestion`` cannot import it itself)."""
     settings = settings or IngestSettings()
     retrieval = retrieval or RetrievalSettings()
     app = Celery("sieve", broker=settings.redis_url)
@@ -81,7 +94,7 @@ def make_celery(
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
     )
-    resources = Resources(settings, retrieval)
+    resources = Resources(settings, retrieval, embedder_factory)
     app.conf.sieve_resources = resources
 
     def _fail(job_id: str, exc: BaseException) -> None:

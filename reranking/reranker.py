@@ -76,14 +76,17 @@ def make_reranker(settings: RerankSettings | None = None) -> Reranker:
         from reranking.backends.cross_encoder import CrossEncoderReranker
 
         if not settings.model:
-            raise RerankError("RERANK_MODEL must name a cross-encoder folder or hub id for backend=cross-encoder")
+            raise RerankError(
+                "RERANK_MODEL must name a cross-encoder folder or hub id for backend=cross-encoder"
+            )
         return CrossEncoderReranker(
             model=settings.model,
             device=settings.device,
             max_tokens=settings.max_tokens or None,
             batch_size=settings.batch_size,
         )
-    if backend in {"qwen3", "qwen3-reranker"}:
+    on_gpu = settings.device.lower().startswith("cuda")
+    if backend == "qwen3-transformers" or (backend in {"qwen3", "qwen3-reranker"} and not on_gpu):
         from reranking.backends.qwen3 import Qwen3Reranker
 
         return Qwen3Reranker(
@@ -93,7 +96,8 @@ def make_reranker(settings: RerankSettings | None = None) -> Reranker:
             batch_size=settings.batch_size,
             default_instruction=settings.instruction,
         )
-    if backend in {"engine", "qwen3-engine"}:
+    # On a GPU, qwen3 is served by the inference engine: same input, name and score scale as Qwen3Reranker.
+    if backend in {"qwen3", "qwen3-reranker", "engine", "qwen3-engine"}:
         from reranking.backends.engine_adapters import EngineReranker
 
         return EngineReranker(
@@ -110,5 +114,5 @@ def make_reranker(settings: RerankSettings | None = None) -> Reranker:
         return RemoteReranker(settings.url, timeout_s=settings.timeout_s)
     raise RerankError(
         f"unknown rerank backend {settings.backend!r}: "
-        "set RERANK_BACKEND to none, cross-encoder, qwen3, engine or remote"
+        "set RERANK_BACKEND to none, cross-encoder, qwen3, qwen3-engine, qwen3-transformers or remote"
     )

@@ -9,7 +9,9 @@ class RerankSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RERANK_", extra="ignore")
 
     # none: stage-1 order, reported as such. cross-encoder: sentence-transformers CrossEncoder.
-    # qwen3: Qwen3-Reranker (causal LM, P("yes")). remote: another Sieve's /v1/rerank over HTTP.
+    # qwen3: Qwen3-Reranker (causal LM, P("yes")): on a "cuda" device served by the inference engine
+    # (reranking/backends/engine.py), else through transformers; qwen3-engine / qwen3-transformers force one.
+    # remote: another Sieve's /v1/rerank over HTTP.
     backend: str = "none"
     model: str = ""
     device: str = "cpu"

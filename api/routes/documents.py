@@ -116,8 +116,10 @@ async def upload(
         jobs.append(JobView.of(job))
     if not jobs:
         first = rejected[0]
-        raise ApiError(first.status, first.error if len(rejected) == 1 else
-                       "; ".join(f"{r.filename}: {r.error}" for r in rejected))
+        raise ApiError(
+            first.status,
+            first.error if len(rejected) == 1 else "; ".join(f"{r.filename}: {r.error}" for r in rejected),
+        )
     return UploadResponse(jobs=jobs, rejected=rejected)
 
 

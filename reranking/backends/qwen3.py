@@ -174,7 +174,9 @@ class Qwen3Reranker:
         budget = self._max_length - len(self._prefix_ids) - len(self._suffix_ids)
         head_chars = len(format_body(query, "", task))
         bodies = [format_body(query, doc, task) for doc in documents]
-        encoded = self._tokenizer(bodies, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        encoded = self._tokenizer(
+            bodies, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+        )
         out: list[list[list[int]]] = []
         for ids, offsets in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
             ids = list(ids)

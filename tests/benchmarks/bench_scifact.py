@@ -4,7 +4,7 @@ Starts its own stack (Redis, Milvus Lite server, one Celery worker, the API) in 
 every SciFact abstract as a .txt file over the API, waits for the jobs, then times search over queries.
 Prints a Markdown table. Not a test: run it by hand.
 
-    .venv/bin/python tests/benchmarks/bench_scifact.py [--data ../shared/data/scifact] [--limit N] [--queries 100]
+    .venv/bin/python tests/benchmarks/bench_scifact.py [--data DIR] [--limit N] [--queries 100]
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "../shared/data/scifact")
+    parser.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parents[2] / "../shared/data/scifact"
+    )
     parser.add_argument("--limit", type=int, default=None, help="only the first N abstracts")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--batch", type=int, default=100, help="files per upload request")
@@ -64,8 +66,13 @@ def main() -> None:
             path = docs / f"{doc_id}.txt"
             path.write_text(text, encoding="utf-8")
             paths.append(path)
-        stack = Stack(home=home, redis_port=free_port(), milvus_port=free_port(), api_port=free_port(),
-                      extra_env={"API_KEYS": json.dumps({"bench": "bench"})})
+        stack = Stack(
+            home=home,
+            redis_port=free_port(),
+            milvus_port=free_port(),
+            api_port=free_port(),
+            extra_env={"API_KEYS": json.dumps({"bench": "bench"})},
+        )
         t0 = time.perf_counter()
         stack.start()
         started = time.perf_counter() - t0
@@ -98,9 +105,12 @@ def main() -> None:
     print(f"| upload accepted (all files durable, jobs queued) | {accepted:.1f} s |")
     print(f"| ingest wall time (first upload → last job done) | {ingest_s:.1f} s |")
     print(f"| ingest throughput | {chunks / ingest_s:.1f} chunks/s |")
-    print(f"| search p50 / p95 over {len(latencies)} queries (HTTP, end to end) | "
-          f"{statistics.median(latencies):.1f} / {percentile(latencies, 95):.1f} ms |")
-    print(f"| of which Milvus stage 1 p50 / p95 | {statistics.median(stage1):.1f} / {percentile(stage1, 95):.1f} ms |")
+    print(
+        f"| search p50 / p95 over {len(latencies)} queries (HTTP, end to end) | "
+        f"{statistics.median(latencies):.1f} / {percentile(latencies, 95):.1f} ms |"
+    )
+    s1 = f"{statistics.median(stage1):.1f} / {percentile(stage1, 95):.1f} ms"
+    print(f"| of which Milvus stage 1 p50 / p95 | {s1} |")
 
 
 if __name__ == "__main__":

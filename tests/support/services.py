@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
 from retrieval.milvus_store import GRPC_OPTIONS
 
 logger = logging.getLogger(__name__)

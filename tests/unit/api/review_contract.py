@@ -91,7 +91,9 @@ class ReviewSinkContract:
             sink.label(item_id, ["what is x#0", "nope"], by="t1")
         assert sink.get(item_id).label is None
 
-    @pytest.mark.parametrize("bad", ["9999999999999-0", "not-an-id", "", "1-2-3", "99999999999999999999999-0", "１-0"])
+    @pytest.mark.parametrize(
+        "bad", ["9999999999999-0", "not-an-id", "", "1-2-3", "99999999999999999999999-0", "１-0"]
+    )
     def test_unknown_ids_are_not_found(self, sink: ReviewSink, bad: str) -> None:
         sink.add(item())
         with pytest.raises(ReviewNotFoundError):

@@ -23,13 +23,15 @@ AUTH = {"Authorization": "Bearer k1"}
 def app_parts(
     records: Records, ingest_settings: IngestSettings, store: InMemoryStore, embedder: HashEmbedder
 ) -> Iterator[tuple[TestClient, Resources]]:
-    settings = Settings(api=ApiSettings(keys={"k1": "t1", "k2": "t2"}, max_request_bytes=100_000),
-                        ingest=ingest_settings)
+    settings = Settings(
+        api=ApiSettings(keys={"k1": "t1", "k2": "t2"}, max_request_bytes=100_000), ingest=ingest_settings
+    )
     holder: dict[str, Resources] = {}
 
     def factory(s: Settings) -> Resources:
-        res = build_resources(s, embedder=embedder, store=store, sender=RecordingSender(),
-                              redis_client=records.client)
+        res = build_resources(
+            s, embedder=embedder, store=store, sender=RecordingSender(), redis_client=records.client
+        )
         res.records = records
         res.uploads.records = records
         res.search.records = records
@@ -45,8 +47,17 @@ def drain(res: Resources) -> None:
     for name, (job_id,) in sender.sent:  # type: ignore[attr-defined]
         job = res.records.get_job(job_id)
         if name == "sieve.ingest":
-            pipeline.run_job(job, res.records, lambda job=job: pipeline.ingest(
-                job, records=res.records, store=res.store, embedder=res.embedder, settings=res.settings.ingest))
+            pipeline.run_job(
+                job,
+                res.records,
+                lambda job=job: pipeline.ingest(
+                    job,
+                    records=res.records,
+                    store=res.store,
+                    embedder=res.embedder,
+                    settings=res.settings.ingest,
+                ),
+            )
     sender.sent.clear()  # type: ignore[attr-defined]
 
 
@@ -60,8 +71,10 @@ def test_no_or_bad_key_is_401(app_parts: tuple[TestClient, Resources]) -> None:
 
 def test_upload_search_and_shape(app_parts: tuple[TestClient, Resources]) -> None:
     client, res = app_parts
-    files = [("files", ("bees.md", b"# Bees\n\nHoney bees dance to show where flowers grow.")),
-             ("files", ("tides.txt", b"Tides follow the moon and the sun."))]
+    files = [
+        ("files", ("bees.md", b"# Bees\n\nHoney bees dance to show where flowers grow.")),
+        ("files", ("tides.txt", b"Tides follow the moon and the sun.")),
+    ]
     r = client.post("/v1/documents", files=files, data={"metadata": '{"team": "bio"}'}, headers=AUTH)
     assert r.status_code == 202, r.text
     jobs = r.json()["jobs"]
@@ -92,8 +105,9 @@ def test_upload_search_and_shape(app_parts: tuple[TestClient, Resources]) -> Non
         ([("files", ("a.txt", b"x" * 200_000))], {}, 413, "limit"),
     ],
 )
-def test_bad_uploads_get_a_clear_4xx(app_parts: tuple[TestClient, Resources], files: list, data: dict,
-                                     status: int, fragment: str) -> None:
+def test_bad_uploads_get_a_clear_4xx(
+    app_parts: tuple[TestClient, Resources], files: list, data: dict, status: int, fragment: str
+) -> None:
     client, _ = app_parts
     r = client.post("/v1/documents", files=files, data=data, headers=AUTH)
     assert r.status_code == status, r.text
@@ -102,9 +116,14 @@ def test_bad_uploads_get_a_clear_4xx(app_parts: tuple[TestClient, Resources], fi
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"query": ""}, "query"), ({"query": "   "}, "query"), ({"query": "x", "top_k": 0}, "top_k"),
-     ({"query": "x", "candidates": 10_000}, "candidates"), ({}, "query"),
-     ({"query": "x", "filters": {"k": [1]}}, "filters")],
+    [
+        ({"query": ""}, "query"),
+        ({"query": "   "}, "query"),
+        ({"query": "x", "top_k": 0}, "top_k"),
+        ({"query": "x", "candidates": 10_000}, "candidates"),
+        ({}, "query"),
+        ({"query": "x", "filters": {"k": [1]}}, "filters"),
+    ],
 )
 def test_bad_search_names_the_field(app_parts: tuple[TestClient, Resources], body: dict, field: str) -> None:
     client, _ = app_parts
@@ -154,7 +173,10 @@ def test_search_modes(app_parts: tuple[TestClient, Resources], monkeypatch: pyte
     from retrieval import UnsupportedSearchError
 
     client, res = app_parts
-    files = [("files", ("bees.md", b"Honey bees waggle dance zzyzx.")), ("files", ("tides.txt", b"Tides, moon."))]
+    files = [
+        ("files", ("bees.md", b"Honey bees waggle dance zzyzx.")),
+        ("files", ("tides.txt", b"Tides, moon.")),
+    ]
     assert client.post("/v1/documents", files=files, headers=AUTH).status_code == 202
     drain(res)
     for mode in ("dense", "bm25", "hybrid"):

@@ -10,6 +10,7 @@ the whole forward is checked against fp32 transformers in ``tests/gpu``.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 import sys
@@ -18,10 +19,12 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+if importlib.util.find_spec("triton") is None:
+    pytest.skip("Triton is not installed", allow_module_level=True)
 if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("Triton was imported before its interpreter could be switched on", allow_module_level=True)
 os.environ["TRITON_INTERPRET"] = "1"  # read when triton.language and each kernel are defined
-pytest.importorskip("triton")
+import triton  # noqa: E402, F401
 from triton.runtime import interpreter as _interpreter  # noqa: E402
 
 _patch_tensor = _interpreter._patch_lang_tensor

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ingestion import pipeline
@@ -34,7 +36,7 @@ def run(uploads: Uploads, store: InMemoryStore, embedder: HashEmbedder, settings
 def test_accept_stores_the_file_before_enqueueing(uploads: Uploads, sender: RecordingSender) -> None:
     job = uploads.accept("t", "bees.txt", TEXT, document_id=None, metadata={"k": 1})
     assert job.document_id == "bees.txt" and job.state is JobState.QUEUED
-    assert open(job.path, "rb").read() == TEXT
+    assert Path(job.path).read_bytes() == TEXT
     assert sender.sent == [("sieve.ingest", [job.id])]
     assert uploads.records.pending_jobs() == []
 
@@ -60,8 +62,9 @@ def test_door_checks(uploads: Uploads, ingest_settings: IngestSettings) -> None:
         uploads.accept("t", "bees.txt", b"ok", document_id="bad\x00id", metadata={})
 
 
-def test_ingest_then_reingest_is_idempotent(uploads: Uploads, store: InMemoryStore, embedder: HashEmbedder,
-                                            ingest_settings: IngestSettings) -> None:
+def test_ingest_then_reingest_is_idempotent(
+    uploads: Uploads, store: InMemoryStore, embedder: HashEmbedder, ingest_settings: IngestSettings
+) -> None:
     first = uploads.accept("t", "bees.txt", TEXT, document_id="bees", metadata={})
     run(uploads, store, embedder, ingest_settings)
     done = uploads.records.get_job(first.id)
@@ -121,8 +124,9 @@ def test_reupload_after_delete_survives_the_delete_job(
     assert doc.active and store.count("t", "doc") == doc.chunks > 0
 
 
-def test_tenants_do_not_share_documents(uploads: Uploads, store: InMemoryStore, embedder: HashEmbedder,
-                                        ingest_settings: IngestSettings) -> None:
+def test_tenants_do_not_share_documents(
+    uploads: Uploads, store: InMemoryStore, embedder: HashEmbedder, ingest_settings: IngestSettings
+) -> None:
     uploads.accept("a", "doc.txt", TEXT, document_id="doc", metadata={})
     run(uploads, store, embedder, ingest_settings)
     with pytest.raises(DocumentNotFoundError):

@@ -54,7 +54,9 @@ def test_transient_errors_retry_then_fail_for_good(app, uploads: Uploads) -> Non
 
 
 def test_unreadable_file_fails_at_once_without_retry(app, uploads: Uploads) -> None:  # type: ignore[no-untyped-def]
-    job = uploads.accept("t", "broken.pdf", b"%PDF-1.7\n" + b"\x00garbage" * 50, document_id=None, metadata={})
+    job = uploads.accept(
+        "t", "broken.pdf", b"%PDF-1.7\n" + b"\x00garbage" * 50, document_id=None, metadata={}
+    )
     result = app.tasks["sieve.ingest"].apply(args=[job.id], retries=0)
     assert result.state == "SUCCESS"
     state = uploads.records.get_job(job.id)

@@ -386,8 +386,8 @@ class VectorStoreContract:
         assert [hit.id for hit in hits] == [corpus[0].id, corpus[6].id]
         assert hits[0].score > hits[1].score > 0
 
-    def test_bm25_without_a_matching_term_finds_nothing(self,
-        ready: VectorStore, corpus: list[Chunk]
+    def test_bm25_without_a_matching_term_finds_nothing(
+        self, ready: VectorStore, corpus: list[Chunk]
     ) -> None:
         assert ready.search("acme", None, limit=5, mode="bm25", query_text="quasar") == []
         assert ready.search("acme", None, limit=5, mode="bm25", query_text="") == []
