@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from reranking.errors import RerankError
+from reranking.errors import RerankError, RerankInputError
 from reranking.settings import RerankSettings
 
 
@@ -16,6 +16,20 @@ class RankedHit:
 
     index: int
     score: float
+
+
+def check_rank_request(query: str, top_k: int | None) -> None:
+    """The checks every backend's ``rank`` makes before scoring (``RerankInputError`` when they fail)."""
+    if not query or not query.strip():
+        raise RerankInputError("the query is empty")
+    if top_k is not None and top_k < 0:
+        raise RerankInputError(f"top_k must be >= 0, got {top_k}")
+
+
+def best_first(scores: Iterable[float], top_k: int | None = None) -> list[RankedHit]:
+    """Hits sorted by score, ties by index, cut to ``top_k``."""
+    hits = sorted((RankedHit(i, float(s)) for i, s in enumerate(scores)), key=lambda h: (-h.score, h.index))
+    return hits if top_k is None else hits[:top_k]
 
 
 @runtime_checkable

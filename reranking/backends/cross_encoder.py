@@ -21,15 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from reranking.errors import RerankInputError, RerankUnavailableError
-from reranking.reranker import RankedHit
+from reranking.backends.base import hub_offline, model_identity
+from reranking.errors import RerankUnavailableError
+from reranking.reranker import RankedHit, best_first, check_rank_request
 
 logger = logging.getLogger(__name__)
-
-
-def _hub_offline() -> bool:
-    values = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
-    return any(v.strip().upper() in {"1", "ON", "YES", "TRUE"} for v in values)
 
 
 class CrossEncoderReranker:
@@ -59,8 +55,7 @@ class CrossEncoderReranker:
 
     @property
     def name(self) -> str:
-        ref = self._model_ref
-        identity = os.path.basename(os.path.normpath(os.path.abspath(ref))) if os.path.isdir(ref) else ref
+        identity = model_identity(self._model_ref)
         return f"cross-encoder:{identity}"
 
     def warm_up(self) -> None:
@@ -79,17 +74,11 @@ class CrossEncoderReranker:
         instruction: str | None = None,
     ) -> list[RankedHit]:
         """``instruction`` is ignored: cross-encoders take none."""
-        if not query or not query.strip():
-            raise RerankInputError("the query is empty")
-        if top_k is not None and top_k < 0:
-            raise RerankInputError(f"top_k must be >= 0, got {top_k}")
+        check_rank_request(query, top_k)
         if not documents:
             return []
         scores = self.score([(query, doc) for doc in documents])
-        hits = sorted(
-            (RankedHit(i, float(s)) for i, s in enumerate(scores)), key=lambda h: (-h.score, h.index)
-        )
-        return hits if top_k is None else hits[:top_k]
+        return best_first(scores, top_k)
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """sigmoid(logit) for each (query, document) pair, in input order."""
@@ -115,7 +104,7 @@ class CrossEncoderReranker:
 
         source = self._model_ref
         local = os.path.isdir(source)
-        kwargs: dict[str, Any] = {} if local or not _hub_offline() else {"local_files_only": True}
+        kwargs: dict[str, Any] = {} if local or not hub_offline() else {"local_files_only": True}
         if self._max_tokens is not None:
             kwargs["max_length"] = self._max_tokens
         started = time.perf_counter()

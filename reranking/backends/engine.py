@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from reranking.backends.base import hub_offline
 from reranking.backends.qwen3_math import extract_weights
 from reranking.backends.runner import GRAPH_SEQUENCES, GRAPH_TOKENS, PackedQwen3
 from reranking.errors import RerankInputError, RerankOverloadedError, RerankUnavailableError
@@ -63,9 +64,8 @@ class EngineStats:
 
 
 def offline_kwargs(model: str) -> dict[str, Any]:
-    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
-    offline = any(v.strip().upper() in {"1", "ON", "YES", "TRUE"} for v in flags)
-    return {"local_files_only": True} if offline and not os.path.isdir(model) else {}
+    """``local_files_only`` for a hub id while the hub is switched off, so a miss fails at once."""
+    return {"local_files_only": True} if hub_offline() and not os.path.isdir(model) else {}
 
 
 class Engine:

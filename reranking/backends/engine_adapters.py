@@ -11,7 +11,6 @@ load errors are ``RerankUnavailableError``; a caller on the retrieval side maps 
 from __future__ import annotations
 
 import collections
-import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -19,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from reranking.backends.base import model_identity
 from reranking.backends.engine import Engine, offline_kwargs
 from reranking.backends.qwen3 import DEFAULT_INSTRUCTION, Qwen3Reranker
-from reranking.errors import RerankInputError, RerankUnavailableError
-from reranking.reranker import RankedHit
+from reranking.errors import RerankUnavailableError
+from reranking.reranker import RankedHit, best_first, check_rank_request
 
 
 class EngineReranker:
@@ -73,10 +73,7 @@ class EngineReranker:
         top_k: int | None = None,
         instruction: str | None = None,
     ) -> list[RankedHit]:
-        if not query or not query.strip():
-            raise RerankInputError("the query is empty")
-        if top_k is not None and top_k < 0:
-            raise RerankInputError(f"top_k must be >= 0, got {top_k}")
+        check_rank_request(query, top_k)
         if not documents:
             return []
         self.warm_up()
@@ -87,17 +84,12 @@ class EngineReranker:
         for doc in windows:
             best.append(float(scores[offset : offset + len(doc)].max()))
             offset += len(doc)
-        hits = sorted((RankedHit(i, s) for i, s in enumerate(best)), key=lambda h: (-h.score, h.index))
-        return hits if top_k is None else hits[:top_k]
+        return best_first(best, top_k)
 
 
 def format_query(query: str, instruction: str) -> str:
     """Qwen3-Embedding's query template (a copy of ``retrieval``'s: ``reranking`` does not import it)."""
     return f"Instruct: {instruction}\nQuery:{query}"
-
-
-def _identity(model: str) -> str:
-    return os.path.basename(os.path.normpath(os.path.abspath(model))) if os.path.isdir(model) else model
 
 
 class EngineEmbedder:
@@ -136,7 +128,7 @@ class EngineEmbedder:
 
     @property
     def name(self) -> str:
-        return f"qwen3-embedding:{_identity(self._model_ref)}:{self.dimension}"
+        return f"qwen3-embedding:{model_identity(self._model_ref)}:{self.dimension}"
 
     @property
     def dimension(self) -> int:

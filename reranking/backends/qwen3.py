@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from reranking.backends.base import hub_offline, model_identity
 from reranking.errors import RerankInputError, RerankUnavailableError
-from reranking.reranker import RankedHit
+from reranking.reranker import RankedHit, best_first, check_rank_request
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +48,6 @@ WINDOW_OVERLAP = 8  # consecutive windows share 1/WINDOW_OVERLAP of a window
 def format_body(query: str, doc: str, instruction: str) -> str:
     """The official body: ``<Instruct>: {instruction}\\n<Query>: {query}\\n<Document>: {doc}``."""
     return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}"
-
-
-def _hub_offline() -> bool:
-    values = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
-    return any(v.strip().upper() in {"1", "ON", "YES", "TRUE"} for v in values)
 
 
 def window_starts(length: int, window: int) -> list[int]:
@@ -98,8 +94,7 @@ class Qwen3Reranker:
 
     @property
     def name(self) -> str:
-        ref = self._model_ref
-        identity = os.path.basename(os.path.normpath(os.path.abspath(ref))) if os.path.isdir(ref) else ref
+        identity = model_identity(self._model_ref)
         return f"qwen3-reranker:{identity}"
 
     @property
@@ -136,10 +131,7 @@ class Qwen3Reranker:
         top_k: int | None = None,
         instruction: str | None = None,
     ) -> list[RankedHit]:
-        if not query or not query.strip():
-            raise RerankInputError("the query is empty")
-        if top_k is not None and top_k < 0:
-            raise RerankInputError(f"top_k must be >= 0, got {top_k}")
+        check_rank_request(query, top_k)
         if not documents:
             return []
         started = time.perf_counter()
@@ -153,7 +145,7 @@ class Qwen3Reranker:
         for doc_windows in windows:
             best.append(float(scores[offset : offset + len(doc_windows)].max()))
             offset += len(doc_windows)
-        hits = sorted((RankedHit(i, s) for i, s in enumerate(best)), key=lambda h: (-h.score, h.index))
+        hits = best_first(best, top_k)
         logger.debug(
             "reranked %d documents (%d sequences, %d tokens): prepare %.3fs, forward %.3fs",
             len(documents),
@@ -162,7 +154,7 @@ class Qwen3Reranker:
             prepared - started,
             scored - prepared,
         )
-        return hits if top_k is None else hits[:top_k]
+        return hits
 
     # -- stages ------------------------------------------------------------------------------------------
     def prepare(
@@ -219,7 +211,7 @@ class Qwen3Reranker:
     # -- loading -----------------------------------------------------------------------------------------
     def _hub_kwargs(self) -> dict[str, Any]:
         local = os.path.isdir(self._model_ref)
-        return {} if local or not _hub_offline() else {"local_files_only": True}
+        return {} if local or not hub_offline() else {"local_files_only": True}
 
     def _unavailable(self, exc: Exception) -> RerankUnavailableError:
         return RerankUnavailableError(

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from reranking.errors import RerankInputError, RerankOverloadedError, RerankUnavailableError
-from reranking.reranker import RankedHit
+from reranking.reranker import RankedHit, check_rank_request
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +70,7 @@ class RemoteReranker:
         top_k: int | None = None,
         instruction: str | None = None,
     ) -> list[RankedHit]:
-        if not query or not query.strip():
-            raise RerankInputError("the query is empty")
-        if top_k is not None and top_k < 0:
-            raise RerankInputError(f"top_k must be >= 0, got {top_k}")
+        check_rank_request(query, top_k)
         if not documents or top_k == 0:
             return []
         body: dict[str, Any] = {"query": query, "documents": list(documents), "return_documents": False}

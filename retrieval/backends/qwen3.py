@@ -15,8 +15,6 @@ Inference runs under ``torch.inference_mode`` in fp32 on CPU and bf16 on CUDA. I
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 
+from retrieval.backends.base import LazyEmbedder, load_kwargs, model_identity
 from retrieval.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -38,24 +37,6 @@ EOS_TOKEN = "<|endoftext|>"
 def format_query(query: str, instruction: str) -> str:
     """The official query template ``Instruct: {instruction}\\nQuery:{query}`` (no space after ``Query:``)."""
     return f"Instruct: {instruction}\nQuery:{query}"
-
-
-def hub_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is set to a true value (read at call time)."""
-    values = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
-    return any(v.strip().upper() in {"1", "ON", "YES", "TRUE"} for v in values)
-
-
-def model_identity(model: str) -> str:
-    """A stable name for a model: the folder's name for a local path, the hub id otherwise."""
-    if os.path.isdir(model):
-        return os.path.basename(os.path.normpath(os.path.abspath(model)))
-    return model
-
-
-def load_kwargs(model: str) -> dict[str, Any]:
-    """``local_files_only`` for a hub id while the hub is switched off, so a miss fails at once."""
-    return {} if os.path.isdir(model) or not hub_offline() else {"local_files_only": True}
 
 
 def _left_pad(
@@ -72,8 +53,10 @@ def _left_pad(
     return ids.to(device), mask.to(device), positions.to(device)
 
 
-class Qwen3Embedder:
+class Qwen3Embedder(LazyEmbedder):
     """Qwen3-Embedding (0.6B/4B/8B) from a local folder or a hub id. Cheap to build; ``warm_up`` loads."""
+
+    family = "qwen3-embedding"
 
     def __init__(
         self,
@@ -98,35 +81,15 @@ class Qwen3Embedder:
         self._batch_size = batch_size
         self._default_instruction = default_instruction
         self._setting_name = setting_name
-        self._lock = threading.Lock()
+        super().__init__()
         self._tokenizer: Any = None
-        self._model: Any = None
-        self._dimension = 0
-        self._max_tokens = 0
         self._eos_id = 0
         self._pad_id = 0
 
     # -- Embedder protocol -------------------------------------------------------------------------------
     @property
-    def name(self) -> str:
-        return f"qwen3-embedding:{model_identity(self._model_ref)}:{self.dimension}"
-
-    @property
-    def dimension(self) -> int:
-        self.warm_up()
-        return self._dimension
-
-    @property
-    def max_tokens(self) -> int:
-        self.warm_up()
-        return self._max_tokens
-
-    def warm_up(self) -> None:
-        if self._model is not None:
-            return
-        with self._lock:
-            if self._model is None:
-                self._load()
+    def identity(self) -> str:
+        return model_identity(self._model_ref)
 
     def count_tokens(self, text: str) -> int:
         self.warm_up()

