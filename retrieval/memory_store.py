@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.errors import EmbedderMismatchError, InvalidFilterError, StoreUnavailableError
+from retrieval.errors import EmbedderMismatchError, StoreUnavailableError
 from retrieval.fusion import check_search, fuse_candidates
 from retrieval.store import FilterValue, validate_filters
 from retrieval.types import Candidate, Chunk
@@ -118,8 +118,6 @@ class InMemoryStore:
             weights=weights,
         )
         clean = validate_filters(filters)
-        for key, value in clean.items():
-            _check_filter_value(key, value)
         dimension = self._require_collection()
         query = None
         if vector is not None and mode != "bm25":
@@ -202,19 +200,6 @@ def _check_vectors(chunks: Sequence[Chunk], vectors: np.ndarray, dimension: int)
     if matrix.shape[1] != dimension:
         raise ValueError(f"vectors have dimension {matrix.shape[1]}, the collection {dimension}")
     return matrix
-
-
-def _check_filter_value(key: str, value: FilterValue) -> None:
-    """Reject what ``MilvusStore`` cannot express: NaN, infinity, unencodable text, a non-text document id."""
-    if key == "document_id" and not isinstance(value, str):
-        raise InvalidFilterError("filter 'document_id' must be a string")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidFilterError(f"filter {key!r} must be a finite number")
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InvalidFilterError(f"filter {key!r} is not valid Unicode text") from exc
 
 
 def _json_roundtrip(metadata: Mapping[str, Any]) -> dict[str, Any]:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -365,8 +364,6 @@ def _literal(key: str, value: FilterValue) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidFilterError(f"filter {key!r} must be a finite number")
         return repr(value)
     return quote(value)
 
@@ -398,9 +395,7 @@ def _expression(
         parts.append(f"version not in [{', '.join(quote(v) for v in except_versions)}]")
     for key, value in filters.items():
         if key == "document_id":
-            if not isinstance(value, str):
-                raise InvalidFilterError("filter 'document_id' must be a string")
-            parts.append(f"doc_id == {quote(value)}")
+            parts.append(f"doc_id == {quote(str(value))}")
         else:
             parts.append(f'metadata["{key}"] == {_literal(key, value)}')
     return " and ".join(parts)

@@ -5,6 +5,7 @@ Every read and write names a tenant; an implementation must never return another
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -72,7 +73,8 @@ class VectorStore(Protocol):
 
 
 def validate_filters(filters: Mapping[str, Any] | None) -> dict[str, FilterValue]:
-    """Check metadata filters: identifier keys, scalar values. Returns a plain dict."""
+    """Check metadata filters: identifier keys; finite, encodable scalar values; a text document id.
+    Every store calls this first, so all refuse the same filters. Returns a plain dict."""
     if not filters:
         return {}
     clean: dict[str, FilterValue] = {}
@@ -85,6 +87,15 @@ def validate_filters(filters: Mapping[str, Any] | None) -> dict[str, FilterValue
             raise InvalidFilterError(
                 f"filter {key!r} must be a string, number or boolean, not {type(value).__name__}"
             )
+        if key == "document_id" and not isinstance(value, str):
+            raise InvalidFilterError("filter 'document_id' must be a string")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidFilterError(f"filter {key!r} must be a finite number")
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InvalidFilterError(f"filter {key!r} is not valid Unicode text") from exc
         clean[key] = value
     return clean
 

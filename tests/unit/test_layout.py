@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("ingestion", "retrieval", "reranking", "api")
-# What each package may import of the others (``retrieval`` and ``reranking`` are leaves; nothing imports api).
+# What each package may import of the others: retrieval and reranking are leaves; nothing imports api.
 ALLOWED = {
     "retrieval": set(),
     "reranking": set(),
@@ -57,5 +57,7 @@ def test_the_api_imports_without_loading_torch() -> None:
         "import sys, api.app, api.cli, ingestion.worker, retrieval, reranking; "
         "print(','.join(m for m in ('torch', 'transformers') if m in sys.modules))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     assert result.stdout.strip() == ""
