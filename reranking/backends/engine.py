@@ -45,6 +45,7 @@ class _Request:
     out: np.ndarray
     taken: int = 0  # sequences already put in a batch
     remaining: int = 0  # sequences not yet scored
+    prefix: int = 0  # tokens every sequence starts with, computed once per batch (0: not shared)
 
     def seq(self, i: int) -> np.ndarray:
         return self.ids[self.offsets[i] : self.offsets[i + 1]]
@@ -58,9 +59,30 @@ class EngineStats:
     recent_batch_tokens: collections.deque[int] = field(
         default_factory=lambda: collections.deque(maxlen=4096)
     )
+    served_tokens: int = 0  # tokens of the sequences as submitted (``tokens`` counts shared prefixes once)
     recent_batch_requests: collections.deque[int] = field(
         default_factory=lambda: collections.deque(maxlen=4096)
     )
+
+
+MIN_SHARED_PREFIX = 16  # shorter common prefixes are computed per sequence (not worth a segment)
+
+
+def common_prefix(ids: np.ndarray, offsets: np.ndarray) -> int:
+    """Length of the longest token prefix all sequences share, leaving each at least one token of its own;
+    0 when under ``MIN_SHARED_PREFIX`` or for a single sequence."""
+    lens = np.diff(offsets)
+    if len(lens) < 2:
+        return 0
+    m = int(lens.min()) - 1
+    first = ids[: offsets[1]]
+    for start in offsets[1:-1]:
+        if m < MIN_SHARED_PREFIX:
+            return 0
+        differ = np.flatnonzero(ids[start : start + m] != first[:m])
+        if len(differ):
+            m = int(differ[0])
+    return m if m >= MIN_SHARED_PREFIX else 0
 
 
 def offline_kwargs(model: str) -> dict[str, Any]:
@@ -83,6 +105,7 @@ class Engine:
         dtype: torch.dtype | None = None,
         token_budget: int = 32768,
         max_batch_sequences: int = 512,
+        share_prefix: bool = True,
         max_queued_tokens: int | None = None,
         kernels: str = "auto",
         cuda_graphs: bool | None = None,
@@ -101,6 +124,7 @@ class Engine:
         self._dtype = dtype or (torch.bfloat16 if cuda else torch.float32)
         self.token_budget = token_budget
         self._max_batch_sequences = max_batch_sequences
+        self.share_prefix = share_prefix
         self.max_queued_tokens = max_queued_tokens or 16 * token_budget
         self._kernels = kernels
         self._graphs = cuda if cuda_graphs is None else cuda_graphs
@@ -221,7 +245,8 @@ class Engine:
             raise RerankInputError(
                 f"a request of {tokens} tokens exceeds the queue ({self.max_queued_tokens})"
             )
-        request = _Request(ids, offsets, future, out, remaining=len(sequences))
+        prefix = common_prefix(ids, offsets) if self.share_prefix and runner.shares_prefix else 0
+        request = _Request(ids, offsets, future, out, remaining=len(sequences), prefix=prefix)
         with self._cond:
             if self._closed:
                 raise RerankUnavailableError("the engine was closed")
@@ -248,19 +273,23 @@ class Engine:
 
     # -- worker threads --------------------------------------------------------------------------------------
     def _take_batch(self) -> list[tuple[_Request, int, int]]:
-        """Sequences first come, first served, up to the token budget. Caller holds ``_cond``."""
+        """Sequences first come, first served, up to the token budget (a request's shared prefix counts
+        once per batch: it is computed once). Caller holds ``_cond``."""
         parts: list[tuple[_Request, int, int]] = []
-        tokens = count = 0
+        tokens = count = taken = 0
         while self._pending:
             request = self._pending[0]
             start = stop = request.taken
             size = len(request.offsets) - 1
-            while stop < size and count < self._max_batch_sequences:
+            p = request.prefix
+            while stop < size and count + (stop == start and p > 0) < self._max_batch_sequences:
                 n = int(request.offsets[stop + 1] - request.offsets[stop])
-                if tokens + n > self.token_budget:
+                cost = n if stop == start else n - p  # the first sequence of a part brings the prefix
+                if tokens + cost > self.token_budget:
                     break
-                tokens += n
-                count += 1
+                tokens += cost
+                taken += n
+                count += 1 + (stop == start and p > 0)
                 stop += 1
             if stop > start:
                 parts.append((request, start, stop))
@@ -268,8 +297,38 @@ class Engine:
             if stop < size:
                 break
             self._pending.popleft()
-        self._queued_tokens -= tokens
+        self._queued_tokens -= taken
         return parts
+
+    def _segments(
+        self, parts: list[tuple[_Request, int, int]]
+    ) -> tuple[list[np.ndarray], np.ndarray | None, list[int]]:
+        """The batch's sequences, which of them is a shared prefix of which (None: no sharing), and for each
+        output row the index of its sequence in the parts' order."""
+        seqs = [request.seq(i) for request, start, stop in parts for i in range(start, stop)]
+        plain = [int(i) for i in sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))]  # longest first
+        runner = self._runner
+        assert runner is not None
+        shared = [(r, a, b) for r, a, b in parts if r.prefix and b - a > 1]
+        if not shared or runner.graphs_take(sum(map(len, seqs)), len(seqs)):
+            return [seqs[i] for i in plain], None, plain
+        segments: list[np.ndarray] = []
+        prefix_of: list[int] = []
+        order: list[int] = []
+        flat = 0
+        for request, start, stop in parts:
+            p = request.prefix if stop - start > 1 else 0
+            parent = -1
+            if p:
+                parent = len(segments)
+                segments.append(request.seq(start)[:p])
+                prefix_of.append(-1)
+            for i in range(start, stop):
+                segments.append(request.seq(i)[p:])
+                prefix_of.append(parent)
+                order.append(flat)
+                flat += 1
+        return segments, np.asarray(prefix_of, dtype=np.int64), order
 
     def _work(self) -> None:
         with torch.inference_mode():
@@ -280,25 +339,25 @@ class Engine:
                     if self._closed:
                         return
                     parts = self._take_batch()
-                seqs = [request.seq(i) for request, start, stop in parts for i in range(start, stop)]
-                order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # longest first
                 self._inflight.acquire()
                 try:
                     assert self._runner is not None
-                    out, event = self._runner.run([seqs[i] for i in order])
+                    seqs, prefix_of, order = self._segments(parts)
+                    out, event = self._runner.run(seqs, prefix_of)
                 except Exception as exc:  # noqa: BLE001 - a failed batch fails its requests, not the engine
-                    logger.exception("engine batch of %d sequences failed", len(seqs))
+                    logger.exception("engine batch of %d requests failed", len(parts))
                     self._inflight.release()
                     self._fail(parts, exc)
                     continue
-                self._done.put((parts, order, out, event, sum(len(s) for s in seqs)))
+                served = sum(int(r.offsets[b] - r.offsets[a]) for r, a, b in parts)
+                self._done.put((parts, order, out, event, (sum(len(s) for s in seqs), served)))
 
     def _complete(self) -> None:
         while True:
             item = self._done.get()
             if item is None:
                 return
-            parts, order, out, event, tokens = item
+            parts, order, out, event, (tokens, served) = item
             try:
                 if event is not None:
                     event.synchronize()
@@ -321,6 +380,7 @@ class Engine:
             stats.batches += 1
             stats.sequences += len(order)
             stats.tokens += tokens
+            stats.served_tokens += served
             stats.recent_batch_tokens.append(tokens)
             stats.recent_batch_requests.append(len(parts))
 

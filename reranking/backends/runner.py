@@ -17,13 +17,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reranking.backends.attention import VARLEN, attention, choose_attention, random_batch, uniform_attention
+from reranking.backends.attention import (
+    VARLEN,
+    attention,
+    choose_attention,
+    prefixed_attention,
+    random_batch,
+    uniform_attention,
+)
 from reranking.backends.graphs import Graphs, pack
 from reranking.backends.qwen3_math import HEADS, Weights, head_out, layer_functions
 
@@ -38,6 +46,18 @@ def _triton_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("triton") is not None
+
+
+@dataclass(frozen=True)
+class Shared:
+    """Sequences that share a prefix packed once in the batch (``PackedQwen3.run`` with ``prefix_of``):
+    per sequence the prefix's first row and length (0: none), on the device and on the host, and the
+    Triton attention's work items for the last layer (the block of each output's last row)."""
+
+    table: torch.Tensor  # (B, 2) int32
+    host: list[tuple[int, int]]
+    rows: list[int]  # per sequence: its last row if it is an output, else -1
+    last_items: torch.Tensor | None
 
 
 class PackedQwen3:
@@ -82,6 +102,15 @@ class PackedQwen3:
     def out_width(self) -> int:
         return 1 if self.head == "score" else self.w.hidden
 
+    @property
+    def shares_prefix(self) -> bool:
+        """Whether ``run`` takes ``prefix_of`` (the attention kernels that read a shared prefix)."""
+        return self.attention.startswith("triton") or self.attention == "loop"
+
+    def graphs_take(self, tokens: int, seqs: int) -> bool:
+        """Whether a batch of this size replays a CUDA graph (then launch costs nothing to speak of)."""
+        return self.cuda and self.graphs.find(tokens, seqs) is not None
+
     # -- forward -------------------------------------------------------------------------------------------
     def forward(
         self,
@@ -91,9 +120,11 @@ class PackedQwen3:
         last: torch.Tensor,
         max_len: int,
         items: torch.Tensor | None = None,
+        shared: Shared | None = None,
     ) -> torch.Tensor:
         """(B,) logit_yes - logit_no or (B, hidden) unit vectors, fp32, for the sequences ``cu`` packs.
-        ``items``: the Triton attention's work items (built here from ``cu`` when not given)."""
+        ``items``: the Triton attention's work items (built here from ``cu`` when not given). ``shared``:
+        prefixes packed once (see ``Shared``); ``last`` then lists only the rows read out."""
         if items is None and self.attention.startswith("triton"):
             items = self._items(cu.cpu().numpy()).to(cu.device)
         w = self.w
@@ -101,15 +132,18 @@ class PackedQwen3:
         freqs = positions.float()[:, None] * w.inv_freq  # RoPE angles, once for all layers
         cos, sin = freqs.cos(), freqs.sin()
         b = len(last)
-        uniform = self.uniform is not None and b > 1 and ids.shape[0] == b * max_len
+        uniform = shared is None and self.uniform is not None and b > 1 and ids.shape[0] == b * max_len
         if self.kernels == "triton":
-            x = self._layers_fused(x, cos, sin, cu, last, max_len, items, uniform)
+            x = self._layers_fused(x, cos, sin, cu, last, max_len, items, uniform, shared)
         else:
-            x = self._layers_torch(x, cos[:, None], sin[:, None], cu, last, max_len, items, uniform)
+            x = self._layers_torch(x, cos[:, None], sin[:, None], cu, last, max_len, items, uniform, shared)
         return head_out(w, self.head, x)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, max_len: int,
-                items: torch.Tensor | None, b: int, uniform: bool) -> torch.Tensor:  # fmt: skip
+                items: torch.Tensor | None, b: int, uniform: bool,
+                shared: Shared | None = None) -> torch.Tensor:  # fmt: skip
+        if shared is not None:
+            return self._attend_shared(q, k, v, cu, items, shared)
         if uniform and self.uniform is not None:
             try:
                 return uniform_attention(q, k, v, b, max_len, self.uniform)
@@ -118,9 +152,26 @@ class PackedQwen3:
                 self.uniform = None
         return attention(q, k, v, cu, cu, max_len, max_len, self.attention, items)
 
+    def _attend_shared(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor,
+                       items: torch.Tensor | None, shared: Shared,
+                       last: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """Attention after a shared prefix; with ``last``: only those rows (the outputs', in order)."""
+        if self.attention.startswith("triton"):
+            from reranking.backends.triton_kernels import ATTENTION_CONFIGS, varlen_attention
+
+            work = items if last is None else shared.last_items
+            assert work is not None
+            out = varlen_attention(q, k, v, cu, work, ATTENTION_CONFIGS[self.attention], shared.table)
+            return out if last is None else out[last]
+        host_cu = cu.tolist()
+        if last is None:
+            return prefixed_attention(q, k, v, host_cu, shared.host)
+        out = prefixed_attention(q, k, v, host_cu, shared.host, rows=shared.rows)
+        return out[[i for i, r in enumerate(shared.rows) if r >= 0]]
+
     def _layers_torch(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cu: torch.Tensor,
                       last: torch.Tensor, max_len: int, items: torch.Tensor | None,
-                      uniform: bool) -> torch.Tensor:  # fmt: skip
+                      uniform: bool, shared: Shared | None = None) -> torch.Tensor:  # fmt: skip
         compiled = self.kernels == "compile"
         pre, step, post = layer_functions(self.w, compiled, self._inductor_options if compiled else {})
         mark = torch._dynamo.maybe_mark_dynamic if compiled else (lambda t, d: None)
@@ -130,7 +181,7 @@ class PackedQwen3:
         first = w.layers[0]
         q, k, v = pre(x, cos, sin, first.ln1, first.wqkv, first.q_norm, first.k_norm)
         for layer, nxt in zip(w.layers[:-1], w.layers[1:], strict=True):
-            a = self._attend(q, k, v, cu, max_len, items, b, uniform)
+            a = self._attend(q, k, v, cu, max_len, items, b, uniform, shared)
             mark(a, 0)
             x, q, k, v = step(
                 x, a, cos, sin, layer.wo, layer.ln2, layer.wgu, layer.wdown,
@@ -138,8 +189,11 @@ class PackedQwen3:
             )  # fmt: skip
         # Only the last token of each sequence is read out: the last layer attends and runs its MLP for
         # those rows alone (exact: every other row's output would be discarded).
-        one_each = torch.arange(b + 1, dtype=torch.int32, device=cu.device)
-        a = attention(q[last], k, v, one_each, cu, 1, max_len, self.last_attention)
+        if shared is not None:
+            a = self._attend_shared(q, k, v, cu, items, shared, last)
+        else:
+            one_each = torch.arange(b + 1, dtype=torch.int32, device=cu.device)
+            a = attention(q[last], k, v, one_each, cu, 1, max_len, self.last_attention)
         x = x[last]
         mark(x, 0)
         mark(a, 0)
@@ -148,7 +202,7 @@ class PackedQwen3:
 
     def _layers_fused(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cu: torch.Tensor,
                       last: torch.Tensor, max_len: int, items: torch.Tensor | None,
-                      uniform: bool) -> torch.Tensor:  # fmt: skip
+                      uniform: bool, shared: Shared | None = None) -> torch.Tensor:  # fmt: skip
         from reranking.backends import triton_kernels as tk
 
         w, b = self.w, len(last)
@@ -161,7 +215,10 @@ class PackedQwen3:
             k = qkv[:, heads * dim : (heads + kv) * dim].unflatten(1, (kv, dim))
             v = qkv[:, (heads + kv) * dim :].unflatten(1, (kv, dim))
             if i + 1 < len(w.layers):
-                a = self._attend(q, k, v, cu, max_len, items, b, uniform)
+                a = self._attend(q, k, v, cu, max_len, items, b, uniform, shared)
+            elif shared is not None:  # the last layer, after shared prefixes: the rows read out only
+                a = self._attend_shared(q, k, v, cu, items, shared, last)
+                x = x[last]
             else:  # the last layer: each sequence's last token only (see ``_layers_torch``)
                 one_each = torch.arange(b + 1, dtype=torch.int32, device=cu.device)
                 a = attention(q[last], k, v, one_each, cu, 1, max_len, self.last_attention)
@@ -187,9 +244,19 @@ class PackedQwen3:
         return items_capacity(tokens, slots, ATTENTION_CONFIGS[self.attention].block_m)
 
     # -- one batch -------------------------------------------------------------------------------------------
-    def run(self, seqs: Sequence[Sequence[int] | np.ndarray]) -> tuple[torch.Tensor, Any]:
+    def run(
+        self, seqs: Sequence[Sequence[int] | np.ndarray], prefix_of: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, Any]:
         """Launch one batch. Returns a host tensor whose first ``len(seqs)`` rows hold the outputs once the
-        event (None on CPU) has completed."""
+        event (None on CPU) has completed.
+
+        ``prefix_of`` (needs ``shares_prefix``): per sequence the index of another sequence of the batch that
+        is its prefix, or -1. A prefix is computed once; the sequences after it are only their own tokens
+        (positions continue from the prefix; attention sees the prefix's keys first). Exact: causal attention
+        makes a prefix's rows independent of what follows. Only sequences that are no one's prefix give an
+        output row, in their order."""
+        if prefix_of is not None and bool((prefix_of >= 0).any()):
+            return self._run_shared(seqs, prefix_of)
         ids, positions, cu, max_len = pack(seqs)
         n, b = len(ids), len(seqs)
         triton_attention = self.attention.startswith("triton")
@@ -201,15 +268,70 @@ class PackedQwen3:
         graph = self.graphs.find(n, b)
         if graph is None:
             ints = torch.from_numpy(np.concatenate([ids, positions, cu[1:].astype(np.int64) - 1]))
-            small = torch.from_numpy(cu)
+            gap = -(-(b + 1) // 4) * 4  # the work items on a 16-byte boundary (see ``_run_shared``)
+            small = torch.from_numpy(np.concatenate([cu, np.zeros(gap - b - 1, dtype=np.int32)]))
             if triton_attention:
                 small = torch.cat([small, self._items(cu)])
             dev = ints.pin_memory().to(self.device, non_blocking=True)
             small = small.pin_memory().to(self.device, non_blocking=True)
-            items = small[b + 1 :] if triton_attention else None
+            items = small[gap:] if triton_attention else None
             out = self.forward(dev[:n], dev[n : 2 * n], small[: b + 1], dev[2 * n :], max_len, items)
         else:
             out = self.graphs.replay(graph, ids, cu, self._items if triton_attention else None)
+        host_out = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+        host_out.copy_(out, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return host_out, event
+
+    def _run_shared(
+        self, seqs: Sequence[Sequence[int] | np.ndarray], prefix_of: np.ndarray
+    ) -> tuple[torch.Tensor, Any]:
+        if not self.shares_prefix:
+            raise ValueError(f"attention {self.attention!r} cannot read shared prefixes")
+        ids, positions, cu, max_len = pack(seqs)
+        b, n = len(seqs), len(ids)
+        lens = np.diff(cu).astype(np.int64)
+        has = prefix_of >= 0
+        parent = np.where(has, prefix_of, 0)
+        pre_len = np.where(has, lens[parent], 0)
+        pre_start = np.where(has, cu[parent], 0)
+        positions += np.repeat(pre_len, lens)
+        is_prefix = np.zeros(b, dtype=bool)
+        is_prefix[prefix_of[has]] = True
+        outputs = np.flatnonzero(~is_prefix)
+        last_rows = cu[outputs + 1].astype(np.int64) - 1
+        rows = np.full(b, -1, dtype=np.int64)
+        rows[outputs] = last_rows
+        table = np.stack([pre_start, pre_len], axis=1).astype(np.int32)
+        parts = [cu, table.ravel()]
+        if self.attention.startswith("triton"):
+            from reranking.backends.triton_kernels import ATTENTION_CONFIGS, attention_items, last_items
+
+            block_m = ATTENTION_CONFIGS[self.attention].block_m
+            parts += [attention_items(cu, block_m), last_items(cu, outputs, block_m)]
+        # each part starts on a 16-byte boundary: Triton specialises a kernel on its pointers' alignment,
+        # and a batch must not compile a new variant because of its sequence count
+        starts = np.cumsum([0] + [-(-len(p) // 4) * 4 for p in parts])
+        flat = np.zeros(int(starts[-1]), dtype=np.int32)
+        for start, part in zip(starts, parts, strict=False):
+            flat[start : start + len(part)] = part
+        ints = torch.from_numpy(np.concatenate([ids, positions, last_rows]))
+        packed = torch.from_numpy(flat)
+        if self.cuda:
+            ints = ints.pin_memory().to(self.device, non_blocking=True)
+            packed = packed.pin_memory().to(self.device, non_blocking=True)
+        views = [packed[start : start + len(part)] for start, part in zip(starts, parts, strict=False)]
+        dev_cu, dev_table = views[0], views[1].view(b, 2)
+        items = work_last = None
+        if self.attention.startswith("triton"):
+            items, work_last = views[2], views[3]
+        host = [(int(s), int(length)) for s, length in table]
+        shared = Shared(dev_table, host, rows.tolist(), work_last)
+        last = ints[2 * n :]
+        out = self.forward(ints[:n], ints[n : 2 * n], dev_cu, last, max_len, items, shared)
+        if not self.cuda:
+            return out, None
         host_out = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
         host_out.copy_(out, non_blocking=True)
         event = torch.cuda.Event()
@@ -248,6 +370,9 @@ class PackedQwen3:
             [600] * 8,
         ):
             self.run([[1] * n for n in lens])
+        if self.shares_prefix:  # pairs after a shared prefix (one query's candidates)
+            for count in (40, 41):
+                self.run([[1] * 72] + [[1] * 150] * count, np.array([-1] + [0] * count))
         torch.cuda.synchronize()
         compiled = time.perf_counter()
         if self._use_graphs and "loop" not in (self.attention, self.last_attention):

@@ -176,6 +176,14 @@ def attention_items(cu: np.ndarray, block_m: int, capacity: int | None = None) -
     return codes.astype(np.int32)
 
 
+def last_items(cu: np.ndarray, outputs: np.ndarray, block_m: int) -> np.ndarray:
+    """Work items of the query block holding the last row of each sequence in ``outputs`` (the last layer,
+    where only those rows are read out)."""
+    outputs = outputs.astype(np.int64)
+    blocks = (cu[outputs + 1].astype(np.int64) - cu[outputs] - 1) // block_m
+    return ((outputs << 16) | blocks).astype(np.int32)
+
+
 def items_capacity(tokens: int, slots: int, block_m: int) -> int:
     """An upper bound on ``len(attention_items(...))`` for ``tokens`` rows in ``slots`` sequences."""
     return tokens // block_m + slots
@@ -183,9 +191,10 @@ def items_capacity(tokens: int, slots: int, block_m: int) -> int:
 
 @triton.jit
 def _attention_kernel(
-    Q, K, V, OUT, CU, ITEMS, qk_scale,
+    Q, K, V, OUT, CU, ITEMS, PRE, qk_scale,
     sq_t, sq_h, sk_t, sk_h, sv_t, sv_h, so_t, so_h,
     GROUPS: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, P: tl.constexpr,
+    HAS_PRE: tl.constexpr,
 ):  # fmt: skip
     # program (head, item); with P > 1 the head is a key/value head and the tile's rows are (position, one
     # of its P query heads), position-major, so each key/value tile serves P query heads
@@ -217,6 +226,24 @@ def _attention_kernel(
     m_i = tl.full([BM * P], float("-inf"), tl.float32)
     l_i = tl.zeros([BM * P], tl.float32)
     acc = tl.zeros([BM * P, D], tl.float32)
+    if HAS_PRE:  # a shared prefix (rows PRE[2 seq] onwards, PRE[2 seq + 1] of them): every key visible
+        pre_start = tl.load(PRE + 2 * seq).to(tl.int64)
+        pre_len = tl.where(valid, tl.load(PRE + 2 * seq + 1), 0)
+        pk_base = K + pre_start * sk_t + kh * sk_h
+        pv_base = V + pre_start * sv_t + kh * sv_h
+        for n0 in range(0, pre_len, BN):
+            cols = n0 + offs_n
+            inside = cols < pre_len
+            k = tl.load(pk_base + cols[:, None] * sk_t + offs_d[None, :], mask=inside[:, None], other=0.0)
+            s = tl.dot(q, tl.trans(k)) * qk_scale
+            s = tl.where(inside[None, :], s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            p = tl.math.exp2(s - m_new[:, None])
+            alpha = tl.math.exp2(m_i - m_new)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            v = tl.load(pv_base + cols[:, None] * sv_t + offs_d[None, :], mask=inside[:, None], other=0.0)
+            acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+            m_i = m_new
     full = tl.where(lo < length, lo, 0)  # key blocks wholly before this query block: no mask
     for n0 in range(0, full, BN):
         cols = n0 + offs_n
@@ -254,10 +281,13 @@ def varlen_attention(
     cu: torch.Tensor,
     items: torch.Tensor,
     config: AttentionConfig,
+    prefix: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal attention within each packed sequence: q (T, H, D), k/v (T, Hk, D) (any row/head strides,
     contiguous last dimension), ``cu`` (B + 1,) int32 offsets, ``items`` from ``attention_items`` with this
-    config's ``block_m``. Returns (T, H, D)."""
+    config's ``block_m``. ``prefix`` (B, 2) int32: per sequence the first row and the length of a shared
+    prefix packed elsewhere in the batch, whose keys every query of the sequence sees before its own (length
+    0: none). Returns (T, H, D); rows of sequences or blocks that no work item lists are left unset."""
     n, heads, dim = q.shape
     assert q.stride(2) == k.stride(2) == v.stride(2) == 1 and config.block_m % config.block_n == 0
     groups = heads // k.shape[1]
@@ -266,10 +296,10 @@ def varlen_attention(
         raise ValueError(f"packing {pack} query heads per key/value head needs a power of two")
     out = torch.empty((n, heads, dim), dtype=q.dtype, device=q.device)
     _attention_kernel[(heads // pack, items.shape[0])](
-        q, k, v, out, cu, items, dim**-0.5 * LOG2E,
+        q, k, v, out, cu, items, cu if prefix is None else prefix, dim**-0.5 * LOG2E,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1),
         v.stride(0), v.stride(1), out.stride(0), out.stride(1),
-        GROUPS=groups, D=dim, BM=config.block_m, BN=config.block_n, P=pack,
+        GROUPS=groups, D=dim, BM=config.block_m, BN=config.block_n, P=pack, HAS_PRE=prefix is not None,
         num_warps=config.warps, num_stages=config.stages,
     )  # fmt: skip
     return out

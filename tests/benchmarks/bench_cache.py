@@ -133,7 +133,9 @@ def main() -> None:
             stack.start_redis()
             stack.start_milvus()
             settings = Settings(
-                api=ApiSettings(keys={"bench-key": "bench"}, rate_limit_per_s=0, cache_ttl_s=300),
+                api=ApiSettings(
+                    keys={"bench-key": "bench"}, rate_limit_per_s=0, cache_ttl_s=300, rerank_gate="always"
+                ),
                 ingest=IngestSettings(redis_url=stack.redis_url, data_dir=Path(tmp) / "files"),
                 retrieval=RetrievalSettings(milvus_uri=stack.milvus_uri, collection="bench_cache"),
                 rerank=RerankSettings(),

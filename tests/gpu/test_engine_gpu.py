@@ -120,6 +120,32 @@ def test_score_margin_gap_to_fp32(model, sequences, reference, kernels: str) -> 
         engine.close()
 
 
+@pytest.mark.parametrize("kernels", ["auto", "compile"])
+def test_shared_prefix_margin_gap_to_fp32(model, kernels: str) -> None:
+    """One query's pairs: a 72-token template head shared by 40 pairs (> 4096 tokens: computed once)."""
+    rng = random.Random(9)
+    head = [rng.randrange(151643) for _ in range(72)]
+    seqs = [head + [rng.randrange(151643) for _ in range(rng.randint(1, 400))] for _ in range(40)]
+    rows = model.lm_head.weight[[NO, YES]].detach().float()
+    want = (_last_hidden(model.model, seqs) @ rows.T).diff(dim=1)[:, 0].cpu().numpy()
+    engine = Engine(model, head="score", head_token_ids=(NO, YES), device="cuda", kernels=kernels)
+    try:
+        got = engine.run(seqs)
+        stats = engine.stats
+        gap = float(np.abs(got - want).max())
+        _report(
+            f"shared prefix (kernels {engine.runner.kernels}, attention {engine.runner.attention})",
+            {"max |margin gap|": gap, "tokens computed": stats.tokens, "tokens served": stats.served_tokens},
+        )
+        if engine.runner.shares_prefix:
+            assert stats.tokens < stats.served_tokens  # the head ran once, not 40 times
+        else:  # PyTorch's flash kernel cannot read a prefix elsewhere: each pair computes it
+            assert stats.tokens == stats.served_tokens
+        assert gap <= MAX_MARGIN_GAP
+    finally:
+        engine.close()
+
+
 def test_embedding_cosine_gap_to_fp32(model, sequences, chunks, reference) -> None:
     fp32, bf16 = reference
     want = torch.nn.functional.normalize(fp32, dim=-1).cpu().numpy()

@@ -15,7 +15,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from reranking.backends.engine import Engine
+from reranking.backends.engine import Engine, common_prefix
 from reranking.backends.engine_adapters import EngineEmbedder, EngineReranker
 from reranking.backends.graphs import graph_inputs, pack
 from reranking.errors import RerankInputError, RerankOverloadedError, RerankUnavailableError
@@ -122,6 +122,46 @@ class TestPacking:
         assert np.all(np.diff(full_cu) > 0)
         with pytest.raises(ValueError):
             graph_inputs(ids, cu, tokens=int(cu[-1]) + 3, slots=9)  # no room for a row per unused slot
+
+    def test_shared_prefix_is_computed_once_and_scores_do_not_change(
+        self, tiny_causal, qwen3_reranker
+    ) -> None:
+        """One query's pairs share the template head: it runs once per batch, with the same scores."""
+        head = _sequences(7, 1, low=40, high=40)[0]
+        seqs = [head + tail for tail in _sequences(8, 9, low=1, high=80)]
+        expected = qwen3_reranker.score_sequences(seqs)
+        for budget in (4096, 300):  # one batch; then parts of the request in several batches
+            e = Engine(tiny_causal, head="score", head_token_ids=(2152, 9693), token_budget=budget)
+            e.warm_up()
+            try:
+                got = e.run(seqs)
+                np.testing.assert_allclose(_sigmoid(got), expected, atol=TOL, rtol=0)
+                assert e.stats.served_tokens == sum(map(len, seqs))
+                saved = (len(seqs) - e.stats.batches) * len(head)  # the head once per batch, not per pair
+                assert e.stats.tokens == e.stats.served_tokens - saved
+                if budget == 300:
+                    assert e.stats.batches > 1
+                    assert max(e.stats.recent_batch_tokens) <= budget
+            finally:
+                e.close()
+        unshared = Engine(
+            tiny_causal, head="score", head_token_ids=(2152, 9693), token_budget=4096, share_prefix=False
+        )
+        unshared.warm_up()
+        try:
+            np.testing.assert_allclose(unshared.run(seqs), got, atol=1e-5, rtol=0)
+            assert unshared.stats.tokens == unshared.stats.served_tokens
+        finally:
+            unshared.close()
+
+    def test_common_prefix(self) -> None:
+        ids = np.array([1] * 20 + [2, 3] + [1] * 20 + [2] + [1] * 17 + [5], dtype=np.int64)
+        offsets = np.array([0, 22, 43, 61])
+        assert common_prefix(ids, offsets) == 17  # the third sequence differs at token 17
+        assert common_prefix(ids, offsets[:3]) == 20  # each keeps at least one token of its own
+        assert common_prefix(ids[:22], offsets[:2]) == 0  # one sequence: nothing to share
+        short = np.array([1] * 10 + [1] * 10, dtype=np.int64)
+        assert common_prefix(short, np.array([0, 10, 20])) == 0  # under MIN_SHARED_PREFIX
 
     def test_equal_length_batches_take_the_dense_path_exactly(self, engine: Engine) -> None:
         """Equal lengths let attention run dense on views of the packed rows (cuDNN on the GPU)."""

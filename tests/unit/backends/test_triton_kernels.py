@@ -102,6 +102,33 @@ def test_varlen_attention_equals_the_exact_loop(config: str) -> None:
     torch.testing.assert_close(got, want, atol=TOL, rtol=0)
 
 
+@pytest.mark.parametrize("config", ["triton-m64n64", "triton-gqa-m32n32"])
+def test_varlen_attention_after_a_shared_prefix(config: str) -> None:
+    """Sequences 1 and 3 continue sequence 0 (a shared prefix of 70 rows); sequence 2 stands alone."""
+    from reranking.backends.attention import prefixed_attention
+
+    lengths = [70, 5, 90, 1]
+    _, q, k, v, cu = _packed(lengths, 4, 2, 16)
+    host_cu = cu.tolist()
+    prefix = [(0, 0), (0, 70), (0, 0), (0, 70)]
+    table = torch.tensor(prefix, dtype=torch.int32)
+    block_m = tk.ATTENTION_CONFIGS[config].block_m
+    items = torch.from_numpy(tk.attention_items(cu.numpy(), block_m))
+    got = tk.varlen_attention(q, k, v, cu, items, tk.ATTENTION_CONFIGS[config], table)
+    want = prefixed_attention(q, k, v, host_cu, prefix)
+    torch.testing.assert_close(got, want, atol=TOL, rtol=0)
+    # the same as attending over the prefix and the sequence laid out together
+    joined = torch.cat([q[:70], q[70:75]]), torch.cat([k[:70], k[70:75]]), torch.cat([v[:70], v[70:75]])
+    one = torch.tensor([0, 75], dtype=torch.int32)
+    whole = attention(*joined, one, one, 75, 75, "loop")
+    torch.testing.assert_close(got[70:75], whole[70:], atol=TOL, rtol=0)
+    outputs = np.array([1, 2, 3])
+    last = torch.from_numpy(tk.last_items(cu.numpy(), outputs, block_m))
+    rows = [int(cu[i + 1]) - 1 for i in outputs]
+    tail = tk.varlen_attention(q, k, v, cu, last, tk.ATTENTION_CONFIGS[config], table)
+    torch.testing.assert_close(tail[rows], want[rows], atol=TOL, rtol=0)
+
+
 def test_attention_items_cover_every_block_once() -> None:
     cu = np.array([0, 1, 130, 130 + 64, 500], dtype=np.int32)
     codes = tk.attention_items(cu, 64, capacity=tk.items_capacity(500, 4, 64))
