@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI
 from api import errors, limits, metrics
 from api.deps import get_tenant
 from api.resources import Resources, Settings, build_resources
-from api.routes import documents, embeddings, health, ops, rerank, review, search
+from api.routes import admin, documents, embeddings, health, ops, rerank, review, search
 from api.serving import make_serving
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,9 @@ def create_app(
         serving = make_serving(
             "sieve-api", settings.api, settings.rerank, resources.reranker, resources.embedder
         )
+        if resources.swap is not None:  # reloads and index switches reach the model routes and /info too
+            resources.swap.attach(serving)
+            serving.index_status = resources.swap.status
         yield {"resources": resources, "serving": serving}
         resources.close()
 
@@ -54,4 +57,5 @@ def create_app(
     app.include_router(rerank.router, dependencies=[Depends(get_tenant)])
     app.include_router(embeddings.router, dependencies=[Depends(get_tenant)])
     app.include_router(ops.router)
+    app.include_router(admin.router)
     return app

@@ -16,11 +16,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from api import reindex_cli
+from api.review_cli import review_app
+
 app = typer.Typer(help="Sieve: two-stage retrieval for RAG.", no_args_is_help=True)
+app.add_typer(review_app, name="review")
 console = Console()
 
 HOME = Path(os.environ.get("SIEVE_HOME", ".sieve"))
 UrlOpt = Annotated[str, typer.Option(envvar="SIEVE_URL", help="API address")]
+RedisOpt = Annotated[str, typer.Option(envvar="INGEST_REDIS_URL", help="Redis of the stack (gate decisions)")]
 KeyOpt = Annotated[str, typer.Option(envvar="SIEVE_API_KEY", help="API key (default: the embedded stack's)")]
 
 
@@ -251,7 +256,24 @@ def eval_command(
     rrf_k: Annotated[int, typer.Option(help="RRF k")] = 60,
     weights: Annotated[str | None, typer.Option(help="Hybrid weights 'dense,bm25'")] = None,
     rerank_depth: Annotated[int, typer.Option(help="Documents the reranker scores")] = 50,
+    rerank_modes: Annotated[
+        str | None,
+        typer.Option(
+            help="Modes with +rerank configurations, comma-separated (default RETRIEVAL_SEARCH_MODE)"
+        ),
+    ] = None,
     keep_index: Annotated[bool, typer.Option(help="Keep the collection (with --milvus-uri)")] = False,
+    gate: Annotated[
+        bool, typer.Option(help="Learn a fusion on train queries, decide the rerank gate on the eval split")
+    ] = False,
+    gate_train_queries: Annotated[int, typer.Option(help="Train-split queries to learn the fusion on")] = 100,
+    min_gain: Annotated[float, typer.Option(help="Gate: the nDCG@10 gain stage 2 must show")] = 0.005,
+    gate_alpha: Annotated[float, typer.Option(help="Gate: the paired t-test's p must be below this")] = 0.05,
+    tenant: Annotated[
+        str, typer.Option(help="With --apply: the tenant the decision is stored for")
+    ] = "default",
+    apply: Annotated[bool, typer.Option(help="Store the gate's decision in the stack's Redis")] = False,
+    redis_url: RedisOpt = "redis://127.0.0.1:6390/0",
 ) -> None:
     """Measure BM25, dense and hybrid retrieval (each also with the configured reranker) on a BEIR folder."""
     import shlex
@@ -259,17 +281,31 @@ def eval_command(
 
     from api.eval_run import EvalOptions, parse_weights, run, summary_rows
     from ingestion.settings import IngestSettings
+    from retrieval.settings import RetrievalSettings
 
     _logging("WARNING")
     ingest = IngestSettings()
+    mode_list = tuple(m.strip() for m in modes.split(",") if m.strip())
+    default_mode = RetrievalSettings().search_mode
+    rerank_list = (
+        tuple(m.strip() for m in rerank_modes.split(",") if m.strip())
+        if rerank_modes
+        else (default_mode,)
+        if default_mode in mode_list
+        else mode_list[-1:]
+    )
     options = EvalOptions(
-        modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
+        modes=mode_list,
+        rerank_modes=rerank_list,
         fusion=fusion,
         rrf_k=rrf_k,
         weights=parse_weights(weights),
         rerank_depth=rerank_depth,
         chunk_tokens=ingest.chunk_tokens,
         chunk_overlap=ingest.chunk_overlap,
+        gate=gate,
+        min_gain=min_gain,
+        gate_alpha=gate_alpha,
     )
     invoked = Path(sys.argv[0]).name in {"sieve", "cli.py"}
     try:
@@ -283,6 +319,7 @@ def eval_command(
             corpus_limit=corpus_limit,
             options=options,
             keep_index=keep_index,
+            gate_train_queries=gate_train_queries,
             console=console,
             command=shlex.join(["sieve", *sys.argv[1:]]) if invoked else "",
         )
@@ -295,6 +332,81 @@ def eval_command(
     for note in report["notes"]:
         console.print(f"[yellow]note:[/] {note}")
     console.print(f"report: {out / 'report.md'}")
+    if "gate" in report["files"]:
+        from api.gate import GateDecision
+
+        decision = GateDecision.model_validate(report["gate"])
+        colour = "green" if decision.enabled else "yellow"
+        console.print(
+            f"[{colour}]rerank gate: {'enabled' if decision.enabled else 'disabled'}[/] — {decision.reason}"
+        )
+        console.print(f"decision: {report['files']['gate']}")
+        if apply:
+            _gate_store(redis_url).put(tenant, decision)
+            console.print(f"stored for tenant {tenant!r} at {redis_url}")
+    elif apply:
+        console.print("[red]nothing to apply:[/] no gate decision (pass --gate, configure RERANK_BACKEND)")
+        raise typer.Exit(1)
+
+
+gate_app = typer.Typer(
+    help="The rerank gate: store, show or clear a tenant's decision.", no_args_is_help=True
+)
+app.add_typer(gate_app, name="gate")
+TenantOpt = Annotated[str, typer.Option(help="Tenant (the embedded stack's is 'default')")]
+
+
+def _gate_store(redis_url: str) -> Any:
+    import redis
+
+    from api.gate_store import GateStore
+
+    return GateStore(redis.Redis.from_url(redis_url, decode_responses=True))
+
+
+@gate_app.command("apply")
+def gate_apply(
+    path: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="gate.json from `sieve eval --gate`")
+    ],
+    tenant: TenantOpt = "default",
+    redis_url: RedisOpt = "redis://127.0.0.1:6390/0",
+) -> None:
+    """Store a decision for a tenant; search follows it at once (API_RERANK_GATE=evaluated)."""
+    from api.gate import GateDecision
+
+    decision = GateDecision.model_validate_json(path.read_text(encoding="utf-8"))
+    _gate_store(redis_url).put(tenant, decision)
+    console.print(
+        f"tenant {tenant!r}: rerank stage {'enabled' if decision.enabled else 'disabled'} — {decision.reason}"
+    )
+
+
+@gate_app.command("show")
+def gate_show(tenant: TenantOpt = "default", redis_url: RedisOpt = "redis://127.0.0.1:6390/0") -> None:
+    """Print a tenant's stored decision (JSON)."""
+    decision = _gate_store(redis_url).get(tenant)
+    if decision is None:
+        console.print(
+            f"tenant {tenant!r}: no decision stored "
+            "(under API_RERANK_GATE=evaluated, search runs stage 1 only)"
+        )
+        raise typer.Exit(1)
+    console.print_json(decision.model_dump_json(exclude={"grid"}))
+
+
+@gate_app.command("clear")
+def gate_clear(tenant: TenantOpt = "default", redis_url: RedisOpt = "redis://127.0.0.1:6390/0") -> None:
+    """Remove a tenant's decision (search then runs stage 1 only under API_RERANK_GATE=evaluated)."""
+    removed = _gate_store(redis_url).delete(tenant)
+    console.print(f"tenant {tenant!r}: {'decision removed' if removed else 'no decision was stored'}")
+
+
+from api.train_cmd import train_app  # noqa: E402 - the sub-app registers after the main commands
+
+app.add_typer(train_app, name="train")
+app.command("reindex")(reindex_cli.reindex)
+app.command("reload")(reindex_cli.reload)
 
 
 if __name__ == "__main__":

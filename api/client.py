@@ -95,5 +95,11 @@ class SieveClient:
     def delete(self, document_id: str) -> dict[str, Any]:
         return dict(self._check(self._http.delete(f"/v1/documents/{document_id}")))
 
+    def review_clusters(self, **params: Any) -> dict[str, Any]:
+        """``GET /v1/review/clusters``: flagged queries grouped into recurring gaps (params: tenant, state,
+        since, limit, threshold, min_size; None values are left out)."""
+        query = {k: v for k, v in params.items() if v is not None}
+        return dict(self._check(self._http.get("/v1/review/clusters", params=query)))
+
     def ready(self) -> dict[str, Any]:
         return dict(self._http.get("/ready").json())

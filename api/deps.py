@@ -27,6 +27,8 @@ ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
 def get_search(resources: ResourcesDep) -> SearchService:
+    if resources.swap is not None:
+        resources.swap.refresh()  # a rebuilt index switched in? (throttled; followed in the background)
     return resources.search
 
 

@@ -26,6 +26,7 @@ from ingestion.errors import (
     QueueUnavailableError,
     UnsupportedFormatError,
 )
+from ingestion.indexes import ReindexBusyError
 from reranking.errors import RerankError, RerankInputError, RerankOverloadedError, RerankUnavailableError
 from retrieval.errors import (
     EmbedderMismatchError,
@@ -53,6 +54,7 @@ STATUS: list[tuple[type[BaseException], int]] = [
     (InvalidFilterError, 400),
     (UnsupportedSearchError, 400),
     (DocumentNotFoundError, 404),
+    (ReindexBusyError, 409),
     (DocumentTooLargeError, 413),
     (UnsupportedFormatError, 415),
     (ParseError, 422),

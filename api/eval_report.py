@@ -114,6 +114,10 @@ def markdown(report: Mapping[str, Any]) -> str:
         f"Index: chunking {index['chunk_s']:.1f} s, embedding {index['embed_s']:.1f} s, "
         f"writing {index['upsert_s']:.1f} s ({report['store']}).",
     ]
+    if report.get("gate"):
+        from api.gate import GateDecision
+
+        lines += ["", GateDecision.model_validate(report["gate"]).markdown()]
     lines += ["", *(f"Note: {note}" for note in report["notes"])] if report["notes"] else []
     lines += ["", f"Command: `{report['command']}`" if report.get("command") else ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import random
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from api import eval_report
+from api.beir import BeirDataset, query_split
 from api.evaluate import EvalOptions, evaluate
+from api.gate_store import reranker_identity
 from retrieval import VectorStore
 
 
@@ -60,6 +64,32 @@ def summary_rows(report: Mapping[str, Any]) -> list[list[str]]:
     ]
 
 
+def gate_split(
+    dataset: BeirDataset, *, heldout: int | None, train: int, seed: int = 0
+) -> tuple[BeirDataset, BeirDataset]:
+    """(held-out queries: the eval split, the first ``heldout``; a sample of ``train`` train-split queries, in
+    file order, drawn with a fixed seed), both over the same corpus."""
+    eval_ids = [q for q in dataset.queries if query_split(q) == "eval"][:heldout]
+    train_ids = [q for q in dataset.queries if query_split(q) == "train"]
+    if len(train_ids) > train:
+        chosen = set(random.Random(seed).sample(train_ids, train))
+        train_ids = [q for q in train_ids if q in chosen]
+    if not eval_ids or not train_ids:
+        raise ValueError(
+            f"the rerank gate needs queries of both splits: {len(eval_ids)} eval, {len(train_ids)} train"
+        )
+
+    def part(ids: list[str], split: str) -> BeirDataset:
+        return replace(
+            dataset,
+            queries={q: dataset.queries[q] for q in ids},
+            qrels={q: dataset.qrels[q] for q in ids},
+            split=split,
+        )
+
+    return part(eval_ids, "eval"), part(train_ids, "train")
+
+
 def run(
     folder: Path,
     out: Path,
@@ -71,24 +101,42 @@ def run(
     corpus_limit: int | None = None,
     options: EvalOptions | None = None,
     keep_index: bool = False,
+    gate_train_queries: int = 100,
     console: Console | None = None,
     command: str = "",
 ) -> dict[str, Any]:
-    """What ``sieve eval`` does: load the folder, build the configured embedder and reranker, evaluate."""
+    """What ``sieve eval`` does: load the folder, build the configured embedder and reranker, evaluate.
+
+    With ``options.gate`` the table runs on the eval split (the held-out queries the gate decides on) and the
+    fusion is learned on ``gate_train_queries`` train-split queries."""
     from api.beir import load_beir
     from api.models import build_embedder
     from ingestion.settings import IngestSettings
-    from reranking import make_reranker
+    from reranking import RerankSettings, make_reranker
 
     console = console or Console(stderr=True)
     ingest = IngestSettings()
     options = options or EvalOptions(chunk_tokens=ingest.chunk_tokens, chunk_overlap=ingest.chunk_overlap)
-    dataset = load_beir(folder, qrels=qrels, split=split, max_queries=max_queries, corpus_limit=corpus_limit)
+    train = None
+    if options.gate:
+        if split not in ("all", "eval"):
+            raise ValueError(
+                "--gate decides on the eval split; learn on train queries with --gate-train-queries"
+            )
+        everything = load_beir(folder, qrels=qrels, split="all", corpus_limit=corpus_limit)
+        dataset, train = gate_split(everything, heldout=max_queries, train=gate_train_queries)
+    else:
+        dataset = load_beir(
+            folder, qrels=qrels, split=split, max_queries=max_queries, corpus_limit=corpus_limit
+        )
     console.print(
-        f"{dataset.name}: {len(dataset.queries)} queries ({dataset.qrels_name}, split {split}), "
+        f"{dataset.name}: {len(dataset.queries)} queries ({dataset.qrels_name}, split {dataset.split}), "
         f"{len(dataset.corpus)} documents"
+        + (f"; the rerank gate learns on {len(train.queries)} train queries" if train is not None else "")
     )
-    embedder, reranker = build_embedder(), make_reranker()
+    rerank_settings = RerankSettings()
+    embedder, reranker = build_embedder(), make_reranker(rerank_settings)
+    identity = reranker_identity(reranker, rerank_settings)
     with eval_store(milvus_uri, keep=keep_index) as (store, label):
         return evaluate(
             dataset,
@@ -100,4 +148,6 @@ def run(
             console=console,
             store_label=label,
             command=command,
+            train=train,
+            identity=identity,
         )

@@ -4,13 +4,17 @@
    by the embedder's tokenizer, ``INGEST_CHUNK_TOKENS`` / ``INGEST_CHUNK_OVERLAP`` capped by the embedder),
    embedded with the configured embedder and written to a collection of its own (``sieve_eval_<random>``,
    tenant ``eval``), dropped afterwards unless kept.
-2. Search: each query runs through every configuration. Stage 1 asks the store for ``2 × depth`` chunks in the
-   configuration's mode (``bm25``, ``dense``, ``hybrid``); chunks become documents by their best chunk (a
-   document's score is its best chunk's), keeping the first ``depth`` (100) documents.
-3. Rerank (where ``RERANK_BACKEND`` is not ``none``): the configured reranker scores the best chunk of each of
-   the top ``rerank_depth`` documents; ``+rerank`` orders them by its score, ``+rerank+fusion`` by
-   ``retrieval.fusion.fuse_rerank`` of the stage-1 and rerank ranks (RRF, or ``weighted`` interpolation).
-   Documents below ``rerank_depth`` keep their stage-1 order after them, so recall@100 stays comparable.
+2. Search (``api.eval_probe``): each query runs once per stage-1 mode (``bm25``, ``dense``, ``hybrid``),
+   asking the store for ``2 × depth`` chunks; chunks become documents by their best chunk (a document's
+   score is its best chunk's), keeping the first ``depth`` (100) documents.
+3. Rerank (where ``RERANK_BACKEND`` is not ``none``, for the ``rerank_modes``; the CLI's default is
+   ``RETRIEVAL_SEARCH_MODE``): the reranker scores the best chunk of each of the top ``rerank_depth``
+   documents, once per (query, chunk) whatever the number of configurations. ``+rerank`` orders them by its
+   score, ``+rerank+fusion`` by ``retrieval.fusion.fuse_rerank`` of the stage-1 and rerank scores (RRF, or
+   ``weighted`` interpolation), ``+rerank+learned`` (with ``gate``) by the fusion ``api.gate`` learned on
+   train-split queries; the gate's decision is taken on this run's (eval-split) queries, written to
+   ``gate.json`` and summarised in report.md. Documents below ``rerank_depth`` keep their stage-1 order
+   after them, so recall@100 stays comparable.
 4. Report: ``api.eval_report`` (ir-measures, paired t-test against the first configuration, Markdown, JSON
    and a chart) with per-stage timings per query.
 """
@@ -18,25 +22,33 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from api import eval_report
 from api.beir import EVAL_MODULUS, BeirDataset
+from api.eval_probe import TENANT, probe_query
+from api.gate import (
+    DEFAULT_ALPHA,
+    DEFAULT_MIN_GAIN,
+    RERANK_ONLY,
+    Fusion,
+    GateDecision,
+    QueryRun,
+    learn_fusion,
+)
+from api.gate import decide as decide_gate
+from api.gate_store import RerankerIdentity, reranker_identity
 from ingestion.chunking import chunk_sections
 from ingestion.parsers import Section
 from reranking import Reranker
 from retrieval import Chunk, Embedder, VectorStore
-from retrieval.fusion import SEARCH_MODES, fuse_rerank
-from retrieval.types import Candidate
-
-TENANT = "eval"
+from retrieval.fusion import SEARCH_MODES
 
 
 @dataclass(frozen=True)
@@ -45,11 +57,13 @@ class EvalConfig:
     mode: str  # dense | bm25 | hybrid
     rerank: bool = False
     fuse: bool = False  # fuse stage-1 and rerank ranks instead of taking the rerank order
+    learned: bool = False  # fuse them as the rerank gate learned on train queries
 
 
 @dataclass
 class EvalOptions:
     modes: tuple[str, ...] = ("bm25", "dense", "hybrid")
+    rerank_modes: tuple[str, ...] | None = None  # the modes with +rerank configurations (None: every mode)
     depth: int = 100
     rerank_depth: int = 50
     fusion: str = "rrf"  # of the hybrid legs
@@ -60,19 +74,40 @@ class EvalOptions:
     chunk_tokens: int = 256
     chunk_overlap: int = 32
     batch: int = 64
+    gate: bool = False  # learn a fusion on train queries and decide the rerank gate (api.gate)
+    gate_mode: str | None = None  # the stage-1 mode the gate decides for (default: the first rerank mode)
+    min_gain: float = DEFAULT_MIN_GAIN
+    gate_alpha: float = DEFAULT_ALPHA
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def reranked_modes(self) -> tuple[str, ...]:
+        return self.modes if self.rerank_modes is None else self.rerank_modes
+
+    @property
+    def decided_mode(self) -> str:
+        return self.gate_mode or self.reranked_modes[0]
 
 
 def configurations(options: EvalOptions, reranker: Reranker | None) -> list[EvalConfig]:
     unknown = [mode for mode in options.modes if mode not in SEARCH_MODES]
     if unknown or not options.modes:
         raise ValueError(f"unknown search modes {unknown}: use some of {', '.join(SEARCH_MODES)}")
+    outside = [mode for mode in options.reranked_modes if mode not in options.modes]
+    if outside or not options.reranked_modes:
+        raise ValueError(f"rerank modes {outside or '(none)'} must be some of the modes {options.modes}")
+    if options.gate and options.decided_mode not in options.reranked_modes:
+        raise ValueError(f"the gate's mode {options.decided_mode!r} must be one of the rerank modes")
     configs = [EvalConfig(mode, mode) for mode in options.modes]
     if reranker is not None and reranker.reorders:
-        configs += [EvalConfig(f"{mode}+rerank", mode, rerank=True) for mode in options.modes]
+        rerank_modes = options.reranked_modes
+        configs += [EvalConfig(f"{mode}+rerank", mode, rerank=True) for mode in rerank_modes]
         configs += [
-            EvalConfig(f"{mode}+rerank+fusion", mode, rerank=True, fuse=True) for mode in options.modes
+            EvalConfig(f"{mode}+rerank+fusion", mode, rerank=True, fuse=True) for mode in rerank_modes
         ]
+        if options.gate:
+            mode = options.decided_mode
+            configs.append(EvalConfig(f"{mode}+rerank+learned", mode, rerank=True, learned=True))
     return configs
 
 
@@ -137,94 +172,73 @@ def build_index(
     }
 
 
-def to_documents(candidates: Sequence[Candidate], depth: int) -> list[Candidate]:
-    """One entry per document, its best chunk (candidates come best first), the first ``depth``."""
-    best: dict[str, Candidate] = {}
-    for candidate in candidates:
-        best.setdefault(candidate.document_id, candidate)
-    return list(best.values())[:depth]
-
-
-def rerank_order(
-    query: str, docs: Sequence[Candidate], reranker: Reranker, *, depth: int, fuse: bool, options: EvalOptions
-) -> tuple[list[Candidate], float, float]:
-    """``docs`` with the top ``depth`` reordered by the reranker (or fused with stage 1).
-
-    Returns (order, seconds reranking, seconds fusing)."""
-    head, tail = list(docs[:depth]), list(docs[depth:])
-    if not head:
-        return list(docs), 0.0, 0.0
-    started = time.perf_counter()
-    hits = reranker.rank(query, [doc.text for doc in head])
-    rerank_s = time.perf_counter() - started
-    started = time.perf_counter()
-    if fuse:
-        fused = fuse_rerank(
-            [doc.score for doc in head],
-            {hit.index: hit.score for hit in hits},
-            fusion=options.rerank_fusion,
+def _fusion(config: EvalConfig, options: EvalOptions, learned: Fusion | None) -> Fusion | None:
+    """How a configuration orders the reranked head (None: stage 1)."""
+    if not config.rerank:
+        return None
+    if config.learned:
+        return learned
+    if config.fuse:
+        weights = options.rerank_weights or (1.0, 1.0)
+        return Fusion(
+            method="weighted" if options.rerank_fusion == "weighted" else "rrf",
+            stage1_weight=weights[0],
+            rerank_weight=weights[1],
             rrf_k=options.rrf_k,
-            weights=options.rerank_weights,
         )
-        order = [index for index, _ in fused]
-    else:
-        order = [hit.index for hit in hits]
-        seen = set(order)
-        order += [i for i in range(len(head)) if i not in seen]
-    fusion_s = time.perf_counter() - started
-    return [head[i] for i in order] + tail, rerank_s, fusion_s
+    return RERANK_ONLY
+
+
+Results = dict[str, tuple[dict[str, list[str]], dict[str, list[float]]]]
 
 
 def run_queries(
-    dataset: BeirDataset,
+    queries: Mapping[str, str],
     store: VectorStore,
     embedder: Embedder,
     reranker: Reranker | None,
     configs: Sequence[EvalConfig],
     options: EvalOptions,
     console: Console,
-) -> dict[str, tuple[dict[str, list[str]], dict[str, list[float]]]]:
-    """Per configuration: (query id -> ranked document ids, stage -> per-query milliseconds)."""
-    results = {c.name: ({}, {}) for c in configs}  # type: dict[str, tuple[dict[str, list[str]], dict[str, list[float]]]]
+    *,
+    learned: Fusion | None = None,
+    label: str = "running queries",
+) -> tuple[Results, dict[str, dict[str, QueryRun]]]:
+    """Per configuration: (query id -> ranked document ids, stage -> per-query milliseconds); and per mode
+    that reranks, each query's ``QueryRun`` (stage-1 documents and rerank scores, for the gate)."""
+    results: Results = {c.name: ({}, {}) for c in configs}
+    modes = tuple(dict.fromkeys(c.mode for c in configs))
+    rerank_modes = tuple(dict.fromkeys(c.mode for c in configs if c.rerank))
+    runs: dict[str, dict[str, QueryRun]] = {mode: {} for mode in rerank_modes}
     with _progress(console) as bar:
-        task = bar.add_task("running queries", total=len(dataset.queries))
-        for qid, query in dataset.queries.items():
-            vector: np.ndarray | None = None
-            embed_ms = 0.0
-            if any(c.mode != "bm25" for c in configs):
-                started = time.perf_counter()
-                vector = embedder.embed_queries([query])[0]
-                embed_ms = (time.perf_counter() - started) * 1000
+        task = bar.add_task(label, total=len(queries))
+        for qid, query in queries.items():
+            probe = probe_query(
+                query,
+                modes=modes,
+                rerank_modes=rerank_modes,
+                store=store,
+                embedder=embedder,
+                reranker=reranker,
+                options=options,
+            )
+            for mode in rerank_modes:
+                runs[mode][qid] = probe.run(mode)
             for config in configs:
                 ranking, timings = results[config.name]
+                stage = probe.stage_ms(config.mode)
+                fusion = _fusion(config, options, learned)
                 started = time.perf_counter()
-                found = store.search(
-                    TENANT,
-                    None if config.mode == "bm25" else vector,
-                    limit=2 * options.depth,
-                    mode=config.mode,
-                    query_text=query,
-                    fusion=options.fusion,
-                    rrf_k=options.rrf_k,
-                    weights=options.weights,
-                )
-                stage = {"stage1": (time.perf_counter() - started) * 1000}
-                if config.mode != "bm25":
-                    stage["embed"] = embed_ms
-                docs = to_documents(found, options.depth)
-                if config.rerank and reranker is not None:
-                    docs, rerank_s, fusion_s = rerank_order(
-                        query, docs, reranker, depth=options.rerank_depth, fuse=config.fuse, options=options
-                    )
-                    stage["rerank"] = rerank_s * 1000
-                    if config.fuse:
-                        stage["fusion"] = fusion_s * 1000
+                ranking[qid] = probe.run(config.mode).ranking(fusion)
+                if config.rerank:
+                    stage["rerank"] = probe.rerank_ms.get(config.mode, 0.0)
+                    if config.fuse or config.learned:
+                        stage["fusion"] = (time.perf_counter() - started) * 1000
                 stage["total"] = sum(stage.values())
-                ranking[qid] = [doc.document_id for doc in docs]
                 for name, ms in stage.items():
                     timings.setdefault(name, []).append(ms)
             bar.advance(task)
-    return results
+    return results, runs
 
 
 def evaluate(
@@ -238,8 +252,14 @@ def evaluate(
     console: Console | None = None,
     store_label: str = "",
     command: str = "",
+    train: BeirDataset | None = None,
+    identity: RerankerIdentity | None = None,
 ) -> dict[str, Any]:
-    """Index ``dataset``, run every configuration, write the report (``api.eval_report``) to ``out``."""
+    """Index ``dataset``, run every configuration, write the report (``api.eval_report``) to ``out``.
+
+    With ``options.gate``: learn the fusion on ``train``'s queries (disjoint from ``dataset``'s, same corpus),
+    add ``{mode}+rerank+learned``, decide the rerank gate on ``dataset``'s queries and write ``gate.json``.
+    ``identity`` is the reranker's as search will see it (default: its name and ``revision`` attribute)."""
     options = options or EvalOptions()
     console = console or Console(stderr=True)
     configs = configurations(options, reranker)
@@ -248,11 +268,52 @@ def evaluate(
         notes.append(
             "no rerank stage configured (RERANK_BACKEND=none): the +rerank configurations were skipped"
         )
+    gating = options.gate and reranker is not None and reranker.reorders
+    if options.gate and not gating:
+        notes.append("the rerank gate needs a rerank stage: nothing to decide")
+    if gating and (train is None or not train.queries):
+        raise ValueError("the rerank gate needs train-split queries to learn the fusion on")
     embedder.warm_up()
     if reranker is not None:
         reranker.warm_up()
     index = build_index(dataset, store, embedder, options, console)
-    results = run_queries(dataset, store, embedder, reranker, configs, options, console)
+    learned: Fusion | None = None
+    grid: list[dict[str, Any]] = []
+    mode = options.decided_mode
+    if gating and train is not None:
+        _, train_runs = run_queries(
+            train.queries,
+            store,
+            embedder,
+            reranker,
+            [EvalConfig(f"{mode}+rerank", mode, rerank=True)],
+            options,
+            console,
+            label="learning the fusion (train queries)",
+        )
+        learned, grid = learn_fusion(train_runs[mode], train.qrels)
+    results, runs = run_queries(
+        dataset.queries, store, embedder, reranker, configs, options, console, learned=learned
+    )
+    decision: GateDecision | None = None
+    if gating and train is not None and learned is not None and reranker is not None:
+        identity = identity or reranker_identity(reranker)
+        decision = decide_gate(
+            runs[mode],
+            dataset.qrels,
+            learned,
+            dataset=dataset.name,
+            reranker=identity.name,
+            reranker_model=identity.model,
+            reranker_revision=identity.revision,
+            embedder=embedder.name,
+            stage1_mode=mode,
+            rerank_depth=options.rerank_depth,
+            train_ids=list(train.queries),
+            grid=grid,
+            min_gain=options.min_gain,
+            alpha=options.gate_alpha,
+        )
     rows = []
     baseline: list[float] = []
     for config in configs:
@@ -290,6 +351,13 @@ def evaluate(
         "notes": notes,
         "command": command,
     }
+    if decision is not None and train is not None:
+        report["gate"] = decision.model_dump(mode="json")
+        report["gate_train"] = {"queries": len(train.queries), "split": train.split}
     report["files"] = {k: str(v) for k, v in eval_report.write(report, out).items()}
+    if decision is not None:
+        gate_path = out / "gate.json"
+        gate_path.write_text(decision.model_dump_json(indent=1) + "\n", encoding="utf-8")
+        report["files"]["gate"] = str(gate_path)
     report["files"]["runs"] = str(eval_report.write_runs({c.name: results[c.name][0] for c in configs}, out))
     return report

@@ -9,16 +9,20 @@ import redis
 from celery import Celery
 
 from api.cache import SearchCache
+from api.gate_store import GateStore, RerankGate, reranker_identity
+from api.hotswap import HotSwap, StoreFactory
 from api.models import build_embedder
 from api.ratelimit import RateLimiter
 from api.review import ReviewQueue, ReviewSink
 from api.search import SearchService
 from api.settings import ApiSettings
+from ingestion.indexes import Indexes, IndexSpec, settings_spec
 from ingestion.records import Records
 from ingestion.settings import IngestSettings
 from ingestion.uploads import Uploads
 from reranking import Reranker, RerankSettings, make_reranker
 from retrieval import Embedder, RetrievalSettings, StoreUnavailableError, VectorStore, make_store
+from retrieval.embedder import model_revision
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +47,8 @@ class Resources:
     cache: SearchCache
     ratelimit: RateLimiter
     review: ReviewSink
+    gates: GateStore | None = None
+    swap: HotSwap | None = None  # reloads models and follows the serving index (set by build_resources)
 
     def close(self) -> None:
         self.search.close()
@@ -57,11 +63,17 @@ def build_resources(
     reranker: Reranker | None = None,
     sender: object | None = None,
     redis_client: redis.Redis | None = None,
+    store_factory: StoreFactory = make_store,
 ) -> Resources:
-    """Build and warm up everything; parts passed in (tests) are used as they are."""
-    embedder = embedder or build_embedder(settings.retrieval)
+    """Build and warm up everything; parts passed in (tests) are used as they are. The embedder and the
+    collection are the serving index's (``ingestion.indexes``): the settings' until a rebuild switched."""
+    records = Records(settings.ingest.redis_url, client=redis_client)
+    indexes = Indexes(records.client)
+    spec = serving_index(settings.retrieval, indexes)
+    retrieval = spec.settings(settings.retrieval)
+    embedder = embedder or build_embedder(retrieval)
     embedder.warm_up()
-    store = store or make_store(settings.retrieval)
+    store = store or store_factory(retrieval)
     try:
         store.ensure_collection(embedder_name=embedder.name, dimension=embedder.dimension)
     except StoreUnavailableError as exc:
@@ -69,10 +81,11 @@ def build_resources(
         logger.warning("vector store not reachable at start: %s", exc)
     reranker = reranker or make_reranker(settings.rerank)
     reranker.warm_up()
-    records = Records(settings.ingest.redis_url, client=redis_client)
     if sender is None:
         sender = Celery("sieve", broker=settings.ingest.redis_url)
     uploads = Uploads(settings.ingest, records, sender)  # type: ignore[arg-type] # Celery satisfies TaskSender
+    gates = GateStore(records.client)
+    gate = RerankGate(settings.api.rerank_gate, gates, reranker_identity(reranker, settings.rerank))
     search = SearchService(
         embedder=embedder,
         store=store,
@@ -82,9 +95,10 @@ def build_resources(
         rerank_deadline_s=settings.api.rerank_deadline_s,
         default_mode=settings.retrieval.search_mode,
         default_fusion=settings.retrieval.fusion,
+        gate=gate,
     )
     api = settings.api
-    return Resources(
+    resources = Resources(
         settings,
         embedder,
         store,
@@ -97,4 +111,25 @@ def build_resources(
             records.client, rate=api.rate_limit_per_s, burst=api.rate_limit_burst, overrides=api.rate_limits
         ),
         review=ReviewQueue(records.client),
+        gates=gates,
     )
+    resources.swap = HotSwap(
+        resources,
+        indexes=indexes,
+        spec=spec.model_copy(update={"embedder_name": embedder.name}),
+        embedder_factory=build_embedder,
+        reranker_factory=make_reranker,
+        store_factory=store_factory,
+        poll_s=api.index_poll_s,
+    )
+    return resources
+
+
+def serving_index(settings: RetrievalSettings, indexes: Indexes) -> IndexSpec:
+    """The index the pointer in Redis names, else the settings' (also when Redis is down at start)."""
+    default = settings_spec(settings, model_revision(settings.embedder_model) or "")
+    try:
+        return indexes.serving(default)
+    except Exception as exc:  # start anyway: /ready says not ready until Redis is back
+        logger.warning("could not read the serving index (Redis): %s; using RETRIEVAL_COLLECTION", exc)
+        return default

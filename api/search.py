@@ -12,6 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from api import metrics
+from api.gate import Fusion
+from api.gate_store import GateInfo, RerankerIdentity, RerankGate
 from ingestion.records import Records
 from reranking import RankedHit, Reranker, RerankError, RerankOverloadedError, RerankUnavailableError
 from retrieval import Candidate, Embedder, VectorStore
@@ -74,6 +76,9 @@ class SearchResponse(BaseModel):
     mode: str = Field("dense", description="The stage-1 mode that ran.")
     degraded: bool = Field(False, description="True: the rerank stage failed or missed its deadline.")
     degraded_reason: str | None = None
+    gate: GateInfo | None = Field(
+        None, description="The rerank gate's verdict for this tenant (absent when no reranker is configured)."
+    )
 
 
 class SearchService:
@@ -88,6 +93,7 @@ class SearchService:
         rerank_deadline_s: float = 0.0,
         default_mode: str = "dense",
         default_fusion: str = "rrf",
+        gate: RerankGate | None = None,
     ) -> None:
         self.default_mode = default_mode
         self.default_fusion = default_fusion
@@ -97,6 +103,7 @@ class SearchService:
         self.reranker = reranker
         self.stale_slack = stale_slack
         self.rerank_deadline_s = rerank_deadline_s
+        self.gate = gate or RerankGate("always", None, RerankerIdentity(reranker.name))
         # Stage 2 runs here so that a deadline can be kept; threads start on first use.
         self._rerank_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rerank")
 
@@ -127,9 +134,21 @@ class SearchService:
         lap("stage1")
         candidates = self.served(tenant, found)[: request.candidates]
         lap("filter")
-        ranked, degraded = self.rerank(request, candidates)
+        verdict = self.gate.verdict(tenant) if self.reranker.reorders else None
+        if verdict is not None and not verdict.run:  # held back by the gate: no rerank call at all
+            ranked: list[RankedHit] = [
+                RankedHit(i, c.score) for i, c in enumerate(candidates[: request.top_k])
+            ]
+            degraded = None
+        else:
+            ranked, degraded = self.rerank(request, candidates, fusion=verdict.fusion if verdict else None)
         lap("rerank")
-        applied = self.reranker.reorders and degraded is None
+        applied = self.reranker.reorders and degraded is None and (verdict is None or verdict.run)
+        rerank_scores = {r.index: r.score for r in ranked}
+        if applied and verdict is not None and verdict.fusion is not None:
+            order = verdict.fusion.order([c.score for c in candidates], rerank_scores)[: request.top_k]
+        else:
+            order = [(r.index, r.score) for r in ranked]
         hits = [
             Hit(
                 chunk_id=c.id,
@@ -140,14 +159,21 @@ class SearchService:
                 position=c.position,
                 metadata=c.metadata,
                 stage1_score=c.score,
-                rerank_score=r.score if applied else None,
-                score=r.score if applied else c.score,
+                rerank_score=rerank_scores.get(index) if applied else None,
+                score=score if applied else c.score,
             )
-            for r in ranked
-            for c in (candidates[r.index],)
+            for index, score in order
+            for c in (candidates[index],)
         ]
         timings["total"] = round((time.perf_counter() - start) * 1000, 3)
-        note = "" if applied else degraded or "no rerank stage configured: results are in stage-1 order"
+        if applied:
+            note = f"final score: {verdict.fusion.label}" if verdict and verdict.fusion else ""
+        elif degraded:
+            note = degraded
+        elif verdict is not None:
+            note = f"rerank stage off for this tenant: {verdict.info.reason}"
+        else:
+            note = "no rerank stage configured: results are in stage-1 order"
         return SearchResponse(
             query=request.query,
             hits=hits,
@@ -157,6 +183,7 @@ class SearchService:
             mode=mode,
             degraded=degraded is not None,
             degraded_reason=degraded,
+            gate=verdict.info if verdict is not None else None,
         )
 
     def stage1(
@@ -183,15 +210,16 @@ class SearchService:
             return search(mode="dense"), "dense"
 
     def rerank(
-        self, request: SearchRequest, candidates: list[Candidate]
+        self, request: SearchRequest, candidates: list[Candidate], *, fusion: Fusion | None = None
     ) -> tuple[list[RankedHit], str | None]:
         """Stage 2 within ``rerank_deadline_s``. When it fails or misses the deadline: stage-1 order and the
-        reason (the search is answered, marked degraded, and ``sieve_degraded_total`` counts it)."""
+        reason (the search is answered, marked degraded, and ``sieve_degraded_total`` counts it). With a
+        ``fusion`` every candidate's score is returned (the fused order needs them all), else the top k."""
         call = partial(
             self.reranker.rank,
             request.query,
             [c.text for c in candidates],
-            top_k=request.top_k,
+            top_k=None if fusion is not None else request.top_k,
             instruction=request.instruction,
         )
         if not self.reranker.reorders or not candidates:

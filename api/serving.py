@@ -7,8 +7,9 @@ server has no embedder, so its ``embedder`` is None and the embedding routes are
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -27,6 +28,8 @@ class Serving:
     reranker: Reranker
     gate: Gate
     embedder: Embedder | None = None
+    # The serving index and the rebuild in progress, for /info (the API's; the rerank server has none).
+    index_status: Callable[[], dict[str, Any]] | None = None
 
 
 def make_serving(

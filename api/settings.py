@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -29,6 +31,10 @@ class ApiSettings(BaseSettings):
     retry_after_s: int = 1
     # /v1/search answers in stage-1 order (degraded) when stage 2 takes longer than this (0: no deadline).
     rerank_deadline_s: float = 10.0
+    # The rerank gate (api/gate_store.py): "evaluated" runs stage 2 for a tenant only when `sieve eval --gate`
+    # showed that it helps there (a stored decision for the serving reranker); "always" whenever a reranker is
+    # configured; "off" never.
+    rerank_gate: Literal["evaluated", "always", "off"] = "evaluated"
     # The version of a document served while a newer one is being ingested can leave a few stale chunks
     # in the index for a moment; stage 1 fetches this many extra candidates so filtering them out still
     # leaves ``candidates`` results.
@@ -37,6 +43,8 @@ class ApiSettings(BaseSettings):
     # Search results are cached in Redis for this many seconds (0: no cache). An ingest or a delete bumps the
     # tenant's index version, so a cached result is never served after what it was computed from changed.
     cache_ttl_s: int = 300
+    # How often search checks whether a rebuilt index was switched in (one Redis GET; 0: every request).
+    index_poll_s: float = 2.0
     # Token bucket per tenant over every /v1 route: a steady rate and a burst (0 for either: no limit).
     # Per-tenant overrides as JSON in API_RATE_LIMITS='{"tenant-a": [200, 400]}'.
     rate_limit_per_s: float = 50.0

@@ -109,6 +109,15 @@ class Stack:
             path.chmod(0o600)
         return path.read_text().strip()
 
+    def admin_key(self) -> str:
+        """The admin key (reloads, index rebuilds, every tenant's review items), kept like ``api_key``."""
+        path = self.home / "admin_key"
+        if not path.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(24) + "\n")
+            path.chmod(0o600)
+        return path.read_text().strip()
+
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
@@ -116,6 +125,7 @@ class Stack:
             INGEST_DATA_DIR=str(self.home / "files"),
             RETRIEVAL_MILVUS_URI=self.milvus_uri,
             API_KEYS=json.dumps({self.api_key(): "default"}),
+            API_ADMIN_KEY=os.environ.get("API_ADMIN_KEY") or self.admin_key(),
             API_HOST=self.host,
             API_PORT=str(self.api_port),
             HF_HUB_OFFLINE="1",

@@ -48,6 +48,12 @@ class FileStore:
             os.close(dir_fd)
         return path
 
+    def find(self, tenant: str, document_id: str, version: str) -> Path | None:
+        """The stored file of one version of a document (None when it is gone)."""
+        folder = self._doc_dir(tenant, document_id) / version
+        found = sorted(p for p in folder.glob("*") if p.is_file() and not p.name.endswith(".part"))
+        return found[0] if found else None
+
     def remove_document(self, tenant: str, document_id: str, *, keep_version: str | None = None) -> None:
         folder = self._doc_dir(tenant, document_id)
         if not folder.exists():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ingestion.chunking import TextChunk, chunk_sections
 from ingestion.errors import DocumentNotFoundError
@@ -53,11 +54,29 @@ def ingest(
         logger.info("document %s was deleted before job %s ran; nothing to do", job.document_id, job.id)
         return 0
     pieces = chunk_document(job, embedder, settings)
+    store.ensure_collection(embedder_name=embedder.name, dimension=embedder.dimension)
+    metadata = {**document.metadata, "filename": job.filename}
+    total = write_chunks(
+        job, pieces, metadata, store=store, embedder=embedder, settings=settings, progress=progress
+    )
+    settle(job, records=records, store=store, chunks=total)
+    return total
+
+
+def write_chunks(
+    job: Job,
+    pieces: list[TextChunk],
+    base_meta: dict[str, Any],
+    *,
+    store: VectorStore,
+    embedder: Embedder,
+    settings: IngestSettings,
+    progress: Progress | None = None,
+) -> int:
+    """Embed a version's chunks in batches and upsert them (flushed per batch). Returns how many."""
     total = len(pieces)
     if progress:
         progress(0, total)
-    base_meta = {**document.metadata, "filename": job.filename}
-    store.ensure_collection(embedder_name=embedder.name, dimension=embedder.dimension)
     step = max(1, settings.embed_batch)
     for start in range(0, total, step):
         batch = pieces[start : start + step]
@@ -77,7 +96,6 @@ def ingest(
         store.upsert(chunks, vectors)
         if progress:
             progress(start + len(batch), total)
-    settle(job, records=records, store=store, chunks=total)
     return total
 
 

@@ -230,6 +230,11 @@ class Records:
         rows = _redis_call(pipe.execute) if ids else []
         return [_document(row) for row in rows if row and not row.get("deleted")]
 
+    def tenants(self) -> list[str]:
+        """Every tenant that has (or had) documents in the registry."""
+        keys = _redis_call(lambda: list(self._r.scan_iter(match=f"{PREFIX}docs:*", count=500)))
+        return sorted({key.removeprefix(f"{PREFIX}docs:") for key in keys})
+
     def active_versions(self, tenant: str, document_ids: Iterable[str]) -> dict[str, str]:
         """The version search may serve for each document (missing or deleted: absent)."""
         ids: Sequence[str] = list(dict.fromkeys(document_ids))

@@ -4,6 +4,11 @@ Delivery guarantees: ``acks_late`` + ``task_reject_on_worker_lost`` (a killed ch
 a deliberate broker ``visibility_timeout`` (a killed worker's unacked task is redelivered after it), retries
 with exponential backoff for transient errors, a terminal ``failed`` state after the last retry, and
 permanent errors (unreadable file) failing at once. Models load once per worker process.
+
+Every task first follows the serving pointer (``ingestion.indexes``): after a switch to a rebuilt index the
+process loads the new embedder and writes to the new collection. An ingest or delete that ran across a switch
+runs again on the new index (its writes are idempotent), so nothing activated at the switch is left behind.
+``sieve.reindex`` runs ``ingestion.reindex.Rebuild``.
 """
 
 from __future__ import annotations
@@ -15,17 +20,19 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_process_init
 
-from ingestion import pipeline
+from ingestion import pipeline, reindex
 from ingestion.errors import EmptyDocumentError, ParseError, UnsupportedFormatError
 from ingestion.files import FileStore
+from ingestion.indexes import RUNNING, BuildState, Indexes, IndexSpec, ReindexBusyError, settings_spec
 from ingestion.records import JobState, Records
 from ingestion.settings import IngestSettings
-from retrieval import Embedder, RetrievalSettings, VectorStore, make_embedder, make_store
+from retrieval import Embedder, ModelLoadError, RetrievalSettings, VectorStore, make_embedder, make_store
 
 logger = logging.getLogger(__name__)
 
 PERMANENT = (ParseError, UnsupportedFormatError, EmptyDocumentError, FileNotFoundError)
 EmbedderFactory = Callable[[RetrievalSettings], Embedder]
+StoreFactory = Callable[[RetrievalSettings], VectorStore]
 
 
 class Resources:
@@ -36,10 +43,15 @@ class Resources:
         ingest: IngestSettings,
         retrieval: RetrievalSettings,
         embedder_factory: EmbedderFactory = make_embedder,
+        store_factory: StoreFactory = make_store,
     ) -> None:
         self.ingest = ingest
         self.retrieval = retrieval
+        self.default_spec = settings_spec(retrieval)
         self._embedder_factory = embedder_factory
+        self.store_factory = store_factory
+        self._spec = self.default_spec  # the index that ``embedder`` and ``store`` are for
+        self._generation: int | None = None
         self._embedder: Embedder | None = None
         self._store: VectorStore | None = None
         self._records: Records | None = None
@@ -47,16 +59,36 @@ class Resources:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            embedder = self._embedder_factory(self.retrieval)
-            embedder.warm_up()
-            self._embedder = embedder
+            self._embedder = self.load_embedder(self._spec.settings(self.retrieval))
         return self._embedder
 
     @property
     def store(self) -> VectorStore:
         if self._store is None:
-            self._store = make_store(self.retrieval)
+            self._store = self.store_factory(self._spec.settings(self.retrieval))
         return self._store
+
+    def load_embedder(self, settings: RetrievalSettings) -> Embedder:
+        embedder = self._embedder_factory(settings)
+        embedder.warm_up()
+        return embedder
+
+    @property
+    def indexes(self) -> Indexes:
+        return Indexes(self.records.client)
+
+    def refresh(self) -> IndexSpec:
+        """Follow the serving pointer (one Redis GET while it is unchanged); returns the index to write to."""
+        generation = self.indexes.generation()
+        if generation != self._generation:
+            spec = self.indexes.serving(self.default_spec)
+            if not spec.same_index(self._spec):
+                settings = spec.settings(self.retrieval)
+                embedder = self.load_embedder(settings)
+                self._embedder, self._store = embedder, self.store_factory(settings)
+                logger.info("now writing to index %s (embedder %s)", spec.collection, embedder.name)
+            self._spec, self._generation = spec, generation
+        return self._spec
 
     @property
     def records(self) -> Records:
@@ -74,6 +106,7 @@ def make_celery(
     retrieval: RetrievalSettings | None = None,
     *,
     embedder_factory: EmbedderFactory = make_embedder,
+    store_factory: StoreFactory = make_store,
 ) -> Celery:
     """``embedder_factory``: how a worker process builds its embedder (``api.models.build_embedder`` picks the
     GPU inference engine; ``ingestion`` cannot import it itself)."""
@@ -94,7 +127,7 @@ def make_celery(
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
     )
-    resources = Resources(settings, retrieval, embedder_factory)
+    resources = Resources(settings, retrieval, embedder_factory, store_factory)
     app.conf.sieve_resources = resources
 
     def _fail(job_id: str, exc: BaseException) -> None:
@@ -123,19 +156,22 @@ def make_celery(
         def progress(done: int, total: int) -> None:
             records.update_job(job_id, chunks_done=done, chunks_total=total)
 
-        try:
-            pipeline.run_job(
-                job,
-                records,
-                lambda: pipeline.ingest(
+        def work() -> int:
+            while True:  # again when the serving index switched while it ran
+                spec = resources.refresh()
+                chunks = pipeline.ingest(
                     job,
                     records=records,
                     store=resources.store,
                     embedder=resources.embedder,
                     settings=settings,
                     progress=progress,
-                ),
-            )
+                )
+                if resources.refresh() is spec:
+                    return chunks
+
+        try:
+            pipeline.run_job(job, records, work)
         except PERMANENT as exc:
             _fail(job_id, exc)
         except Exception as exc:  # transient: store or Redis down, model hiccup
@@ -147,14 +183,48 @@ def make_celery(
         job = records.get_job(job_id)
         if job.state in (JobState.DONE, JobState.FAILED):
             return
+
+        def work() -> None:
+            while True:
+                spec = resources.refresh()
+                pipeline.delete(job, records=records, store=resources.store, files=resources.files)
+                if resources.refresh() is spec:
+                    return
+
         try:
-            pipeline.run_job(
-                job,
-                records,
-                lambda: pipeline.delete(job, records=records, store=resources.store, files=resources.files),
-            )
+            pipeline.run_job(job, records, work)
         except Exception as exc:
             _retry(self, job_id, exc)
+
+    @app.task(name="sieve.reindex", bind=True, max_retries=None, shared=False)
+    def reindex_task(self: Task, build_id: str) -> None:
+        indexes = resources.indexes
+        build = indexes.build()
+        if build is None or build.id != build_id or build.state not in RUNNING:
+            return  # redelivered after it ended, or superseded
+        try:
+            target = build.settings(resources.retrieval)
+            reindex.Rebuild(
+                build,
+                records=resources.records,
+                indexes=indexes,
+                files=resources.files,
+                store=resources.store_factory(target),
+                embedder=resources.load_embedder(target),
+                settings=settings,
+                default=resources.default_spec,
+            ).run()
+        except (ModelLoadError, ReindexBusyError) as exc:
+            logger.warning("rebuild %s failed: %s", build_id, exc)
+            indexes.update_build(build_id, state=BuildState.FAILED, error=str(exc)[:2000])
+        except Exception as exc:  # store or Redis down: start over (the new collection is rebuilt from empty)
+            if self.request.retries >= settings.max_retries:
+                message = f"gave up after {self.request.retries + 1} attempts: {exc}"
+                indexes.update_build(build_id, state=BuildState.FAILED, error=message[:2000])
+                return
+            countdown = min(settings.retry_backoff_max_s, settings.retry_backoff_s * 2**self.request.retries)
+            indexes.update_build(build_id, error=f"retrying in {countdown}s after: {exc}"[:2000])
+            raise self.retry(exc=exc, countdown=countdown) from exc
 
     @worker_process_init.connect(weak=False)
     def _load_models(**_: Any) -> None:

@@ -5,13 +5,19 @@ Backends live in ``retrieval/backends/`` (the only modules here that import torc
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from retrieval.errors import ModelLoadError
 from retrieval.settings import RetrievalSettings
+
+MODEL_CARD = "sieve-model.json"  # written by ``sieve train`` into the model folder it makes
+_SNAPSHOT = re.compile(r"snapshots[/\\]([0-9a-f]{40})")
 
 
 @runtime_checkable
@@ -89,6 +95,22 @@ def make_embedder(settings: RetrievalSettings | None = None) -> Embedder:
     raise ModelLoadError(
         f"unknown embedder {settings.embedder!r}: set RETRIEVAL_EMBEDDER to one of minilm, bge-m3, qwen3, e5"
     )
+
+
+def model_revision(model: str) -> str | None:
+    """The revision of a model reference: ``revision`` of a trained folder's ``sieve-model.json``, or the
+    hub commit of a hub snapshot folder; None when neither says (a plain folder, a bare hub id)."""
+    if not model:
+        return None
+    card = Path(model) / MODEL_CARD
+    try:
+        revision = json.loads(card.read_text(encoding="utf-8")).get("revision")
+    except (OSError, ValueError, AttributeError):
+        revision = None
+    if revision:
+        return str(revision)
+    found = _SNAPSHOT.search(model)
+    return found.group(1) if found else None
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:

@@ -151,6 +151,11 @@ class InMemoryStore:
     def ping(self) -> None:
         return None
 
+    def drop(self) -> None:
+        with self._lock:
+            self._rows.clear()
+            self._embedder = None
+
     def _require_collection(self) -> int:
         if self._embedder is None:
             raise StoreUnavailableError(

@@ -71,6 +71,9 @@ class VectorStore(Protocol):
     def ping(self) -> None:
         """Raise ``StoreUnavailableError`` if the store cannot be reached."""
 
+    def drop(self) -> None:
+        """Remove the collection and everything in it (an index that no longer serves); idempotent."""
+
 
 def validate_filters(filters: Mapping[str, Any] | None) -> dict[str, FilterValue]:
     """Check metadata filters: identifier keys; finite, encodable scalar values; a text document id.

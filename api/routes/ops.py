@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 from importlib import metadata
+from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
 from api import metrics
+from api.gate_store import gate_summary
 from api.serving import ServingDep
+from retrieval.embedder import model_revision
 
 router = APIRouter(tags=["operations"])
 
@@ -21,7 +24,7 @@ class ModelInfo(BaseModel):
     name: str
     backend: str | None = None
     model: str | None = None  # the configured folder or hub id
-    revision: str | None = None  # the hub commit, when the model was loaded from a hub snapshot folder
+    revision: str | None = None  # sieve-model.json's revision (trained folder) or the hub snapshot's commit
     device: str | None = None
     max_tokens: int | None = None
     dimension: int | None = None
@@ -33,6 +36,8 @@ class Info(BaseModel):
     version: str
     models: dict[str, ModelInfo]
     limits: dict[str, float | int]
+    index: dict[str, Any] | None = None  # the serving index (collection, embedder) and a rebuild, if any
+    rerank_gate: dict[str, Any] | None = None  # API_RERANK_GATE; with a tenant's key, its decision
 
 
 def _version() -> str:
@@ -44,11 +49,11 @@ def _version() -> str:
 
 def _revision(ref: str) -> str | None:
     found = SNAPSHOT.search(ref)
-    return found.group(1) if found else None
+    return found.group(1) if found else model_revision(ref)
 
 
 @router.get("/info", response_model=Info, response_model_exclude_none=True)
-def info(serving: ServingDep) -> Info:
+def info(serving: ServingDep, request: Request) -> Info:
     reranker, rerank = serving.reranker, serving.rerank
     max_tokens = getattr(reranker, "max_tokens", None)  # the model backends have it, ``none`` does not
     models = {
@@ -62,9 +67,13 @@ def info(serving: ServingDep) -> Info:
             reorders=reranker.reorders,
         )
     }
+    index = serving.index_status() if serving.index_status is not None else None
     if serving.embedder is not None:
+        source = (index or {}).get("serving", {})
         models["embedder"] = ModelInfo(
             name=serving.embedder.name,
+            model=source.get("embedder_model") or None,
+            revision=source.get("revision") or None,
             dimension=serving.embedder.dimension,
             max_tokens=serving.embedder.max_tokens,
         )
@@ -79,7 +88,14 @@ def info(serving: ServingDep) -> Info:
     if serving.embedder is not None:
         limits["max_embedding_inputs"] = api.max_embedding_inputs
         limits["rerank_deadline_s"] = api.rerank_deadline_s
-    return Info(service=serving.service, version=_version(), models=models, limits=limits)
+    return Info(
+        service=serving.service,
+        version=_version(),
+        models=models,
+        limits=limits,
+        index=index,
+        rerank_gate=gate_summary(request),
+    )
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})

@@ -2,16 +2,18 @@
 
 A tenant's key sees and labels its own tenant's items only (another tenant's item is a 404, asking for
 another tenant's list a 403). The admin key (``API_ADMIN_KEY``) sees every tenant's items, narrows with
-``?tenant=``, and is the only one that may ``claim`` items for a reviewer.
+``?tenant=``, and is the only one that may ``claim`` items for a reviewer. ``/clusters`` groups the flagged
+queries the caller may see (``api.review_clusters``), embedding them behind the bounded inference queue.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, model_validator
@@ -27,6 +29,16 @@ from api.review import (
     State,
     training_pairs,
 )
+from api.review_clusters import (
+    DEFAULT_THRESHOLD,
+    ClusteringUnavailableError,
+    ReviewClusters,
+    StateFilter,
+    cluster_items,
+    recent_items,
+)
+from api.routes.embeddings import embed
+from api.serving import ServingDep
 
 router = APIRouter(prefix="/v1/review", tags=["review"])
 
@@ -156,6 +168,48 @@ def claim(
     if caller.tenant is not None:
         raise ApiError(403, "claiming review items needs the admin key (API_ADMIN_KEY)")
     return review.claim(reviewer, count=count)
+
+
+EMBED_BATCH = 256  # queries per inference slot: a big queue does not hold the gate for seconds
+
+
+@router.get("/clusters", response_model=ReviewClusters)
+def clusters(
+    caller: CallerDep,
+    review: ReviewDep,
+    serving: ServingDep,
+    tenant: TenantQuery = None,
+    state: Annotated[StateFilter, Query(description="pending, labelled or all")] = "all",
+    since: SinceQuery = None,
+    limit: Annotated[int, Query(ge=1, le=5000, description="Cluster the N most recent items.")] = 2000,
+    threshold: Annotated[
+        float,
+        Query(gt=0, le=2, description="Cosine distance below which queries join (average linkage)."),
+    ] = DEFAULT_THRESHOLD,
+    min_size: Annotated[
+        int, Query(ge=1, le=5000, description="Smaller clusters go to the unclustered group.")
+    ] = 2,
+) -> ReviewClusters:
+    """Flagged searches grouped by what they ask, largest group first: recurring gaps, with their size,
+    typical queries, labelled share and mean best score."""
+    owner = scope(caller, tenant)
+    items, truncated = recent_items(review, tenant=owner, state=state, since=since, limit=limit)
+    batch = min(EMBED_BATCH, serving.api.max_embedding_inputs or EMBED_BATCH)
+
+    def vectors(texts: Sequence[str]) -> np.ndarray:
+        parts = [
+            embed(serving, list(texts[i : i + batch]), truncate=True, query=True)[0]
+            for i in range(0, len(texts), batch)
+        ]
+        return np.concatenate(parts)
+
+    name = serving.embedder.name if serving.embedder is not None else ""
+    try:
+        return cluster_items(
+            items, vectors, threshold=threshold, min_size=min_size, truncated=truncated, embedder=name
+        )
+    except ClusteringUnavailableError as exc:
+        raise ApiError(501, str(exc)) from exc
 
 
 @router.get("/{item_id}", response_model=ReviewItem)

@@ -39,7 +39,7 @@ def search(
 ) -> SearchResult:
     """Top ``candidates`` from the vector store, reordered by the rerank stage, cut to ``top_k``."""
     started = time.perf_counter()
-    key, hit = cache.lookup(tenant, request, embedder=service.embedder.name, reranker=service.reranker.name)
+    key, hit = cache.lookup(tenant, request, embedder=service.embedder.name, reranker=service.gate.label)
     if hit is not None:
         elapsed = round((time.perf_counter() - started) * 1000, 3)
         try:
@@ -80,8 +80,8 @@ def flag_if_low_confidence(
 ) -> str | None:
     """Send a low-confidence search to the review queue (and log it); returns the review item's id."""
     applied = response.rerank.applied and not degraded
-    verdict = assess(
-        [h.score for h in response.hits],
+    verdict = assess(  # the reranker's own scale where it ran (a fused score has none of its own)
+        [h.rerank_score if h.rerank_score is not None else h.score for h in response.hits],
         backend=rule_key(response.rerank.backend, applied),
         rules=settings.review_rules,
     )

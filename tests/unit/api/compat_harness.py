@@ -24,8 +24,9 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 def settings(ingest: IngestSettings, **api: Any) -> Settings:
-    """Keys k1 → t1 and k2 → t2, no rate limit (tests send bursts), then the given API settings."""
-    api = {"keys": {KEY: "t1", "k2": "t2"}, "rate_limit_per_s": 0, **api}
+    """Keys k1 → t1 and k2 → t2, no rate limit (tests send bursts), the rerank stage whenever a reranker is
+    given (API_RERANK_GATE=always: these tests are about stage 2 itself), then the given API settings."""
+    api = {"keys": {KEY: "t1", "k2": "t2"}, "rate_limit_per_s": 0, "rerank_gate": "always", **api}
     return Settings(api=ApiSettings(**api), ingest=ingest)
 
 

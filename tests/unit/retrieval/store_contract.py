@@ -524,3 +524,16 @@ class VectorStoreContract:
 
     def test_ping(self, store: VectorStore) -> None:
         store.ping()
+
+    def test_drop_removes_the_collection_and_another_embedder_may_build_it_again(
+        self, ready: VectorStore
+    ) -> None:
+        put(ready, [make_chunk()])
+
+        ready.drop()
+        ready.drop()  # idempotent
+
+        with pytest.raises(StoreUnavailableError):
+            ready.search("acme", unit(0), limit=1)
+        ready.ensure_collection(embedder_name="other-embedder", dimension=DIM)
+        assert ready.count("acme") == 0

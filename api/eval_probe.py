@@ -1,0 +1,108 @@
+"""One query of ``sieve eval``: stage 1 once per mode, the reranker once per (query, passage).
+
+``probe_query`` runs the query through the store in each stage-1 mode it needs (chunks become documents by
+their best chunk, the first ``depth``), then has the reranker score the best chunk of each of the top
+``rerank_depth`` documents of each rerank mode. A chunk already scored for this query (the modes' heads
+overlap) is not sent again, so every configuration that reranks — ``+rerank``, ``+rerank+fusion``,
+``+rerank+learned`` — reuses the same scores. ``rerank`` time per mode is the time that mode's head would take
+alone: the measured time per pair of this query times the head's size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from api.gate import QueryRun
+from reranking import Reranker
+from retrieval import Embedder, VectorStore
+from retrieval.types import Candidate
+
+if TYPE_CHECKING:
+    from api.evaluate import EvalOptions
+
+TENANT = "eval"
+
+
+def to_documents(candidates: Sequence[Candidate], depth: int) -> list[Candidate]:
+    """One entry per document, its best chunk (candidates come best first), the first ``depth``."""
+    best: dict[str, Candidate] = {}
+    for candidate in candidates:
+        best.setdefault(candidate.document_id, candidate)
+    return list(best.values())[:depth]
+
+
+@dataclass
+class QueryProbe:
+    """What one query found: per mode the stage-1 documents and the rerank scores of their head."""
+
+    embed_ms: float = 0.0
+    docs: dict[str, list[Candidate]] = field(default_factory=dict)
+    stage1_ms: dict[str, float] = field(default_factory=dict)
+    rerank: dict[str, dict[int, float]] = field(default_factory=dict)  # mode -> head index -> score
+    rerank_ms: dict[str, float] = field(default_factory=dict)
+
+    def run(self, mode: str) -> QueryRun:
+        docs = self.docs[mode]
+        return QueryRun(
+            [d.document_id for d in docs], [d.score for d in docs], dict(self.rerank.get(mode, {}))
+        )
+
+    def stage_ms(self, mode: str) -> dict[str, float]:
+        """Per-stage milliseconds of stage 1 in ``mode`` (with the query's embedding where it needs one)."""
+        stage = {"stage1": self.stage1_ms[mode]}
+        if mode != "bm25":
+            stage["embed"] = self.embed_ms
+        return stage
+
+
+def probe_query(
+    query: str,
+    *,
+    modes: Sequence[str],
+    rerank_modes: Sequence[str],
+    store: VectorStore,
+    embedder: Embedder,
+    reranker: Reranker | None,
+    options: EvalOptions,
+) -> QueryProbe:
+    probe = QueryProbe()
+    vector: np.ndarray | None = None
+    if any(mode != "bm25" for mode in modes):
+        started = time.perf_counter()
+        vector = embedder.embed_queries([query])[0]
+        probe.embed_ms = (time.perf_counter() - started) * 1000
+    for mode in modes:
+        started = time.perf_counter()
+        found = store.search(
+            TENANT,
+            None if mode == "bm25" else vector,
+            limit=2 * options.depth,
+            mode=mode,
+            query_text=query,
+            fusion=options.fusion,
+            rrf_k=options.rrf_k,
+            weights=options.weights,
+        )
+        probe.stage1_ms[mode] = (time.perf_counter() - started) * 1000
+        probe.docs[mode] = to_documents(found, options.depth)
+    if reranker is None or not reranker.reorders:
+        return probe
+    scores: dict[str, float] = {}  # chunk id -> rerank score, for this query
+    spent_s, pairs = 0.0, 0
+    for mode in rerank_modes:
+        head = probe.docs[mode][: options.rerank_depth]
+        new = [c for c in head if c.id not in scores]
+        if new:
+            started = time.perf_counter()
+            hits = reranker.rank(query, [c.text for c in new])
+            spent_s += time.perf_counter() - started
+            pairs += len(new)
+            scores.update({new[hit.index].id: hit.score for hit in hits})
+        probe.rerank[mode] = {i: scores[c.id] for i, c in enumerate(head) if c.id in scores}
+        probe.rerank_ms[mode] = spent_s / pairs * len(head) * 1000 if pairs else 0.0
+    return probe

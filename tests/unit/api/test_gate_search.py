@@ -1,0 +1,214 @@
+"""The rerank gate where a user sees it: /v1/search and /info on fakes, and ``sieve eval`` with ``gate``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+pytest.importorskip("ir_measures")
+pytest.importorskip("matplotlib")
+
+from api.beir import load_beir  # noqa: E402
+from api.evaluate import EvalOptions, evaluate  # noqa: E402
+from api.gate import Fusion, GateDecision  # noqa: E402
+from ingestion.settings import IngestSettings  # noqa: E402
+from reranking import RankedHit  # noqa: E402
+from retrieval.memory_store import InMemoryStore  # noqa: E402
+from tests.unit.api import compat_harness as harness  # noqa: E402
+from tests.unit.api.compat_harness import AUTH  # noqa: E402
+from tests.unit.api.tiny_beir import write_tiny_beir  # noqa: E402
+from tests.unit.fakes import HashEmbedder, OverlapReranker  # noqa: E402
+
+DOCS = {
+    "bees.md": "Honey bees dance to show where flowers grow.",
+    "tides.txt": "Tides follow the moon and the sun, where bees never dance.",
+    "hive.txt": "A hive of bees keeps its honey for the winter.",
+}
+QUERY = {"query": "where do bees dance", "top_k": 5}
+HALF = Fusion(method="weighted", stage1_weight=0.5, rerank_weight=0.5)
+
+
+def decision(*, enabled: bool, reranker: str = "test:overlap", revision: str | None = None) -> GateDecision:
+    metrics = {"nDCG@10": 0.685, "R@50": 0.9, "MRR@10": 0.65}
+    after = {**metrics, "nDCG@10": 0.712 if enabled else 0.551}
+    shown = "0.712 (+0.027, p=0.004" if enabled else "0.551 (-0.134, p=0.001"
+    return GateDecision(
+        enabled=enabled,
+        reason=f"sieve eval on scifact showed nDCG@10 0.685 → {shown}, 60 held-out queries)",
+        dataset="scifact",
+        reranker=reranker,
+        reranker_revision=revision,
+        embedder="test:hash-bow:64",
+        stage1_mode="hybrid",
+        rerank_depth=50,
+        fusion=HALF,
+        before=metrics,
+        after=after,
+        delta_ndcg10=after["nDCG@10"] - 0.685,
+        p_value=0.004 if enabled else 0.001,
+        min_gain=0.005,
+        alpha=0.05,
+        train_queries=100,
+        heldout_queries=60,
+    )
+
+
+def test_no_decision_means_stage_1_only_and_no_rerank_call(ingest_settings: IngestSettings) -> None:
+    reranker = OverlapReranker()
+    with harness.client(ingest_settings, reranker, rerank_gate="evaluated", cache_ttl_s=0) as (client, res):
+        harness.index(res, "t1", DOCS)
+        body = client.post("/v1/search", json=QUERY, headers=AUTH).json()
+        info = client.get("/info", headers=AUTH).json()
+        anonymous = client.get("/info").json()
+    assert reranker.calls == []
+    assert body["rerank"]["applied"] is False and body["degraded"] is False
+    assert body["rerank"]["note"].startswith("rerank stage off for this tenant: no evaluation yet")
+    assert "sieve eval --gate" in body["rerank"]["note"]
+    assert body["gate"]["mode"] == "evaluated" and body["gate"]["enabled"] is False
+    assert all(h["rerank_score"] is None and h["score"] == h["stage1_score"] for h in body["hits"])
+    assert info["rerank_gate"]["tenant"] == "t1" and info["rerank_gate"]["enabled"] is False
+    assert anonymous["rerank_gate"] == {"mode": "evaluated"}
+
+
+def test_a_refusing_decision_says_why_in_each_response(ingest_settings: IngestSettings) -> None:
+    reranker = OverlapReranker()
+    with harness.client(ingest_settings, reranker, rerank_gate="evaluated", cache_ttl_s=0) as (client, res):
+        harness.index(res, "t1", DOCS)
+        assert res.gates is not None
+        res.gates.put("t1", decision(enabled=False))
+        body = client.post("/v1/search", json=QUERY, headers=AUTH).json()
+    assert reranker.calls == [] and body["rerank"]["applied"] is False
+    assert body["rerank"]["note"] == (
+        "rerank stage off for this tenant: sieve eval on scifact showed nDCG@10 0.685 → 0.551 "
+        "(-0.134, p=0.001, 60 held-out queries)"
+    )
+    assert body["gate"]["decided_at"] and body["gate"]["dataset"] == "scifact"
+
+
+def test_an_enabled_decision_serves_the_learned_fusion(ingest_settings: IngestSettings) -> None:
+    reranker = OverlapReranker()
+    with harness.client(ingest_settings, reranker, rerank_gate="evaluated", cache_ttl_s=0) as (client, res):
+        harness.index(res, "t1", DOCS)
+        assert res.gates is not None
+        res.gates.put("t1", decision(enabled=True))
+        body = client.post("/v1/search", json=QUERY, headers=AUTH).json()
+        res.gates.put("t2", decision(enabled=True))  # another tenant's decision is not t1's
+        info = client.get("/info", headers={"Authorization": "Bearer k2"}).json()
+    assert len(reranker.calls) == 1 and reranker.calls[0][2] is None  # every candidate scored, for the fusion
+    hits = body["hits"]
+    assert body["rerank"]["applied"] is True and body["rerank"]["note"] == f"final score: {HALF.label}"
+    assert body["gate"]["enabled"] is True and body["gate"]["fusion"] == HALF.label
+    # the final score is 0.5 × min-max(stage 1) + 0.5 × min-max(rerank) over the candidates (all returned)
+    assert len(hits) == body["candidates"] == 3
+    by_stage1 = sorted(hits, key=lambda h: -h["stage1_score"])  # the order the fusion was given them in
+    scaled = HALF.order(
+        [h["stage1_score"] for h in by_stage1], {r: h["rerank_score"] for r, h in enumerate(by_stage1)}
+    )
+    fused = {by_stage1[r]["chunk_id"]: score for r, score in scaled}
+    assert [h["score"] for h in hits] == pytest.approx([fused[h["chunk_id"]] for h in hits])
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    assert info["rerank_gate"]["tenant"] == "t2" and info["rerank_gate"]["enabled"] is True
+
+
+def test_a_decision_for_another_reranker_revision_does_not_apply(ingest_settings: IngestSettings) -> None:
+    reranker = OverlapReranker()
+    with harness.client(ingest_settings, reranker, rerank_gate="evaluated", cache_ttl_s=0) as (client, res):
+        harness.index(res, "t1", DOCS)
+        assert res.gates is not None
+        res.gates.put("t1", decision(enabled=True, revision="an-older-revision"))
+        body = client.post("/v1/search", json=QUERY, headers=AUTH).json()
+    assert reranker.calls == [] and body["rerank"]["applied"] is False
+    assert "an-older-revision" in body["rerank"]["note"] and "sieve eval --gate" in body["rerank"]["note"]
+
+
+def test_always_is_the_rerank_order_and_off_is_stage_1(ingest_settings: IngestSettings) -> None:
+    for mode, applied in (("always", True), ("off", False)):
+        reranker = OverlapReranker()
+        with harness.client(ingest_settings, reranker, rerank_gate=mode, cache_ttl_s=0) as (client, res):
+            harness.index(res, "t1", DOCS)
+            body = client.post("/v1/search", json=QUERY, headers=AUTH).json()
+        assert body["rerank"]["applied"] is applied and body["gate"]["mode"] == mode
+        assert len(reranker.calls) == int(applied)
+        if applied:  # today's behaviour: the reranker's order and score
+            assert all(h["score"] == h["rerank_score"] for h in body["hits"])
+            assert reranker.calls[0][2] == 5
+
+
+def test_applying_a_decision_invalidates_cached_results(ingest_settings: IngestSettings) -> None:
+    reranker = OverlapReranker()
+    with harness.client(ingest_settings, reranker, rerank_gate="evaluated") as (client, res):
+        harness.index(res, "t1", DOCS)
+        first = client.post("/v1/search", json=QUERY, headers=AUTH).json()
+        assert client.post("/v1/search", json=QUERY, headers=AUTH).json()["cached"] is True
+        assert res.gates is not None
+        res.gates.put("t1", decision(enabled=True))
+        second = client.post("/v1/search", json=QUERY, headers=AUTH).json()
+        res.gates.delete("t1")
+        third = client.post("/v1/search", json=QUERY, headers=AUTH).json()
+    assert first["rerank"]["applied"] is False
+    assert second["cached"] is False and second["rerank"]["applied"] is True
+    assert third["cached"] is False and third["rerank"]["applied"] is False
+
+
+class CountingReranker:
+    """Prefers shorter passages; records every (query, passage) pair it scores."""
+
+    name = "test:counting"
+    reorders = True
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[str, str]] = []
+        self.calls = 0
+
+    def warm_up(self) -> None:
+        return None
+
+    def rank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_k: int | None = None,
+        instruction: str | None = None,
+    ) -> list[RankedHit]:
+        self.calls += 1
+        self.pairs += [(query, d) for d in documents]
+        hits = sorted((RankedHit(i, 1.0 / len(d)) for i, d in enumerate(documents)), key=lambda h: -h.score)
+        return hits[:top_k] if top_k else hits
+
+
+def test_eval_gate_learns_on_train_decides_on_heldout_and_scores_each_pair_once(tmp_path: Path) -> None:
+    everything = load_beir(write_tiny_beir(tmp_path / "tiny"))
+    held = replace(everything, queries={q: everything.queries[q] for q in ("q3", "q4")}, split="eval")
+    held.qrels = {q: everything.qrels[q] for q in held.queries}
+    train = replace(everything, queries={q: everything.queries[q] for q in ("q1", "q2")}, split="train")
+    train.qrels = {q: everything.qrels[q] for q in train.queries}
+    reranker = CountingReranker()
+    report = evaluate(
+        held,
+        tmp_path / "out",
+        store=InMemoryStore(),
+        embedder=HashEmbedder(),
+        reranker=reranker,
+        options=EvalOptions(modes=("bm25", "dense"), gate=True, gate_mode="bm25"),
+        console=Console(quiet=True),
+        train=train,
+    )
+    names = [c["name"] for c in report["configurations"]]
+    assert names == [
+        "bm25", "dense", "bm25+rerank", "dense+rerank", "bm25+rerank+fusion", "dense+rerank+fusion",
+        "bm25+rerank+learned",
+    ]  # fmt: skip
+    assert len(reranker.pairs) == len(set(reranker.pairs))  # no (query, passage) scored twice
+    assert reranker.calls <= 2 * len(train.queries) + 2 * len(held.queries)
+    saved = json.loads((tmp_path / "out" / "gate.json").read_text())
+    gate = GateDecision.model_validate(saved)
+    assert gate.train_queries == 2 and gate.heldout_queries == 2 and gate.stage1_mode == "bm25"
+    assert gate.reranker == "test:counting" and gate.grid and report["gate"]["enabled"] == gate.enabled
+    assert "## Rerank gate" in (tmp_path / "out" / "report.md").read_text()
+    assert not gate.enabled  # two held-out queries cannot show a significant gain
