@@ -17,6 +17,7 @@ Users: ``engine_adapters.EngineReranker`` (``head="score"``) and ``engine_adapte
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import os
 import queue
@@ -235,7 +236,7 @@ class Engine:
         lens = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
         if lens.min() < 1 or lens.max() > limit:
             raise RerankInputError(f"a sequence has {lens.max()} tokens; the engine takes 1 to {limit}")
-        ids = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences])
+        ids = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int64, count=int(lens.sum()))
         if ids.min() < 0 or ids.max() >= vocab:
             raise RerankInputError(f"token ids must lie in [0, {vocab})")
         offsets = np.zeros(len(lens) + 1, dtype=np.int64)
