@@ -57,6 +57,9 @@ class Hit(BaseModel):
     position: int
     metadata: dict[str, Any]
     stage1_score: float
+    dense_score: float | None = Field(
+        None, description="Cosine similarity to the query, where stage 1 found the chunk by its vector."
+    )
     rerank_score: float | None
     score: float
 
@@ -159,6 +162,7 @@ class SearchService:
                 position=c.position,
                 metadata=c.metadata,
                 stage1_score=c.score,
+                dense_score=c.dense_score,
                 rerank_score=rerank_scores.get(index) if applied else None,
                 score=score if applied else c.score,
             )

@@ -54,7 +54,9 @@ class ApiSettings(BaseSettings):
     admin_key: str = ""
     # Low-confidence rule: a search is flagged for review when its best score is below the first number
     # and the spread of its hits' scores (best - worst) below the second. Scales differ per rerank backend
-    # (the name before ':'); "none" (no rerank, or a degraded one) uses stage-1 cosine; "*" any other backend.
+    # (the name before ':'); "none" (no rerank, or a degraded one) uses the cosine of stage 1's dense leg
+    # (``dense_score``; a hybrid search's fused score has no fixed scale); "bm25", if set, searches found by
+    # BM25 alone (unset: those are never flagged); "*" any other backend.
     review_rules: dict[str, tuple[float, float]] = Field(
         default_factory=lambda: {
             "qwen3-reranker": (0.4, 0.1),

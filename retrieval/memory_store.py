@@ -169,7 +169,10 @@ def _dense(rows: Sequence[_Row], query: np.ndarray, limit: int) -> list[Candidat
         return []
     scores = np.stack([row.unit_vector for row in rows]) @ _unit(query)
     order = np.argsort(-scores, kind="stable")[:limit]
-    return [_candidate(rows[i].chunk, float(scores[i])) for i in order]
+    return [
+        _candidate(rows[i].chunk, float(scores[i])).model_copy(update={"dense_score": float(scores[i])})
+        for i in order
+    ]
 
 
 def _bm25(rows: Sequence[_Row], corpus: Sequence[_Row], query_text: str, limit: int) -> list[Candidate]:

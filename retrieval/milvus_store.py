@@ -218,6 +218,8 @@ class MilvusStore:
         candidates = [_candidate(hit) for hit in hits[0]] if hits else []
         if field == fulltext.SPARSE_FIELD:
             candidates = [c.model_copy(update={"score": fulltext.bm25_score(c.score)}) for c in candidates]
+        else:
+            candidates = [c.model_copy(update={"dense_score": c.score}) for c in candidates]
         return sorted(candidates, key=lambda candidate: -candidate.score)
 
     def _adopt_full_text(self, info: Mapping[str, Any]) -> bool:

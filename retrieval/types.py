@@ -45,3 +45,6 @@ class Candidate(BaseModel):
     page: int | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     score: float
+    # cosine similarity to the query where the chunk came from the dense leg (dense and hybrid), else None:
+    # the one stage-1 score with a fixed scale (the review rule's; a fused score depends on the lists)
+    dense_score: float | None = None

@@ -80,11 +80,19 @@ def flag_if_low_confidence(
 ) -> str | None:
     """Send a low-confidence search to the review queue (and log it); returns the review item's id."""
     applied = response.rerank.applied and not degraded
-    verdict = assess(  # the reranker's own scale where it ran (a fused score has none of its own)
-        [h.rerank_score if h.rerank_score is not None else h.score for h in response.hits],
-        backend=rule_key(response.rerank.backend, applied),
-        rules=settings.review_rules,
-    )
+    # the reranker's own scale where it ran; else the cosine of the dense leg (a fused RRF score and a BM25
+    # score have no fixed scale: a search found by BM25 alone is judged only under a "bm25" rule)
+    if applied:
+        scores = [h.rerank_score if h.rerank_score is not None else h.score for h in response.hits]
+        backend = rule_key(response.rerank.backend, applied)
+    elif any(h.dense_score is not None for h in response.hits):
+        scores = [h.dense_score for h in response.hits if h.dense_score is not None]
+        backend = "none"
+    else:
+        scores, backend = [h.score for h in response.hits], "bm25"
+    if backend == "bm25" and "bm25" not in settings.review_rules:
+        return None
+    verdict = assess(scores, backend=backend, rules=settings.review_rules)
     if verdict is None:
         return None
     item = ReviewItem(

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 from api.review import assess, rule_key
+from api.review_memory import MemoryReviewSink
+from api.routes.search import flag_if_low_confidence
+from api.search import Hit, RerankInfo, SearchRequest, SearchResponse
 from api.settings import ApiSettings
 
 RULES = ApiSettings().review_rules
@@ -49,3 +52,44 @@ def test_the_backend_is_the_rerankers_kind_or_none_when_stage_one_order_was_serv
     assert rule_key("cross-encoder:ms-marco", applied=True) == "cross-encoder"
     assert rule_key("qwen3-reranker:Qwen/Qwen3-Reranker-0.6B", applied=False) == "none"  # degraded
     assert rule_key("none", applied=False) == "none"
+
+
+def _response(scores: list[tuple[float, float | None]], mode: str) -> SearchResponse:
+    hits = [
+        Hit(
+            chunk_id=f"c{i}",
+            document_id=f"d{i}",
+            version="v",
+            text="t",
+            page=None,
+            position=0,
+            metadata={},
+            stage1_score=score,
+            dense_score=dense,
+            rerank_score=None,
+            score=score,
+        )  # fmt: skip
+        for i, (score, dense) in enumerate(scores)
+    ]
+    rerank = RerankInfo(backend="none", applied=False)
+    return SearchResponse(query="q", hits=hits, candidates=len(hits), rerank=rerank, timings_ms={}, mode=mode)
+
+
+@pytest.mark.parametrize(
+    ("scores", "mode", "rules", "flagged"),
+    [
+        # hybrid in stage-1 order: RRF scores (~0.03) mean nothing on their own; the dense cosine decides
+        ([(0.033, 0.62), (0.032, 0.55), (0.016, None)], "hybrid", RULES, False),
+        ([(0.033, 0.22), (0.032, 0.21), (0.016, None)], "hybrid", RULES, True),
+        ([(0.62, 0.62), (0.55, 0.55)], "dense", RULES, False),
+        ([(0.25, 0.25), (0.24, 0.24)], "dense", RULES, True),
+        ([(3.1, None), (2.9, None)], "bm25", RULES, False),  # BM25 alone: no scale, no rule, not flagged
+        ([(3.1, None), (2.9, None)], "bm25", {**RULES, "bm25": (5.0, 1.0)}, True),
+    ],
+)
+def test_stage_one_order_is_judged_on_a_score_with_a_scale(scores, mode, rules, flagged) -> None:
+    sink = MemoryReviewSink()
+    settings = ApiSettings(review_rules=rules)
+    request = SearchRequest(query="q")
+    got = flag_if_low_confidence(sink, settings, "t", request, _response(scores, mode), "e", degraded=False)
+    assert (got is not None) is flagged

@@ -421,6 +421,13 @@ class VectorStoreContract:
         assert scores == sorted(scores, reverse=True)
         left_out = [score for key, score in expected.items() if key not in {hit.id for hit in hits}]
         assert min(scores) >= max(left_out, default=0.0)  # the best of the union, not just of one leg
+        cosine = {hit.id: hit.score for hit in ready.search("acme", query, limit=10)}
+        for hit in hits:  # the dense leg's cosine rides along where the chunk came from it
+            assert hit.dense_score == (
+                None if hit.id not in {d.id for d in dense} else pytest.approx(cosine[hit.id])
+            )
+        assert all(hit.dense_score is None for hit in bm25)
+        assert all(hit.dense_score == pytest.approx(hit.score) for hit in dense)
 
     def test_weighted_fusion_scales_each_leg_and_follows_the_weights(
         self, ready: VectorStore, corpus: list[Chunk]
