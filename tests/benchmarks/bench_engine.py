@@ -45,21 +45,8 @@ import transformers  # noqa: E402
 from reranking.backends.attention import attention  # noqa: E402
 from reranking.backends.engine import Engine  # noqa: E402
 from reranking.backends.runner import PackedQwen3  # noqa: E402
+from tests.support.models import QWEN3_06B  # noqa: E402
 
-QWEN3_06B = dict(
-    vocab_size=151669,
-    hidden_size=1024,
-    intermediate_size=3072,
-    num_hidden_layers=28,
-    num_attention_heads=16,
-    num_key_value_heads=8,
-    head_dim=128,
-    max_position_embeddings=40960,
-    rope_theta=1e6,
-    rms_norm_eps=1e-6,
-    tie_word_embeddings=True,
-    initializer_range=0.02,
-)
 TINY = dict(
     QWEN3_06B,
     hidden_size=64,

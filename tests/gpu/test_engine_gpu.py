@@ -20,26 +20,13 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from reranking.backends.engine import Engine  # noqa: E402
+from tests.support.models import QWEN3_06B  # noqa: E402
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
 ]
 
-QWEN3_06B = {
-    "vocab_size": 151669,
-    "hidden_size": 1024,
-    "intermediate_size": 3072,
-    "num_hidden_layers": 28,
-    "num_attention_heads": 16,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-    "max_position_embeddings": 40960,
-    "rope_theta": 1000000.0,
-    "rms_norm_eps": 1e-6,
-    "tie_word_embeddings": True,
-    "initializer_range": 0.02,
-}
 NO, YES = 2152, 9693
 # Bounds picked from measurement on an H200 (see the printed report), with headroom: bf16 rounding, not a bug.
 MAX_MARGIN_GAP = 0.1  # |(logit_yes - logit_no) engine - fp32|; measured 0.035 (transformers bf16: 0.036)
