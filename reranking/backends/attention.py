@@ -193,10 +193,10 @@ def choose_attention(
                         attention(qf[last], kf, vf, each, cu, 1, top, "loop"),
                     )
                 if lengths is mixed:
-                    timings[name] = _time_ms(
+                    timings[name] = time_ms(
                         functools.partial(attention, q, k, v, cu, cu, top, top, name, items)
                     )
-            equal[name] = _time_ms(functools.partial(attention, q, k, v, cu, cu, 300, 300, name, items))
+            equal[name] = time_ms(functools.partial(attention, q, k, v, cu, cu, 300, 300, name, items))
             if name in VARLEN:
                 last_ok.append(name)
         except Exception as exc:  # noqa: BLE001 - an unusable kernel only removes a candidate
@@ -211,7 +211,7 @@ def choose_attention(
     for kernel in ("cudnn-gqa", "cudnn"):
         try:
             _check(uniform_attention(q, k, v, 48, 300, kernel), exact)
-            equal[kernel] = _time_ms(functools.partial(uniform_attention, q, k, v, 48, 300, kernel))
+            equal[kernel] = time_ms(functools.partial(uniform_attention, q, k, v, 48, 300, kernel))
             if equal[kernel] < best:
                 best, uniform = equal[kernel], kernel
         except Exception as exc:  # noqa: BLE001
@@ -227,7 +227,8 @@ def _check(got: torch.Tensor, exact: torch.Tensor) -> None:
         raise RuntimeError(f"max abs error {err:.3g} against the exact per-sequence loop")
 
 
-def _time_ms(fn: Callable[[], Any], reps: int = 20) -> float:
+def time_ms(fn: Callable[[], Any], reps: int = 20) -> float:
+    """Mean milliseconds of one call of ``fn`` on the current CUDA stream (3 calls warm up)."""
     for _ in range(3):
         fn()
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

@@ -114,6 +114,7 @@ class Engine:
         graph_tokens: Sequence[int] = GRAPH_TOKENS,
         graph_sequences: Sequence[int] = GRAPH_SEQUENCES,
         inductor_options: dict[str, Any] | None = None,
+        products: str = "auto",
     ) -> None:
         if token_budget < 1 or max_batch_sequences < 1:
             raise ValueError("token_budget and max_batch_sequences must be positive")
@@ -132,6 +133,7 @@ class Engine:
         self._attention = attention
         self._graph_tokens, self._graph_sequences = graph_tokens, graph_sequences
         self._inductor_options = inductor_options
+        self._products = products
         self._lock = threading.Lock()
         self._cond = threading.Condition()
         self._pending: collections.deque[_Request] = collections.deque()
@@ -180,6 +182,7 @@ class Engine:
                     graph_tokens=self._graph_tokens,
                     graph_sequences=self._graph_sequences,
                     inductor_options=self._inductor_options,
+                    products=self._products,
                 )
                 runner.warm_up()
             self._model = None  # the engine keeps only its own copy of the weights

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from reranking.backends.attention import (
     choose_attention,
     prefixed_attention,
     random_batch,
+    time_ms,
     uniform_attention,
 )
 from reranking.backends.graphs import Graphs, pack
@@ -60,6 +61,51 @@ class Shared:
     last_items: torch.Tensor | None
 
 
+class Uploads:
+    """A batch's integer inputs to the device in one copy: numpy arrays written into a pinned staging buffer
+    (a ring of them, one per batch that may still be copying), each part on a 16-byte boundary (Triton
+    specialises a kernel on its pointers' alignment: a batch must not compile a new variant), then one
+    host-to-device copy; the device views come back in order. On CPU: the arrays as tensors."""
+
+    def __init__(self, device: torch.device, ring: int = 4) -> None:
+        self.device = device
+        self._buffers: list[torch.Tensor | None] = [None] * ring
+        self._copied: list[Any] = [None] * ring
+        self._next = 0
+
+    def upload(self, parts: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        if self.device.type != "cuda":
+            return [torch.from_numpy(np.ascontiguousarray(p)) for p in parts]
+        starts, size = [], 0
+        for part in parts:
+            starts.append(size)
+            size += -(-part.nbytes // 16) * 16
+        slot = self._next
+        self._next = (slot + 1) % len(self._buffers)
+        if self._copied[slot] is not None:
+            self._copied[slot].synchronize()  # its previous batch's copy is done (long ago, in practice)
+        staging = self._buffers[slot]
+        if staging is None or staging.numel() < size:
+            staging = self._buffers[slot] = torch.empty(
+                max(size, 1 << 20), dtype=torch.uint8, pin_memory=True
+            )
+        host = staging.numpy()
+        for part, start in zip(parts, starts, strict=True):
+            host[start : start + part.nbytes] = np.ascontiguousarray(part).reshape(-1).view(np.uint8)
+        dev = torch.empty(size, dtype=torch.uint8, device=self.device)
+        dev.copy_(staging[:size], non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()
+        self._copied[slot] = copied
+        return [
+            dev[start : start + part.nbytes].view(_TORCH_INT[part.dtype]).view(part.shape)
+            for part, start in zip(parts, starts, strict=True)
+        ]
+
+
+_TORCH_INT = {np.dtype(np.int64): torch.int64, np.dtype(np.int32): torch.int32}
+
+
 class PackedQwen3:
     """Runs batches of sequences through the packed forward, one batch at a time (not thread-safe)."""
 
@@ -74,6 +120,7 @@ class PackedQwen3:
         graph_tokens: Sequence[int] = GRAPH_TOKENS,
         graph_sequences: Sequence[int] = GRAPH_SEQUENCES,
         inductor_options: dict[str, Any] | None = None,
+        products: str = "auto",
     ) -> None:
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
@@ -87,6 +134,12 @@ class PackedQwen3:
         if kernels == "auto":
             kernels = "eager" if not self.cuda else ("triton" if _triton_available() else "compile")
         self.kernels = kernels
+        self.products = products
+        # the gate/up product with SwiGLU in its epilogue (Triton) where warm-up timed it faster than cuBLAS
+        # + ``silu_mul``: a ``GEMM_CONFIGS`` name, or None
+        self.mlp_gemm: str | None = None
+        self._rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos/sin by position (Triton path)
+        self.product_timings: dict[str, float] = {}
         self.attention = attention if attention != "auto" else ("auto" if self.cuda else "loop")
         self.last_attention = "loop"  # one query per sequence (the last layer); set at warm-up on CUDA
         self.attention_timings: dict[str, float] = {}
@@ -96,6 +149,7 @@ class PackedQwen3:
             {"coordinate_descent_tuning": True} if inductor_options is None else inductor_options
         )
         self._use_graphs = cuda_graphs and self.cuda
+        self._uploads = Uploads(self.device)
         self.graphs = Graphs(graph_tokens, graph_sequences)
 
     @property
@@ -129,14 +183,14 @@ class PackedQwen3:
             items = self._items(cu.cpu().numpy()).to(cu.device)
         w = self.w
         x = F.embedding(ids, w.embed)
-        freqs = positions.float()[:, None] * w.inv_freq  # RoPE angles, once for all layers
-        cos, sin = freqs.cos(), freqs.sin()
         b = len(last)
         uniform = shared is None and self.uniform is not None and b > 1 and ids.shape[0] == b * max_len
         if self.kernels == "triton":
-            x = self._layers_fused(x, cos, sin, cu, last, max_len, items, uniform, shared)
+            x = self._layers_fused(x, positions, cu, last, max_len, items, uniform, shared)
         else:
-            x = self._layers_torch(x, cos[:, None], sin[:, None], cu, last, max_len, items, uniform, shared)
+            freqs = positions.float()[:, None] * w.inv_freq  # RoPE angles, once for all layers
+            cos, sin = freqs.cos()[:, None], freqs.sin()[:, None]
+            x = self._layers_torch(x, cos, sin, cu, last, max_len, items, uniform, shared)
         return head_out(w, self.head, x)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, max_len: int,
@@ -200,17 +254,23 @@ class PackedQwen3:
         layer = w.layers[-1]
         return post(x, a, layer.wo, layer.ln2, layer.wgu, layer.wdown)
 
-    def _layers_fused(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cu: torch.Tensor,
-                      last: torch.Tensor, max_len: int, items: torch.Tensor | None,
-                      uniform: bool, shared: Shared | None = None) -> torch.Tensor:  # fmt: skip
+    def _layers_fused(self, x: torch.Tensor, positions: torch.Tensor, cu: torch.Tensor, last: torch.Tensor,
+                      max_len: int, items: torch.Tensor | None, uniform: bool,
+                      shared: Shared | None = None) -> torch.Tensor:  # fmt: skip
+        """The Triton path. Residual adds happen in the products' epilogues (``addmm_`` into the residual
+        stream), so each norm reads one tensor; q/k norm + RoPE read cos/sin by position."""
         from reranking.backends import triton_kernels as tk
 
         w, b = self.w, len(last)
         heads, kv, dim, eps = w.heads, w.kv_heads, w.head_dim, w.eps
+        if self._rope is None:
+            self._rope = tk.rope_tables(w.inv_freq, w.max_positions)
+        cos, sin = self._rope
+        mlp_gemm = tk.GEMM_CONFIGS[self.mlp_gemm] if self.mlp_gemm else None
         h = tk.rms_norm(x, w.layers[0].ln1, eps, self.dtype)
         for i, layer in enumerate(w.layers):
             qkv = F.linear(h, layer.wqkv)
-            tk.qk_norm_rope_(qkv, cos, sin, layer.q_norm, layer.k_norm, heads, kv, eps)
+            tk.qk_norm_rope_(qkv, positions, cos, sin, layer.q_norm, layer.k_norm, heads, kv, eps)
             q = qkv[:, : heads * dim].unflatten(1, (heads, dim))
             k = qkv[:, heads * dim : (heads + kv) * dim].unflatten(1, (kv, dim))
             v = qkv[:, (heads + kv) * dim :].unflatten(1, (kv, dim))
@@ -223,12 +283,14 @@ class PackedQwen3:
                 one_each = torch.arange(b + 1, dtype=torch.int32, device=cu.device)
                 a = attention(q[last], k, v, one_each, cu, 1, max_len, self.last_attention)
                 x = x[last]
-            h = tk.add_rms_norm_(x, F.linear(a.reshape(a.shape[0], -1), layer.wo), layer.ln2, eps)
-            down = F.linear(tk.silu_mul(F.linear(h, layer.wgu)), layer.wdown)
-            if i + 1 < len(w.layers):
-                h = tk.add_rms_norm_(x, down, w.layers[i + 1].ln1, eps)
+            x.addmm_(a.reshape(a.shape[0], -1), layer.wo.t())
+            h = tk.rms_norm(x, layer.ln2, eps, self.dtype)
+            if mlp_gemm is not None:
+                x.addmm_(tk.swiglu_gemm(h, layer.wgu, mlp_gemm), layer.wdown.t())
             else:
-                x = x + down
+                x.addmm_(tk.silu_mul(F.linear(h, layer.wgu)), layer.wdown.t())
+            if i + 1 < len(w.layers):
+                h = tk.rms_norm(x, w.layers[i + 1].ln1, eps, self.dtype)
         return x
 
     def _items(self, cu: np.ndarray, capacity: int | None = None) -> torch.Tensor:
@@ -267,15 +329,14 @@ class PackedQwen3:
             return self.forward(*args, max_len, items), None
         graph = self.graphs.find(n, b)
         if graph is None:
-            ints = torch.from_numpy(np.concatenate([ids, positions, cu[1:].astype(np.int64) - 1]))
-            gap = -(-(b + 1) // 4) * 4  # the work items on a 16-byte boundary (see ``_run_shared``)
-            small = torch.from_numpy(np.concatenate([cu, np.zeros(gap - b - 1, dtype=np.int32)]))
+            parts = [ids, positions, cu[1:].astype(np.int64) - 1, cu]
             if triton_attention:
-                small = torch.cat([small, self._items(cu)])
-            dev = ints.pin_memory().to(self.device, non_blocking=True)
-            small = small.pin_memory().to(self.device, non_blocking=True)
-            items = small[gap:] if triton_attention else None
-            out = self.forward(dev[:n], dev[n : 2 * n], small[: b + 1], dev[2 * n :], max_len, items)
+                from reranking.backends.triton_kernels import ATTENTION_CONFIGS, attention_items
+
+                parts.append(attention_items(cu, ATTENTION_CONFIGS[self.attention].block_m))
+            dev = self._uploads.upload(parts)
+            items = dev[4] if triton_attention else None
+            out = self.forward(dev[0], dev[1], dev[3], dev[2], max_len, items)
         else:
             out = self.graphs.replay(graph, ids, cu, self._items if triton_attention else None)
         host_out = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
@@ -290,7 +351,7 @@ class PackedQwen3:
         if not self.shares_prefix:
             raise ValueError(f"attention {self.attention!r} cannot read shared prefixes")
         ids, positions, cu, max_len = pack(seqs)
-        b, n = len(seqs), len(ids)
+        b = len(seqs)
         lens = np.diff(cu).astype(np.int64)
         has = prefix_of >= 0
         parent = np.where(has, prefix_of, 0)
@@ -304,32 +365,20 @@ class PackedQwen3:
         rows = np.full(b, -1, dtype=np.int64)
         rows[outputs] = last_rows
         table = np.stack([pre_start, pre_len], axis=1).astype(np.int32)
-        parts = [cu, table.ravel()]
+        parts = [ids, positions, last_rows, cu, table]
         if self.attention.startswith("triton"):
             from reranking.backends.triton_kernels import ATTENTION_CONFIGS, attention_items, last_items
 
             block_m = ATTENTION_CONFIGS[self.attention].block_m
             parts += [attention_items(cu, block_m), last_items(cu, outputs, block_m)]
-        # each part starts on a 16-byte boundary: Triton specialises a kernel on its pointers' alignment,
-        # and a batch must not compile a new variant because of its sequence count
-        starts = np.cumsum([0] + [-(-len(p) // 4) * 4 for p in parts])
-        flat = np.zeros(int(starts[-1]), dtype=np.int32)
-        for start, part in zip(starts, parts, strict=False):
-            flat[start : start + len(part)] = part
-        ints = torch.from_numpy(np.concatenate([ids, positions, last_rows]))
-        packed = torch.from_numpy(flat)
-        if self.cuda:
-            ints = ints.pin_memory().to(self.device, non_blocking=True)
-            packed = packed.pin_memory().to(self.device, non_blocking=True)
-        views = [packed[start : start + len(part)] for start, part in zip(starts, parts, strict=False)]
-        dev_cu, dev_table = views[0], views[1].view(b, 2)
+        dev = self._uploads.upload(parts)
+        dev_cu, dev_table = dev[3], dev[4]
         items = work_last = None
         if self.attention.startswith("triton"):
-            items, work_last = views[2], views[3]
+            items, work_last = dev[5], dev[6]
         host = [(int(s), int(length)) for s, length in table]
         shared = Shared(dev_table, host, rows.tolist(), work_last)
-        last = ints[2 * n :]
-        out = self.forward(ints[:n], ints[n : 2 * n], dev_cu, last, max_len, items, shared)
+        out = self.forward(dev[0], dev[1], dev_cu, dev[2], max_len, items, shared)
         if not self.cuda:
             return out, None
         host_out = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
@@ -361,6 +410,7 @@ class PackedQwen3:
             self.attention, self.last_attention = choice.varlen, choice.last
             self.uniform, self.attention_timings = choice.uniform, choice.timings
         if self.kernels == "triton":
+            self._choose_products()
             self._check_kernels()
         big = self.graphs.tokens[-1] + 17  # eager sizes: compile (one sequence is a special case)
         for lens in (
@@ -381,9 +431,10 @@ class PackedQwen3:
             self.graphs.capture_all(self.forward, items, self._capacity, self.device)
         torch.cuda.synchronize()
         logger.info(
-            "engine warm-up: kernels %s, attention %s (last layer %s, equal lengths %s), compile %.1fs, "
-            "%d CUDA graphs %.1fs",
-            self.kernels, self.attention, self.last_attention, self.uniform or "same",
+            "engine warm-up: kernels %s, gate/up product %s, attention %s (last layer %s, equal lengths %s), "
+            "compile %.1fs, %d CUDA graphs %.1fs",
+            self.kernels, self.mlp_gemm or "cublas", self.attention,
+            self.last_attention, self.uniform or "same",
             compiled - started, len(self.graphs), time.perf_counter() - compiled,
         )  # fmt: skip
 
@@ -395,26 +446,73 @@ class PackedQwen3:
         block_m = ATTENTION_CONFIGS[name].block_m
         return torch.from_numpy(attention_items(cu.cpu().numpy(), block_m)).to(cu.device)
 
+    def _choose_products(self) -> None:
+        """The gate/up product: SwiGLU in a Triton product's epilogue, or cuBLAS then ``silu_mul``, whichever
+        is faster here on 4096 + 16384 rows (``products`` forces one)."""
+        from reranking.backends import triton_kernels as tk
+
+        if self.products == "cublas":
+            return
+        names = list(tk.GEMM_CONFIGS) if self.products == "auto" else [self.products]
+        gen = torch.Generator(device=self.device).manual_seed(0)
+        rows = [torch.randn(n, self.w.hidden, device=self.device, generator=gen).to(self.dtype)
+                for n in (4096, 16384)]  # fmt: skip
+        wgu = self.w.layers[0].wgu
+
+        def run(config: tk.GemmConfig | None) -> Callable[[], None]:
+            def go() -> None:
+                for h in rows:
+                    if config is None:
+                        tk.silu_mul(F.linear(h, wgu))
+                    else:
+                        tk.swiglu_gemm(h, wgu, config)
+
+            return go
+
+        best = self.product_timings["cublas"] = time_ms(run(None))
+        for name in names:
+            try:
+                ms = self.product_timings[name] = time_ms(run(tk.GEMM_CONFIGS[name]))
+            except Exception as exc:  # noqa: BLE001 - a config this GPU cannot run is not a candidate
+                logger.warning("fused gate/up product %s unusable here (%s)", name, exc)
+                continue
+            if ms < best:
+                best, self.mlp_gemm = ms, name
+
     def _check_kernels(self) -> None:
-        """The Triton path against the torch path on one small batch; "compile" if they disagree."""
+        """The Triton path against the torch path on one small batch: without the fused products if they
+        disagree, "compile" if the element-wise kernels do."""
         gen = np.random.default_rng(0)
         seqs = [gen.integers(0, self.w.vocab, n) for n in (1, 37, 300, 129)]
+        if self.mlp_gemm:
+            try:
+                self._compare(seqs)
+                return
+            except Exception as exc:  # noqa: BLE001 - a broken kernel costs speed, not results
+                logger.warning("the fused gate/up product is unusable here (%s): using cuBLAS", exc)
+                self.mlp_gemm = None
+        try:
+            self._compare(seqs)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("Triton element-wise kernels unusable here (%s): using torch.compile", exc)
+            self.kernels = "compile"
+
+    def _compare(self, seqs: Sequence[np.ndarray]) -> None:
+        """Raises unless the Triton path and the eager torch path agree on ``seqs``."""
         try:
             fused = self._run_sync(seqs)
             self.kernels = "eager"
             plain = self._run_sync(seqs)
-            if self.head == "score":
-                gap = float((fused - plain).abs().max())
-                ok = gap <= 0.25
-            else:
-                gap = float(1 - (fused * plain).sum(-1).min())
-                ok = gap <= 5e-3
-            if not ok:
-                raise RuntimeError(f"Triton and torch paths differ by {gap:.3g}")
+        finally:
             self.kernels = "triton"
-        except Exception as exc:  # noqa: BLE001 - a broken kernel costs speed, not results
-            logger.warning("Triton element-wise kernels unusable here (%s): using torch.compile", exc)
-            self.kernels = "compile"
+        if self.head == "score":
+            gap = float((fused - plain).abs().max())
+            ok = gap <= 0.25
+        else:
+            gap = float(1 - (fused * plain).sum(-1).min())
+            ok = gap <= 5e-3
+        if not ok:
+            raise RuntimeError(f"Triton and torch paths differ by {gap:.3g}")
 
     def _run_sync(self, seqs: Sequence[np.ndarray]) -> torch.Tensor:
         out, event = self.run(seqs)

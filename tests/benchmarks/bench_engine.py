@@ -346,6 +346,7 @@ VARIANTS: dict[str, dict] = {
     "no shared prefix (each pair computes the template head)": {"share_prefix": False},
     "torch.compile element-wise + flash (the previous engine)": {"kernels": "compile", "attention": "flash"},
     "Triton element-wise + flash attention": {"attention": "flash"},
+    "gate/up product by cuBLAS, then silu_mul": {"products": "cublas"},
 }
 
 
@@ -574,7 +575,8 @@ def main() -> None:
         f"Qwen3-0.6B shape, random weights, {torch.cuda.get_device_name() if cuda else 'cpu'}, torch "
         f"{torch.__version__}; engine: bf16, packed, attention `{runner.attention}` (equal lengths: "
         f"`{runner.uniform or runner.attention}`), "
-        f"element-wise kernels `{runner.kernels}`, CUDA graphs <= "
+        f"element-wise kernels `{runner.kernels}`, gate/up product `{runner.mlp_gemm or 'cublas'}` "
+        f"(embedding engine: `{embed.runner.mlp_gemm or 'cublas'}`), CUDA graphs <= "
         f"{max(runner.graphs.tokens)} tokens, token budget {args.budget}; bf16 matmul 8192^3 in this run: "
         f"{peak:.0f} TFLOP/s. (a) mean {a_tokens:.0f} tokens per query; its FLOPs at that matmul rate: "
         f"{floor_a:.1f} ms; with the shared head computed once, {a_tokens_done:.0f} tokens, "

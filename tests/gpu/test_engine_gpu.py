@@ -81,16 +81,22 @@ def _triton() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-@pytest.mark.parametrize("kernels", ["auto", "compile"])
-def test_score_margin_gap_to_fp32(model, sequences, reference, kernels: str) -> None:
+# products: the gate/up product with SwiGLU in a Triton epilogue forced on, forced off, or timed at warm-up
+@pytest.mark.parametrize(
+    ("kernels", "products"), [("auto", "m128n64k64w8s3"), ("auto", "cublas"), ("compile", "auto")]
+)
+def test_score_margin_gap_to_fp32(model, sequences, reference, kernels: str, products: str) -> None:
     fp32, bf16 = reference
     rows = model.lm_head.weight[[NO, YES]].detach().float()
     want = (fp32 @ rows.T).diff(dim=1)[:, 0].cpu().numpy()
     hf_bf16 = (bf16 @ rows.T).diff(dim=1)[:, 0].cpu().numpy()
-    engine = Engine(model, head="score", head_token_ids=(NO, YES), device="cuda", kernels=kernels)
+    engine = Engine(
+        model, head="score", head_token_ids=(NO, YES), device="cuda", kernels=kernels, products=products
+    )
     try:
         if kernels == "auto" and _triton():
             assert engine.runner.kernels == "triton"  # its warm-up check against the torch path passed
+            assert engine.runner.mlp_gemm == (None if products == "cublas" else products)
         batch = engine.run(sequences)
         single = np.array([engine.run([s])[0] for s in sequences[:-1]])  # CUDA-graph path
         gaps = {
@@ -100,7 +106,8 @@ def test_score_margin_gap_to_fp32(model, sequences, reference, kernels: str) -> 
             "fp32 margin std": float(want.std()),
         }
         runner = engine.runner
-        _report(f"max |margin gap| (kernels {runner.kernels}, attention {runner.attention})", gaps)
+        setup = f"{runner.kernels}, gate/up {runner.mlp_gemm or 'cublas'}, attention {runner.attention}"
+        _report(f"max |margin gap| ({setup})", gaps)
         assert gaps["engine batch"] <= MAX_MARGIN_GAP
         assert gaps["engine single"] <= MAX_MARGIN_GAP
     finally:
@@ -133,12 +140,13 @@ def test_shared_prefix_margin_gap_to_fp32(model, kernels: str) -> None:
         engine.close()
 
 
-def test_embedding_cosine_gap_to_fp32(model, sequences, chunks, reference) -> None:
+@pytest.mark.parametrize("products", ["m128n64k64w8s3", "cublas"])
+def test_embedding_cosine_gap_to_fp32(model, sequences, chunks, reference, products: str) -> None:
     fp32, bf16 = reference
     want = torch.nn.functional.normalize(fp32, dim=-1).cpu().numpy()
     hf_bf16 = torch.nn.functional.normalize(bf16, dim=-1).cpu().numpy()
     want_chunks = torch.nn.functional.normalize(_last_hidden(model.model, chunks), dim=-1).cpu().numpy()
-    engine = Engine(model.model, head="embedding", device="cuda")
+    engine = Engine(model.model, head="embedding", device="cuda", products=products)
     try:
         if _triton():
             assert engine.runner.kernels == "triton"
@@ -154,7 +162,7 @@ def test_embedding_cosine_gap_to_fp32(model, sequences, chunks, reference) -> No
             "transformers bf16": float((1 - (hf_bf16 * want).sum(1)).max()),
         }
         runner = engine.runner
-        setup = f"{runner.kernels}, {runner.attention}, timings {runner.attention_timings}"
+        setup = f"{runner.kernels}, gate/up {runner.mlp_gemm or 'cublas'}, {runner.attention}"
         _report(f"max 1 - cosine ({setup})", gaps)
         assert max(v for k, v in gaps.items() if k.startswith("engine")) <= MAX_COSINE_GAP
         assert np.allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-4)

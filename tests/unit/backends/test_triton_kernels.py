@@ -71,21 +71,36 @@ def test_norms_and_swiglu_equal_the_torch_math() -> None:
     torch.testing.assert_close(tk.silu_mul(gu), torch.nn.functional.silu(gate) * up, atol=TOL, rtol=0)
 
 
-def test_qk_norm_rope_in_place_leaves_v() -> None:
+@pytest.mark.parametrize("rows", [16, 4])
+def test_qk_norm_rope_in_place_leaves_v(rows: int) -> None:
     heads, kv, dim = 4, 2, 16
     qkv, q, k, v, _ = _packed([5, 40], heads, kv, dim)
-    positions = torch.cat([torch.arange(5), torch.arange(40)]).float()
+    positions = torch.cat([torch.arange(5), torch.arange(40)]) + 3  # e.g. after a shared prefix
     inv_freq = 1.0 / (1e6 ** (torch.arange(0, dim, 2).float() / dim))
-    freqs = positions[:, None] * inv_freq
+    freqs = positions.float()[:, None] * inv_freq
     cos, sin = freqs.cos(), freqs.sin()
     wq, wk = torch.rand(dim) + 0.5, torch.rand(dim) + 0.5
     want_q = qwen3_math.norm_rope(q, wq, cos[:, None], sin[:, None], 1e-6)
     want_k = qwen3_math.norm_rope(k, wk, cos[:, None], sin[:, None], 1e-6)
     want_v = v.clone()
-    tk.qk_norm_rope_(qkv, cos, sin, wq, wk, heads, kv, 1e-6)
+    cos_t, sin_t = tk.rope_tables(inv_freq, 64)
+    tk.qk_norm_rope_(qkv, positions, cos_t, sin_t, wq, wk, heads, kv, 1e-6, rows=rows)
     torch.testing.assert_close(q, want_q, atol=TOL, rtol=0)
     torch.testing.assert_close(k, want_k, atol=TOL, rtol=0)
     torch.testing.assert_close(v, want_v, atol=0, rtol=0)
+
+
+SMALL_GEMM = tk.GemmConfig(block_m=16, block_n=16, block_k=16, warps=4, stages=1, group=2)
+
+
+@pytest.mark.parametrize("rows", [1, 37])
+def test_swiglu_product_equals_product_then_swiglu(rows: int) -> None:
+    gen = torch.Generator().manual_seed(rows)
+    h, wgu = torch.randn(rows, 48, generator=gen), torch.randn(2 * 32, 48, generator=gen) / 7
+    gate, up = torch.nn.functional.linear(h, wgu).chunk(2, dim=-1)
+    torch.testing.assert_close(
+        tk.swiglu_gemm(h, wgu, SMALL_GEMM), torch.nn.functional.silu(gate) * up, atol=TOL, rtol=0
+    )
 
 
 @pytest.mark.parametrize(
@@ -153,13 +168,15 @@ def test_whole_forward_equals_the_torch_path(tiny_qwen3_reranker_dir) -> None:
             causal, head=head, device="cpu", dtype=torch.float32, head_ids=(2152, 9693)
         )
         outs = {}
-        for kernels, attn in (
-            ("eager", "loop"),
-            ("triton", "triton-m64n64"),
-            ("triton", "triton-gqa-m32n32"),
+        for name, kernels, attn, fused in (
+            ("loop", "eager", "loop", None),
+            ("m64n64", "triton", "triton-m64n64", None),
+            ("gqa", "triton", "triton-gqa-m32n32", None),
+            ("fused products", "triton", "triton-m64n64", "m128n64k64w8s3"),
         ):
             runner = PackedQwen3(weights, head=head, cuda_graphs=False, kernels=kernels, attention=attn)
+            runner.mlp_gemm = fused  # what warm-up picks on a GPU where it is faster
             with torch.inference_mode():
-                outs[attn] = runner.run(seqs)[0]
-        for attn in ("triton-m64n64", "triton-gqa-m32n32"):
-            torch.testing.assert_close(outs[attn], outs["loop"], atol=TOL, rtol=0)
+                outs[name] = runner.run(seqs)[0]
+        for name in ("m64n64", "gqa", "fused products"):
+            torch.testing.assert_close(outs[name], outs["loop"], atol=TOL, rtol=0)
