@@ -90,33 +90,31 @@ def add_rms_norm_(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, eps: float)
 @triton.jit(do_not_specialize=["n"])
 def _qk_norm_rope_kernel(
     QKV, POS, COS, SIN, QW, KW, n, row_stride, eps,
-    HEADS: tl.constexpr, KV: tl.constexpr, HALF: tl.constexpr, BT: tl.constexpr,
+    HEADS: tl.constexpr, HALF: tl.constexpr, G: tl.constexpr, BT: tl.constexpr,
 ):  # fmt: skip
-    # BT rows per program, all their q and k heads: each row's cos/sin are read once
+    # program (BT rows, G heads: all q or all k): one (BT, G, HALF) tile per half, each row's cos/sin read
+    # once per G heads
     rows = tl.program_id(0) * BT + tl.arange(0, BT)
+    first = tl.program_id(1) * G  # q heads first, then k heads
     inside = rows < n
-    mask = inside[:, None]
+    mask = inside[:, None, None]
     d = tl.arange(0, HALF)
     pos = tl.load(POS + rows, mask=inside, other=0).to(tl.int64)
-    trig = pos[:, None] * HALF + d[None, :]
+    trig = pos[:, None, None] * HALF + d[None, None, :]
     c = tl.load(COS + trig)
     s = tl.load(SIN + trig)
-    qw1, qw2 = tl.load(QW + d)[None, :], tl.load(QW + HALF + d)[None, :]
-    kw1, kw2 = tl.load(KW + d)[None, :], tl.load(KW + HALF + d)[None, :]
-    row_base = QKV + rows.to(tl.int64)[:, None] * row_stride + d[None, :]
-    for head in tl.static_range(HEADS + KV):  # q heads first, then k heads
-        base = row_base + head * (2 * HALF)
-        t1 = tl.load(base, mask=mask, other=0.0).to(tl.float32)
-        t2 = tl.load(base + HALF, mask=mask, other=0.0).to(tl.float32)
-        r = (1.0 / tl.sqrt((tl.sum(t1 * t1, axis=1) + tl.sum(t2 * t2, axis=1)) / (2 * HALF) + eps))[:, None]
-        if head < HEADS:
-            a = t1 * r * qw1
-            b = t2 * r * qw2
-        else:
-            a = t1 * r * kw1
-            b = t2 * r * kw2
-        tl.store(base, (a * c - b * s).to(QKV.dtype.element_ty), mask=mask)
-        tl.store(base + HALF, (b * c + a * s).to(QKV.dtype.element_ty), mask=mask)
+    cols = (first + tl.arange(0, G)) * (2 * HALF)
+    base = QKV + rows.to(tl.int64)[:, None, None] * row_stride + cols[None, :, None] + d[None, None, :]
+    t1 = tl.load(base, mask=mask, other=0.0).to(tl.float32)
+    t2 = tl.load(base + HALF, mask=mask, other=0.0).to(tl.float32)
+    r = 1.0 / tl.sqrt((tl.sum(t1 * t1, axis=2) + tl.sum(t2 * t2, axis=2)) / (2 * HALF) + eps)
+    is_q = first < HEADS
+    w1 = tl.where(is_q, tl.load(QW + d), tl.load(KW + d))[None, None, :]
+    w2 = tl.where(is_q, tl.load(QW + HALF + d), tl.load(KW + HALF + d))[None, None, :]
+    a = t1 * r[:, :, None] * w1
+    b = t2 * r[:, :, None] * w2
+    tl.store(base, (a * c - b * s).to(QKV.dtype.element_ty), mask=mask)
+    tl.store(base + HALF, (b * c + a * s).to(QKV.dtype.element_ty), mask=mask)
 
 
 QK_ROWS = 16  # rows per program of ``qk_norm_rope_``
@@ -146,9 +144,12 @@ def qk_norm_rope_(
     half = cos.shape[1]
     assert qkv.stride(1) == 1 and cos.is_contiguous() and sin.is_contiguous() and positions.shape == (n,)
     assert qkv.shape[1] == (heads + 2 * kv_heads) * 2 * half
-    _qk_norm_rope_kernel[(triton.cdiv(n, rows),)](
+    group = 8  # heads per program: a power of two that divides both head counts
+    while heads % group or kv_heads % group:
+        group //= 2
+    _qk_norm_rope_kernel[(triton.cdiv(n, rows), (heads + kv_heads) // group)](
         qkv, positions, cos, sin, q_norm, k_norm, n, qkv.stride(0), eps,
-        HEADS=heads, KV=kv_heads, HALF=half, BT=rows, num_warps=4,
+        HEADS=heads, HALF=half, G=group, BT=rows, num_warps=4,
     )  # fmt: skip
 
 
@@ -189,6 +190,8 @@ class GemmConfig:
     warps: int
     stages: int
     group: int = 8  # programs along the rows that share weight columns (L2 reuse)
+    tma: bool = False  # tiles loaded by the tensor memory accelerator (Hopper and later)
+    persistent: bool = False  # with tma: one program per SM, looping over the tiles
 
 
 # Candidates timed at warm-up against cuBLAS + ``silu_mul`` (``runner``): used only where faster on this GPU.
@@ -197,6 +200,10 @@ class GemmConfig:
 GEMM_CONFIGS = {
     "m128n64k64w8s3": GemmConfig(128, 64, 64, 8, 3),
     "m128n128k64w8s3": GemmConfig(128, 128, 64, 8, 3),
+    "tma-m128n64k64w8s4": GemmConfig(128, 64, 64, 8, 4, tma=True),
+    "tma-m128n128k64w8s3": GemmConfig(128, 128, 64, 8, 3, tma=True),
+    "tma-persistent-m128n128k64w8s3": GemmConfig(128, 128, 64, 8, 3, tma=True, persistent=True),
+    "tma-persistent-m128n64k64w8s4": GemmConfig(128, 64, 64, 8, 4, tma=True, persistent=True),
 }
 
 
@@ -238,6 +245,43 @@ def _swiglu_gemm_kernel(
     tl.store(out, (g * tl.sigmoid(g) * u).to(dt), mask=inside[:, None])
 
 
+@triton.jit(do_not_specialize=["m"])
+def _swiglu_tma_kernel(
+    a_desc, w_desc, o_desc, m, K: tl.constexpr, INTER: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP: tl.constexpr,
+):  # fmt: skip
+    # ``_swiglu_gemm_kernel`` with tiles moved by TMA (rows past the end read as zeros, stores clipped);
+    # launched with fewer programs than tiles, each program loops over tiles (persistent)
+    tiles_n: tl.constexpr = INTER // BN
+    grid_m = tl.cdiv(m, BM)
+    width = GROUP * tiles_n
+    for t in tl.range(tl.program_id(0), grid_m * tiles_n, tl.num_programs(0), flatten=True):
+        first = (t // width) * GROUP
+        size = tl.minimum(grid_m - first, GROUP)
+        off_m = (first + (t % width) % size) * BM
+        off_n = ((t % width) // size) * BN
+        acc_g = tl.zeros((BM, BN), tl.float32)
+        acc_u = tl.zeros((BM, BN), tl.float32)
+        for k in range(0, K, BK):
+            a = a_desc.load([off_m, k])
+            acc_g = tl.dot(a, w_desc.load([off_n, k]).T, acc_g)
+            acc_u = tl.dot(a, w_desc.load([INTER + off_n, k]).T, acc_u)
+        dt = o_desc.dtype
+        g = acc_g.to(dt).to(tl.float32)
+        u = acc_u.to(dt).to(tl.float32)
+        o_desc.store([off_m, off_n], (g * tl.sigmoid(g) * u).to(dt))
+
+
+_SMS: dict[int, int] = {}
+
+
+def _sms(device: torch.device) -> int:
+    index = device.index or 0
+    if index not in _SMS:
+        _SMS[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _SMS[index]
+
+
 def swiglu_gemm(h: torch.Tensor, wgu: torch.Tensor, config: GemmConfig) -> torch.Tensor:
     """``silu_mul(F.linear(h, wgu))`` in one kernel: h (n, K), wgu (2 I, K) gate rows then up rows."""
     n, k = h.shape
@@ -245,7 +289,19 @@ def swiglu_gemm(h: torch.Tensor, wgu: torch.Tensor, config: GemmConfig) -> torch
     assert h.is_contiguous() and wgu.is_contiguous() and wgu.shape[1] == k
     assert inter % config.block_n == 0 and k % config.block_k == 0
     out = torch.empty((n, inter), dtype=h.dtype, device=h.device)
-    grid = (triton.cdiv(n, config.block_m) * (inter // config.block_n),)
+    tiles = triton.cdiv(n, config.block_m) * (inter // config.block_n)
+    if config.tma:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+
+        bm, bn, bk = config.block_m, config.block_n, config.block_k
+        programs = min(tiles, _sms(h.device)) if config.persistent and h.is_cuda else tiles
+        _swiglu_tma_kernel[(programs,)](
+            TensorDescriptor.from_tensor(h, [bm, bk]), TensorDescriptor.from_tensor(wgu, [bn, bk]),
+            TensorDescriptor.from_tensor(out, [bm, bn]), n, K=k, INTER=inter,
+            BM=bm, BN=bn, BK=bk, GROUP=config.group, num_warps=config.warps, num_stages=config.stages,
+        )  # fmt: skip
+        return out
+    grid = (tiles,)
     _swiglu_gemm_kernel[grid](
         h, wgu, out, n, K=k, INTER=inter,
         BM=config.block_m, BN=config.block_n, BK=config.block_k, GROUP=config.group,

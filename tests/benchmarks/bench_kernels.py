@@ -76,13 +76,13 @@ def products(runner: PackedQwen3, rows: int) -> list[str]:
     positions = torch.randint(0, 512, (rows,), device="cuda")
     cos, sin = tk.rope_tables(w.inv_freq, w.max_positions)
     moved = 2 * 2 * rows * (w.heads + w.kv_heads) * w.head_dim  # q and k read and written, bf16
-    for per in (8, 16, 32, 64):
+    for per in (4, 8, 16, 32):
         ms = time_ms(
             lambda per=per: tk.qk_norm_rope_(
                 qkv, positions, cos, sin, layer.q_norm, layer.k_norm, w.heads, w.kv_heads, w.eps, rows=per
             )
         )
-        rate = moved / ms / 1e9
+        rate = moved / ms / 1e6
         out.append(f"| q/k norm + RoPE, {rows} rows | {per} rows per program: {ms:.3f} ({rate:.0f} GB/s) |")
     return out
 

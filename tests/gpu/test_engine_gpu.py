@@ -83,7 +83,13 @@ def _triton() -> bool:
 
 # products: the gate/up product with SwiGLU in a Triton epilogue forced on, forced off, or timed at warm-up
 @pytest.mark.parametrize(
-    ("kernels", "products"), [("auto", "m128n64k64w8s3"), ("auto", "cublas"), ("compile", "auto")]
+    ("kernels", "products"),
+    [
+        ("auto", "m128n64k64w8s3"),
+        ("auto", "tma-persistent-m128n128k64w8s3"),
+        ("auto", "cublas"),
+        ("compile", "auto"),
+    ],
 )
 def test_score_margin_gap_to_fp32(model, sequences, reference, kernels: str, products: str) -> None:
     fp32, bf16 = reference
@@ -140,7 +146,7 @@ def test_shared_prefix_margin_gap_to_fp32(model, kernels: str) -> None:
         engine.close()
 
 
-@pytest.mark.parametrize("products", ["m128n64k64w8s3", "cublas"])
+@pytest.mark.parametrize("products", ["tma-m128n128k64w8s3", "cublas"])
 def test_embedding_cosine_gap_to_fp32(model, sequences, chunks, reference, products: str) -> None:
     fp32, bf16 = reference
     want = torch.nn.functional.normalize(fp32, dim=-1).cpu().numpy()
