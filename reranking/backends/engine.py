@@ -94,7 +94,8 @@ def offline_kwargs(model: str) -> dict[str, Any]:
 class Engine:
     """Batched packed inference for one Qwen3 model. ``head="score"`` gives logit_yes - logit_no per sequence
     (``head_token_ids=(no_id, yes_id)``, which may be set until ``warm_up``), ``head="embedding"`` the
-    L2-normalised last hidden state. ``kernels``/``attention``: see ``runner``; "auto" picks at warm-up."""
+    L2-normalised last hidden state. ``kernels``/``attention``/``products`` (the gate/up product: "auto",
+    "cublas" or a ``triton_kernels.GEMM_CONFIGS`` name): see ``runner``; "auto" picks at warm-up."""
 
     def __init__(
         self,

@@ -453,7 +453,12 @@ class PackedQwen3:
 
         if self.products == "cublas":
             return
-        names = list(tk.GEMM_CONFIGS) if self.products == "auto" else [self.products]
+        if self.products != "auto":
+            if self.products not in tk.GEMM_CONFIGS:
+                raise ValueError(f"products must be auto, cublas or one of {sorted(tk.GEMM_CONFIGS)}")
+            self.mlp_gemm = self.products  # forced (the correctness check after this still applies)
+            return
+        names = list(tk.GEMM_CONFIGS)
         gen = torch.Generator(device=self.device).manual_seed(0)
         rows = [torch.randn(n, self.w.hidden, device=self.device, generator=gen).to(self.dtype)
                 for n in (4096, 16384)]  # fmt: skip

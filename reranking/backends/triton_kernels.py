@@ -117,7 +117,7 @@ def _qk_norm_rope_kernel(
     tl.store(base + HALF, (b * c + a * s).to(QKV.dtype.element_ty), mask=mask)
 
 
-QK_ROWS = 16  # rows per program of ``qk_norm_rope_``
+QK_ROWS = 8  # rows per program of ``qk_norm_rope_`` (H200, 12k rows: 4 0.045 ms, 8 0.044, 16 0.053, 32 0.067)
 
 
 def rope_tables(inv_freq: torch.Tensor, positions: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,20 +190,15 @@ class GemmConfig:
     warps: int
     stages: int
     group: int = 8  # programs along the rows that share weight columns (L2 reuse)
-    tma: bool = False  # tiles loaded by the tensor memory accelerator (Hopper and later)
-    persistent: bool = False  # with tma: one program per SM, looping over the tiles
 
 
 # Candidates timed at warm-up against cuBLAS + ``silu_mul`` (``runner``): used only where faster on this GPU.
-# H200, 0.6B shape: m128n64k64w8s3 0.262 ms vs 0.264 (12k rows), 0.680 vs 0.709 (32k rows); a q/k/v product
-# with norm + RoPE in its epilogue ran at 430 TFLOP/s against cuBLAS's 737 and was dropped.
+# H200, 0.6B shape: m128n64k64w8s3 0.262 ms vs 0.264 (12k rows), 0.680 vs 0.709 (32k rows). Dropped after
+# measuring: a q/k/v product with norm + RoPE in its epilogue (430 TFLOP/s against cuBLAS's 737), and tiles
+# moved by TMA, persistent or not (Triton 3.6: 0.300-0.470 ms at 12k rows).
 GEMM_CONFIGS = {
     "m128n64k64w8s3": GemmConfig(128, 64, 64, 8, 3),
     "m128n128k64w8s3": GemmConfig(128, 128, 64, 8, 3),
-    "tma-m128n64k64w8s4": GemmConfig(128, 64, 64, 8, 4, tma=True),
-    "tma-m128n128k64w8s3": GemmConfig(128, 128, 64, 8, 3, tma=True),
-    "tma-persistent-m128n128k64w8s3": GemmConfig(128, 128, 64, 8, 3, tma=True, persistent=True),
-    "tma-persistent-m128n64k64w8s4": GemmConfig(128, 64, 64, 8, 4, tma=True, persistent=True),
 }
 
 
@@ -245,43 +240,6 @@ def _swiglu_gemm_kernel(
     tl.store(out, (g * tl.sigmoid(g) * u).to(dt), mask=inside[:, None])
 
 
-@triton.jit(do_not_specialize=["m"])
-def _swiglu_tma_kernel(
-    a_desc, w_desc, o_desc, m, K: tl.constexpr, INTER: tl.constexpr,
-    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP: tl.constexpr,
-):  # fmt: skip
-    # ``_swiglu_gemm_kernel`` with tiles moved by TMA (rows past the end read as zeros, stores clipped);
-    # launched with fewer programs than tiles, each program loops over tiles (persistent)
-    tiles_n: tl.constexpr = INTER // BN
-    grid_m = tl.cdiv(m, BM)
-    width = GROUP * tiles_n
-    for t in tl.range(tl.program_id(0), grid_m * tiles_n, tl.num_programs(0), flatten=True):
-        first = (t // width) * GROUP
-        size = tl.minimum(grid_m - first, GROUP)
-        off_m = (first + (t % width) % size) * BM
-        off_n = ((t % width) // size) * BN
-        acc_g = tl.zeros((BM, BN), tl.float32)
-        acc_u = tl.zeros((BM, BN), tl.float32)
-        for k in range(0, K, BK):
-            a = a_desc.load([off_m, k])
-            acc_g = tl.dot(a, w_desc.load([off_n, k]).T, acc_g)
-            acc_u = tl.dot(a, w_desc.load([INTER + off_n, k]).T, acc_u)
-        dt = o_desc.dtype
-        g = acc_g.to(dt).to(tl.float32)
-        u = acc_u.to(dt).to(tl.float32)
-        o_desc.store([off_m, off_n], (g * tl.sigmoid(g) * u).to(dt))
-
-
-_SMS: dict[int, int] = {}
-
-
-def _sms(device: torch.device) -> int:
-    index = device.index or 0
-    if index not in _SMS:
-        _SMS[index] = torch.cuda.get_device_properties(index).multi_processor_count
-    return _SMS[index]
-
-
 def swiglu_gemm(h: torch.Tensor, wgu: torch.Tensor, config: GemmConfig) -> torch.Tensor:
     """``silu_mul(F.linear(h, wgu))`` in one kernel: h (n, K), wgu (2 I, K) gate rows then up rows."""
     n, k = h.shape
@@ -289,19 +247,7 @@ def swiglu_gemm(h: torch.Tensor, wgu: torch.Tensor, config: GemmConfig) -> torch
     assert h.is_contiguous() and wgu.is_contiguous() and wgu.shape[1] == k
     assert inter % config.block_n == 0 and k % config.block_k == 0
     out = torch.empty((n, inter), dtype=h.dtype, device=h.device)
-    tiles = triton.cdiv(n, config.block_m) * (inter // config.block_n)
-    if config.tma:
-        from triton.tools.tensor_descriptor import TensorDescriptor
-
-        bm, bn, bk = config.block_m, config.block_n, config.block_k
-        programs = min(tiles, _sms(h.device)) if config.persistent and h.is_cuda else tiles
-        _swiglu_tma_kernel[(programs,)](
-            TensorDescriptor.from_tensor(h, [bm, bk]), TensorDescriptor.from_tensor(wgu, [bn, bk]),
-            TensorDescriptor.from_tensor(out, [bm, bn]), n, K=k, INTER=inter,
-            BM=bm, BN=bn, BK=bk, GROUP=config.group, num_warps=config.warps, num_stages=config.stages,
-        )  # fmt: skip
-        return out
-    grid = (tiles,)
+    grid = (triton.cdiv(n, config.block_m) * (inter // config.block_n),)
     _swiglu_gemm_kernel[grid](
         h, wgu, out, n, K=k, INTER=inter,
         BM=config.block_m, BN=config.block_n, BK=config.block_k, GROUP=config.group,
