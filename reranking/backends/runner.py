@@ -56,8 +56,8 @@ class Shared:
     Triton attention's work items for the last layer (the block of each output's last row)."""
 
     table: torch.Tensor  # (B, 2) int32
-    host: list[tuple[int, int]]
-    rows: list[int]  # per sequence: its last row if it is an output, else -1
+    host: list[tuple[int, int]]  # the exact loop's (empty with the Triton kernel)
+    rows: list[int]  # per sequence: its last row if it is an output, else -1 (the exact loop's)
     last_items: torch.Tensor | None
 
 
@@ -376,8 +376,10 @@ class PackedQwen3:
         items = work_last = None
         if self.attention.startswith("triton"):
             items, work_last = dev[5], dev[6]
-        host = [(int(s), int(length)) for s, length in table]
-        shared = Shared(dev_table, host, rows.tolist(), work_last)
+        if work_last is None:  # the exact loop reads the prefixes on the host
+            shared = Shared(dev_table, [(int(s), int(n)) for s, n in table], rows.tolist(), None)
+        else:
+            shared = Shared(dev_table, [], [], work_last)
         out = self.forward(dev[0], dev[1], dev_cu, dev[2], max_len, items, shared)
         if not self.cuda:
             return out, None

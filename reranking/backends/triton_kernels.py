@@ -27,7 +27,7 @@ LOG2E = 1.4426950408889634
 @dataclass(frozen=True)
 class AttentionConfig:
     block_m: int  # query positions per program
-    block_n: int  # keys per step (divides block_m)
+    block_n: int  # keys per step
     warps: int
     stages: int
     pack: bool = False  # one program per key/value head: its query heads share each key/value tile
@@ -340,7 +340,7 @@ def _attention_kernel(
             v = tl.load(pv_base + cols[:, None] * sv_t + offs_d[None, :], mask=inside[:, None], other=0.0)
             acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
             m_i = m_new
-    full = tl.where(lo < length, lo, 0)  # key blocks wholly before this query block: no mask
+    full = tl.where(lo < length, (lo // BN) * BN, 0)  # key blocks wholly before this query block: no mask
     for n0 in range(0, full, BN):
         cols = n0 + offs_n
         k = tl.load(k_base + cols[:, None] * sk_t + offs_d[None, :])
@@ -385,7 +385,7 @@ def varlen_attention(
     prefix packed elsewhere in the batch, whose keys every query of the sequence sees before its own (length
     0: none). Returns (T, H, D); rows of sequences or blocks that no work item lists are left unset."""
     n, heads, dim = q.shape
-    assert q.stride(2) == k.stride(2) == v.stride(2) == 1 and config.block_m % config.block_n == 0
+    assert q.stride(2) == k.stride(2) == v.stride(2) == 1
     groups = heads // k.shape[1]
     pack = groups if config.pack else 1
     if pack & (pack - 1):

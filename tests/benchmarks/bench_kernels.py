@@ -38,13 +38,16 @@ from tests.benchmarks.bench_engine import NO, YES, Lengths, as_engine_runs, kern
 from tests.support.models import QWEN3_06B  # noqa: E402
 
 EXTRA_ATTENTION = {
-    "triton-gqa-m16n16": tk.AttentionConfig(16, 16, 4, 3, pack=True),
-    "triton-gqa-m32n32w2": tk.AttentionConfig(32, 32, 2, 3, pack=True),
-    "triton-gqa-m32n32s2": tk.AttentionConfig(32, 32, 4, 2, pack=True),
+    "triton-gqa-m32n64": tk.AttentionConfig(32, 64, 4, 3, pack=True),
+    "triton-gqa-m32n64s2": tk.AttentionConfig(32, 64, 4, 2, pack=True),
+    "triton-gqa-m32n64w8": tk.AttentionConfig(32, 64, 8, 3, pack=True),
+    "triton-gqa-m16n64": tk.AttentionConfig(16, 64, 4, 3, pack=True),
+    "triton-gqa-m32n128": tk.AttentionConfig(32, 128, 4, 2, pack=True),
     "triton-gqa-m64n32": tk.AttentionConfig(64, 32, 4, 3, pack=True),
-    "triton-gqa-m128n64": tk.AttentionConfig(128, 64, 8, 3, pack=True),
-    "triton-m128n128": tk.AttentionConfig(128, 128, 8, 3),
-    "triton-m128n64s2": tk.AttentionConfig(128, 64, 8, 2),
+    "triton-gqa-m64n128w8": tk.AttentionConfig(64, 128, 8, 2, pack=True),
+    "triton-gqa-m32n32s4": tk.AttentionConfig(32, 32, 4, 4, pack=True),
+    "triton-m32n64": tk.AttentionConfig(32, 64, 4, 3),
+    "triton-m64n128w8": tk.AttentionConfig(64, 128, 8, 2),
 }
 
 
@@ -201,6 +204,44 @@ def timeline(runner: PackedQwen3, segments, prefix_of, label: str) -> list[str]:
     return rows
 
 
+def event_timeline(runner: PackedQwen3, segments, prefix_of, label: str, reps: int = 20) -> list[str]:
+    """Without the profiler: CUDA events at the call, at the forward's entry (inputs on their way) and
+    after the result's copy, against host clocks; medians over ``reps`` calls."""
+    forward = runner.forward
+    marks: dict[str, torch.cuda.Event] = {}
+
+    def timed_forward(*args, **kwargs):  # type: ignore[no-untyped-def]
+        marks["forward"] = torch.cuda.Event(enable_timing=True)
+        marks["forward"].record()
+        return forward(*args, **kwargs)
+
+    runner.forward = timed_forward  # type: ignore[method-assign]
+    rows: dict[str, list[float]] = {}
+    try:
+        with torch.inference_mode():
+            for _ in range(reps + 3):
+                torch.cuda.synchronize()
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                t0 = time.perf_counter()
+                start.record()
+                _, done = runner.run(segments, prefix_of)
+                t1 = time.perf_counter()
+                end.record()
+                end.synchronize()
+                t2 = time.perf_counter()
+                for key, value in (
+                    ("host: call to launches done", (t1 - t0) * 1e3),
+                    ("host: call to result", (t2 - t0) * 1e3),
+                    ("GPU clock: call to forward entry (host preparation, inputs copied)",
+                     start.elapsed_time(marks["forward"])),
+                    ("GPU clock: forward entry to result copied", marks["forward"].elapsed_time(end)),
+                ):  # fmt: skip
+                    rows.setdefault(key, []).append(value)
+    finally:
+        runner.forward = forward  # type: ignore[method-assign]
+    return [f"| {label}: {key} | {float(np.median(v[3:])):.2f} ms |" for key, v in rows.items()]
+
+
 def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     log(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
@@ -237,6 +278,8 @@ def main() -> None:
         lines += ["", "| attention, one layer | kernel | ms |", "| --- | --- | --- |"]
         lines += attention_sweep(r, segments, prefix_of)
     lines += ["", "| timeline | |", "| --- | --- |"]
+    lines += event_timeline(r, segments, prefix_of, "(a)")
+    lines += event_timeline(e, e_seqs, None, "embed 64 x 512")
     lines += timeline(r, segments, prefix_of, "(a)")
     lines += timeline(e, e_seqs, None, "embed 64 x 512")
     lines += ["", "| kernel time, one embedding batch (64 x 512) | ms |", "| --- | --- |"]

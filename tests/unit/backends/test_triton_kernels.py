@@ -103,21 +103,23 @@ def test_swiglu_product_equals_product_then_swiglu(rows: int) -> None:
     )
 
 
+# the configs warm-up chooses from, and key blocks wider than query blocks (the diagonal then spans steps)
+CONFIGS = {**tk.ATTENTION_CONFIGS, "gqa-m32n64": tk.AttentionConfig(32, 64, 4, 3, pack=True)}
+
+
 @pytest.mark.parametrize(
-    "config", ["triton-m64n64", "triton-m128n64", "triton-gqa-m32n32", "triton-gqa-m64n64"]
+    "config", ["triton-m64n64", "triton-m128n64", "triton-gqa-m32n32", "triton-gqa-m64n64", "gqa-m32n64"]
 )
 def test_varlen_attention_equals_the_exact_loop(config: str) -> None:
     lengths = [1, 7, 64, 65, 130, 3]
     _, q, k, v, cu = _packed(lengths, 4, 2, 16)
-    items = torch.from_numpy(
-        tk.attention_items(cu.numpy(), tk.ATTENTION_CONFIGS[config].block_m, capacity=40)
-    )
-    got = tk.varlen_attention(q, k, v, cu, items, tk.ATTENTION_CONFIGS[config])
+    items = torch.from_numpy(tk.attention_items(cu.numpy(), CONFIGS[config].block_m, capacity=40))
+    got = tk.varlen_attention(q, k, v, cu, items, CONFIGS[config])
     want = attention(q, k, v, cu, cu, 130, 130, "loop")
     torch.testing.assert_close(got, want, atol=TOL, rtol=0)
 
 
-@pytest.mark.parametrize("config", ["triton-m64n64", "triton-gqa-m32n32"])
+@pytest.mark.parametrize("config", ["triton-m64n64", "triton-gqa-m32n32", "gqa-m32n64"])
 def test_varlen_attention_after_a_shared_prefix(config: str) -> None:
     """Sequences 1 and 3 continue sequence 0 (a shared prefix of 70 rows); sequence 2 stands alone."""
     from reranking.backends.attention import prefixed_attention
@@ -127,9 +129,9 @@ def test_varlen_attention_after_a_shared_prefix(config: str) -> None:
     host_cu = cu.tolist()
     prefix = [(0, 0), (0, 70), (0, 0), (0, 70)]
     table = torch.tensor(prefix, dtype=torch.int32)
-    block_m = tk.ATTENTION_CONFIGS[config].block_m
+    block_m = CONFIGS[config].block_m
     items = torch.from_numpy(tk.attention_items(cu.numpy(), block_m))
-    got = tk.varlen_attention(q, k, v, cu, items, tk.ATTENTION_CONFIGS[config], table)
+    got = tk.varlen_attention(q, k, v, cu, items, CONFIGS[config], table)
     want = prefixed_attention(q, k, v, host_cu, prefix)
     torch.testing.assert_close(got, want, atol=TOL, rtol=0)
     # the same as attending over the prefix and the sequence laid out together
@@ -140,7 +142,7 @@ def test_varlen_attention_after_a_shared_prefix(config: str) -> None:
     outputs = np.array([1, 2, 3])
     last = torch.from_numpy(tk.last_items(cu.numpy(), outputs, block_m))
     rows = [int(cu[i + 1]) - 1 for i in outputs]
-    tail = tk.varlen_attention(q, k, v, cu, last, tk.ATTENTION_CONFIGS[config], table)
+    tail = tk.varlen_attention(q, k, v, cu, last, CONFIGS[config], table)
     torch.testing.assert_close(tail[rows], want[rows], atol=TOL, rtol=0)
 
 
