@@ -67,6 +67,7 @@ class EngineStats:
 
 
 MIN_SHARED_PREFIX = 16  # shorter common prefixes are computed per sequence (not worth a segment)
+MAX_SHARED_PREFIX = 2048  # a longer common prefix is shared this far (any common prefix is exact)
 
 
 def common_prefix(ids: np.ndarray, offsets: np.ndarray) -> int:
@@ -75,14 +76,14 @@ def common_prefix(ids: np.ndarray, offsets: np.ndarray) -> int:
     lens = np.diff(offsets)
     if len(lens) < 2:
         return 0
-    m = int(lens.min()) - 1
-    first = ids[: offsets[1]]
-    for start in offsets[1:-1]:
-        if m < MIN_SHARED_PREFIX:
-            return 0
-        differ = np.flatnonzero(ids[start : start + m] != first[:m])
-        if len(differ):
-            m = int(differ[0])
+    m = min(int(lens.min()) - 1, MAX_SHARED_PREFIX)
+    if m < MIN_SHARED_PREFIX:
+        return 0
+    # every sequence's first m tokens side by side, against the first sequence's
+    heads = ids[offsets[1:-1, None] + np.arange(m)]
+    same = (heads == ids[:m]).all(axis=0)
+    differ = np.flatnonzero(~same)
+    m = int(differ[0]) if len(differ) else m
     return m if m >= MIN_SHARED_PREFIX else 0
 
 

@@ -37,6 +37,16 @@ from reranking.backends.runner import PackedQwen3  # noqa: E402
 from tests.benchmarks.bench_engine import NO, YES, Lengths, as_engine_runs, kernel_breakdown  # noqa: E402
 from tests.support.models import QWEN3_06B  # noqa: E402
 
+EXTRA_GEMM = {
+    "m256n64k64w8s3": tk.GemmConfig(256, 64, 64, 8, 3),
+    "m128n64k64w8s4": tk.GemmConfig(128, 64, 64, 8, 4),
+    "m128n128k64w8s4": tk.GemmConfig(128, 128, 64, 8, 4),
+    "m128n64k32w8s5": tk.GemmConfig(128, 64, 32, 8, 5),
+    "m128n128k32w8s4": tk.GemmConfig(128, 128, 32, 8, 4),
+    "m128n64k64w8s3g16": tk.GemmConfig(128, 64, 64, 8, 3, group=16),
+    "m128n128k64w8s3g4": tk.GemmConfig(128, 128, 64, 8, 3, group=4),
+    "m256n128k64w16s3": tk.GemmConfig(256, 128, 64, 16, 3),
+}
 EXTRA_ATTENTION = {
     "triton-gqa-m32n64": tk.AttentionConfig(32, 64, 4, 3, pack=True),
     "triton-gqa-m32n64s2": tk.AttentionConfig(32, 64, 4, 2, pack=True),
@@ -67,7 +77,7 @@ def products(runner: PackedQwen3, rows: int) -> list[str]:
         f"| gate/up + SwiGLU, {rows} rows | cuBLAS {gemm:.3f} ({flops / gemm / 1e9:.0f} TF/s) + silu_mul "
         f"{sep:.3f} = {gemm + sep:.3f} |"
     ]
-    for name, config in tk.GEMM_CONFIGS.items():
+    for name, config in {**tk.GEMM_CONFIGS, **EXTRA_GEMM}.items():
         try:
             ms = time_ms(lambda config=config: tk.swiglu_gemm(h, layer.wgu, config))
             out.append(
