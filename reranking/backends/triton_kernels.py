@@ -193,12 +193,12 @@ class GemmConfig:
 
 
 # Candidates timed at warm-up against cuBLAS + ``silu_mul`` (``runner``): used only where faster on this GPU.
-# H200, 0.6B shape: m128n64k64w8s3 0.262 ms vs 0.264 (12k rows), 0.680 vs 0.709 (32k rows). Dropped after
-# measuring: a q/k/v product with norm + RoPE in its epilogue (430 TFLOP/s against cuBLAS's 737), and tiles
-# moved by TMA, persistent or not (Triton 3.6: 0.300-0.470 ms at 12k rows).
+# H200, 0.6B shape: m128n64k64w8s3 0.259 ms vs 0.258-0.264 (12k rows), 0.668 vs 0.685-0.709 (32k rows).
+# Dropped after measuring: m128n128k64w8s3 (0.256 at 12k rows but 0.727-0.753 at 32k, and warm-up's sizes
+# picked it for embedding engines), eight other tile shapes, a q/k/v product with norm + RoPE in its epilogue
+# (430 TFLOP/s against cuBLAS's 737), tiles moved by TMA (Triton 3.6: 0.300-0.470 ms at 12k rows).
 GEMM_CONFIGS = {
     "m128n64k64w8s3": GemmConfig(128, 64, 64, 8, 3),
-    "m128n128k64w8s3": GemmConfig(128, 128, 64, 8, 3),
 }
 
 

@@ -38,6 +38,7 @@ from tests.benchmarks.bench_engine import NO, YES, Lengths, as_engine_runs, kern
 from tests.support.models import QWEN3_06B  # noqa: E402
 
 EXTRA_GEMM = {
+    "m128n128k64w8s3": tk.GemmConfig(128, 128, 64, 8, 3),
     "m256n64k64w8s3": tk.GemmConfig(256, 64, 64, 8, 3),
     "m128n64k64w8s4": tk.GemmConfig(128, 64, 64, 8, 4),
     "m128n128k64w8s4": tk.GemmConfig(128, 128, 64, 8, 4),
