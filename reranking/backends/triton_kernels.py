@@ -1,9 +1,11 @@
 """Triton kernels of the packed Qwen3 forward on CUDA: each stretch between two cuBLAS products is one kernel.
 
-- ``rms_norm`` / ``add_rms_norm_``: (residual add in place, then) RMSNorm, one pass over the rows.
+- ``rms_norm`` / ``add_rms_norm_``: (residual add in place, then) RMSNorm, one pass over the rows (the
+  runner adds the residual in the cuBLAS epilogue instead; ``add_rms_norm_`` stays for the benchmarks).
 - ``qk_norm_rope_``: per-head RMSNorm + RoPE of q and k, in place in the fused q/k/v product (v untouched),
-  so q, k and v stay strided views of that product: one read and one write of q and k, no copies.
-- ``silu_mul``: SwiGLU of the fused gate/up product.
+  so q, k and v stay strided views of that product: one read and one write of q and k, no copies; cos/sin
+  are looked up by position in tables built once (``rope_tables``).
+- ``silu_mul``: SwiGLU of the fused gate/up product; ``swiglu_gemm``: that product with SwiGLU in its epilogue.
 - ``varlen_attention``: causal flash attention within each packed sequence, grouped-query heads native.
   Work items are (sequence, query block) pairs listed on the host (``attention_items``), heaviest first,
   so the grid depends on the token count only (a CUDA graph can hold it) and no program idles on padding.
