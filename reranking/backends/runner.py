@@ -8,11 +8,12 @@ L2-normalised.
 Element-wise kernels (``kernels``): "triton" (CUDA default: ``triton_kernels``, checked against the torch
 path at warm-up, "compile" if that check fails), "compile" (``torch.compile`` of the torch functions of
 ``qwen3_math``, dynamic token dimension), "eager" (CPU: fp32, exact per-sequence attention; what the fast
-tests compare with the transformers backends). On the Triton path the residual adds happen in the cuBLAS
-products' epilogues (``addmm_`` into the residual stream), and the gate/up product may be a Triton product with
-SwiGLU in its epilogue where warm-up times it faster (``products``). Large batches launch eagerly (the GPU stays
-busy while Python issues the next layer); small ones replay CUDA graphs captured at warm-up (``graphs``). A
-batch's integer inputs reach the device in one copy from a pinned staging buffer (``Uploads``).
+tests compare with the transformers backends). On the Triton path the residual adds happen in the
+cuBLAS products' epilogues (``addmm_`` into the residual stream), and the gate/up product may be a Triton
+product with SwiGLU in its epilogue where warm-up times it faster (``products``). Large batches launch
+eagerly (the GPU stays busy while Python issues the next layer); small ones replay CUDA graphs captured at
+warm-up (``graphs``). A batch's integer inputs reach the device in one copy from a pinned staging buffer
+(``Uploads``).
 """
 
 from __future__ import annotations

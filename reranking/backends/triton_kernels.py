@@ -5,7 +5,8 @@
 - ``qk_norm_rope_``: per-head RMSNorm + RoPE of q and k, in place in the fused q/k/v product (v untouched),
   so q, k and v stay strided views of that product: one read and one write of q and k, no copies; cos/sin
   are looked up by position in tables built once (``rope_tables``).
-- ``silu_mul``: SwiGLU of the fused gate/up product; ``swiglu_gemm``: that product with SwiGLU in its epilogue.
+- ``silu_mul``: SwiGLU of the fused gate/up product; ``swiglu_gemm``: the product with SwiGLU in its
+  epilogue.
 - ``varlen_attention``: causal flash attention within each packed sequence, grouped-query heads native.
   Work items are (sequence, query block) pairs listed on the host (``attention_items``), heaviest first,
   so the grid depends on the token count only (a CUDA graph can hold it) and no program idles on padding.
