@@ -36,8 +36,9 @@ class AttentionConfig:
     pack: bool = False  # one program per key/value head: its query heads share each key/value tile
 
 
-# Candidates timed at warm-up (``attention.choose_attention``); names are attention backends. Measured on an
-# H200, one layer of 50 x ~300 tokens (0.6B heads): m64n64 0.17 ms, m64n32 0.17, m128n64 0.21, m32n32 0.30.
+# Candidates timed at warm-up (``attention.choose_attention``); names are attention backends. One layer of
+# 50 pairs after a 72-token shared head (0.6B heads), H200 / H100: gqa-m64n32 0.129 / 0.134 ms, gqa-m32n32
+# 0.132 / 0.139, m64n64 0.150 / 0.150, m128n64 0.181 / 0.182 (``tests/benchmarks/bench_kernels.py``).
 ATTENTION_CONFIGS = {
     "triton-m64n64": AttentionConfig(64, 64, 4, 3),
     "triton-m64n32": AttentionConfig(64, 32, 4, 3),
@@ -45,6 +46,7 @@ ATTENTION_CONFIGS = {
     "triton-gqa-m64n64": AttentionConfig(64, 64, 8, 3, pack=True),
     "triton-gqa-m64n64w4": AttentionConfig(64, 64, 4, 3, pack=True),
     "triton-gqa-m32n32": AttentionConfig(32, 32, 4, 3, pack=True),
+    "triton-gqa-m64n32": AttentionConfig(64, 32, 4, 3, pack=True),
 }
 
 

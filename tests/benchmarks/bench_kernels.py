@@ -54,7 +54,6 @@ EXTRA_ATTENTION = {
     "triton-gqa-m32n64w8": tk.AttentionConfig(32, 64, 8, 3, pack=True),
     "triton-gqa-m16n64": tk.AttentionConfig(16, 64, 4, 3, pack=True),
     "triton-gqa-m32n128": tk.AttentionConfig(32, 128, 4, 2, pack=True),
-    "triton-gqa-m64n32": tk.AttentionConfig(64, 32, 4, 3, pack=True),
     "triton-gqa-m64n128w8": tk.AttentionConfig(64, 128, 8, 2, pack=True),
     "triton-gqa-m32n32s4": tk.AttentionConfig(32, 32, 4, 4, pack=True),
     "triton-m32n64": tk.AttentionConfig(32, 64, 4, 3),
