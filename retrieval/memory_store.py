@@ -169,10 +169,7 @@ def _dense(rows: Sequence[_Row], query: np.ndarray, limit: int) -> list[Candidat
         return []
     scores = np.stack([row.unit_vector for row in rows]) @ _unit(query)
     order = np.argsort(-scores, kind="stable")[:limit]
-    return [
-        _candidate(rows[i].chunk, float(scores[i])).model_copy(update={"dense_score": float(scores[i])})
-        for i in order
-    ]
+    return [_candidate(rows[i].chunk, float(scores[i]), dense=True) for i in order]
 
 
 def _bm25(rows: Sequence[_Row], corpus: Sequence[_Row], query_text: str, limit: int) -> list[Candidate]:
@@ -242,7 +239,8 @@ def _matches(row: _Row, filters: Mapping[str, FilterValue]) -> bool:
     return True
 
 
-def _candidate(chunk: Chunk, score: float) -> Candidate:
+def _candidate(chunk: Chunk, score: float, dense: bool = False) -> Candidate:
+    """``dense``: the score is the query's cosine, which the candidate also carries as ``dense_score``."""
     return Candidate(
         id=chunk.id,
         document_id=chunk.document_id,
@@ -252,4 +250,5 @@ def _candidate(chunk: Chunk, score: float) -> Candidate:
         page=chunk.page,
         metadata=_json_roundtrip(chunk.metadata),
         score=score,
+        dense_score=score if dense else None,
     )

@@ -113,6 +113,15 @@ class Uploads:
 _TORCH_INT = {np.dtype(np.int64): torch.int64, np.dtype(np.int32): torch.int32}
 
 
+def _to_host(out: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event]:
+    """A pinned host copy of a batch's outputs, on its way, and the event that marks it complete."""
+    host_out = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+    host_out.copy_(out, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return host_out, event
+
+
 class PackedQwen3:
     """Runs batches of sequences through the packed forward, one batch at a time (not thread-safe)."""
 
@@ -133,6 +142,13 @@ class PackedQwen3:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         if kernels not in KERNELS:
             raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
+        if products not in ("auto", "cublas"):
+            if not _triton_available():
+                raise ValueError(f"products={products!r} is a Triton product, and Triton is not installed")
+            from reranking.backends.triton_kernels import GEMM_CONFIGS
+
+            if products not in GEMM_CONFIGS:
+                raise ValueError(f"products must be auto, cublas or one of {sorted(GEMM_CONFIGS)}")
         self.w = weights
         self.head = head
         self.device = weights.embed.device
@@ -346,11 +362,7 @@ class PackedQwen3:
             out = self.forward(dev[0], dev[1], dev[3], dev[2], max_len, items)
         else:
             out = self.graphs.replay(graph, ids, cu, self._items if triton_attention else None)
-        host_out = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
-        host_out.copy_(out, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
-        return host_out, event
+        return _to_host(out)
 
     def _run_shared(
         self, seqs: Sequence[Sequence[int] | np.ndarray], prefix_of: np.ndarray
@@ -390,11 +402,7 @@ class PackedQwen3:
         out = self.forward(dev[0], dev[1], dev_cu, dev[2], max_len, items, shared)
         if not self.cuda:
             return out, None
-        host_out = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
-        host_out.copy_(out, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
-        return host_out, event
+        return _to_host(out)
 
     # -- warm-up ---------------------------------------------------------------------------------------------
     def warm_up(self) -> None:
@@ -464,8 +472,6 @@ class PackedQwen3:
         if self.products == "cublas":
             return
         if self.products != "auto":
-            if self.products not in tk.GEMM_CONFIGS:
-                raise ValueError(f"products must be auto, cublas or one of {sorted(tk.GEMM_CONFIGS)}")
             self.mlp_gemm = self.products  # forced (the correctness check after this still applies)
             return
         names = list(tk.GEMM_CONFIGS)
