@@ -6,9 +6,10 @@ would pass ``max_queued_tokens``; a request larger than the whole queue is a ``R
 thread takes sequences first come, first served into batches of at most ``token_budget`` tokens (a request
 may span batches), sorts each batch longest first, packs it without padding and launches the forward; a
 second thread waits for each batch's results, copied to pinned host memory, and resolves the futures, so the
-GPU already runs the next batch while the last one is handed back. At most two batches are in flight. On
-CUDA the forward is bf16 with fused Triton kernels and replays CUDA graphs for small batches; on CPU it is
-fp32 and eager, and matches the transformers backends to float rounding.
+GPU already runs the next batch while the last one is handed back. At most two batches are in flight. The
+worker thread also runs the warm-up (cuDNN's attention plans are cached per thread), including two batches
+of the full token budget. On CUDA the forward is bf16 with fused Triton kernels and replays CUDA graphs for
+small batches; on CPU it is fp32 and eager, and matches the transformers backends to float rounding.
 
 Users: ``engine_adapters.EngineReranker`` (``head="score"``) and ``engine_adapters.EngineEmbedder``
 (``head="embedding"``).
@@ -17,6 +18,7 @@ Users: ``engine_adapters.EngineReranker`` (``head="score"``) and ``engine_adapte
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import logging
 import os
@@ -85,6 +87,11 @@ def common_prefix(ids: np.ndarray, offsets: np.ndarray) -> int:
     differ = np.flatnonzero(~same)
     m = int(differ[0]) if len(differ) else m
     return m if m >= MIN_SHARED_PREFIX else 0
+
+
+def _on_device(device: torch.device) -> Any:
+    """The thread's current CUDA device set to ``device`` (Triton launches on the current device)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def offline_kwargs(model: str) -> dict[str, Any]:
@@ -160,7 +167,9 @@ class Engine:
         return min(self.token_budget, self.runner.w.max_positions)
 
     def warm_up(self) -> None:
-        """Load the weights, compile, capture graphs and start the threads. Idempotent."""
+        """Load the weights, start the threads and warm up on the batcher thread: compile, capture graphs.
+        Idempotent. The batcher warms up because cuDNN keeps its attention plans per thread: plans built
+        on another thread would be built again, for about a second, by the first batch that needs them."""
         if self._runner is not None:
             return
         with self._lock:
@@ -175,23 +184,29 @@ class Engine:
                     dtype=self._dtype,
                     head_ids=self.head_token_ids,
                 )
-                runner = PackedQwen3(
-                    weights,
-                    head=self._head,
-                    kernels=self._kernels,
-                    cuda_graphs=self._graphs,
-                    attention=self._attention,
-                    graph_tokens=self._graph_tokens,
-                    graph_sequences=self._graph_sequences,
-                    inductor_options=self._inductor_options,
-                    products=self._products,
-                )
-                runner.warm_up()
+            runner = PackedQwen3(
+                weights,
+                head=self._head,
+                kernels=self._kernels,
+                cuda_graphs=self._graphs,
+                attention=self._attention,
+                graph_tokens=self._graph_tokens,
+                graph_sequences=self._graph_sequences,
+                inductor_options=self._inductor_options,
+                products=self._products,
+            )
+            warmed: Future[None] = Future()
+            threads = (
+                threading.Thread(
+                    target=self._work, args=(runner, warmed), name="engine-batcher", daemon=True
+                ),
+                threading.Thread(target=self._complete, name="engine-completer", daemon=True),
+            )
+            threads[0].start()
+            warmed.result()  # the warm-up's own error, if any (the batcher has then stopped)
             self._model = None  # the engine keeps only its own copy of the weights
-            for target, name in ((self._work, "engine-batcher"), (self._complete, "engine-completer")):
-                thread = threading.Thread(target=target, name=name, daemon=True)
-                thread.start()
-                self._threads.append(thread)
+            threads[1].start()
+            self._threads.extend(threads)
             self._runner = runner
 
     def _load(self) -> Any:
@@ -336,8 +351,14 @@ class Engine:
                 flat += 1
         return segments, np.asarray(prefix_of, dtype=np.int64), order
 
-    def _work(self) -> None:
-        with torch.inference_mode():
+    def _work(self, runner: PackedQwen3, warmed: Future[None]) -> None:
+        with torch.inference_mode(), _on_device(runner.device):
+            try:
+                runner.warm_up(self.token_budget)
+            except BaseException as exc:  # noqa: BLE001 - handed to the thread that waits for the warm-up
+                warmed.set_exception(exc)
+                return
+            warmed.set_result(None)
             while True:
                 with self._cond:
                     while (self._paused or not self._pending) and not self._closed:
@@ -347,9 +368,8 @@ class Engine:
                     parts = self._take_batch()
                 self._inflight.acquire()
                 try:
-                    assert self._runner is not None
                     seqs, prefix_of, order = self._segments(parts)
-                    out, event = self._runner.run(seqs, prefix_of)
+                    out, event = runner.run(seqs, prefix_of)
                 except Exception as exc:  # noqa: BLE001 - a failed batch fails its requests, not the engine
                     logger.exception("engine batch of %d requests failed", len(parts))
                     self._inflight.release()
@@ -359,7 +379,7 @@ class Engine:
                 self._done.put((parts, order, out, event, (sum(len(s) for s in seqs), served)))
 
     def _complete(self) -> None:
-        while True:
+        while True:  # (waits on events and copies host memory only: any current device will do)
             item = self._done.get()
             if item is None:
                 return

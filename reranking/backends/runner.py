@@ -10,10 +10,12 @@ path at warm-up, "compile" if that check fails), "compile" (``torch.compile`` of
 ``qwen3_math``, dynamic token dimension), "eager" (CPU: fp32, exact per-sequence attention; what the fast
 tests compare with the transformers backends). On the Triton path the residual adds happen in the
 cuBLAS products' epilogues (``addmm_`` into the residual stream), and the gate/up product may be a Triton
-product with SwiGLU in its epilogue where warm-up times it faster (``products``). Large batches launch
-eagerly (the GPU stays busy while Python issues the next layer); small ones replay CUDA graphs captured at
-warm-up (``graphs``). A batch's integer inputs reach the device in one copy from a pinned staging buffer
-(``Uploads``).
+product with SwiGLU in its epilogue, on gate/up weights interleaved row by row, where warm-up times it
+faster (``products``). Batches of equal lengths may run dense cuDNN attention, which builds a plan on the
+first batch of each (sequences, length) shape (logged; up to ~1 s where its kernel is new). Large batches
+launch eagerly (the GPU stays busy while Python issues the next layer); small ones replay CUDA graphs
+captured at warm-up (``graphs``). A batch's integer inputs reach the device in one copy from a pinned
+staging buffer (``Uploads``).
 """
 
 from __future__ import annotations
@@ -158,15 +160,15 @@ class PackedQwen3:
             kernels = "eager" if not self.cuda else ("triton" if _triton_available() else "compile")
         self.kernels = kernels
         self.products = products
-        # the gate/up product with SwiGLU in its epilogue (Triton) where warm-up timed it faster than cuBLAS
-        # + ``silu_mul``: a ``GEMM_CONFIGS`` name, or None
-        self.mlp_gemm: str | None = None
+        self._mlp_gemm: str | None = None
+        self._wgu_pairs: list[torch.Tensor] = []  # per layer, interleaved for the fused product
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos/sin by position (Triton path)
         self.product_timings: dict[str, float] = {}
         self.attention = attention if attention != "auto" else ("auto" if self.cuda else "loop")
         self.last_attention = "loop"  # one query per sequence (the last layer); set at warm-up on CUDA
         self.attention_timings: dict[str, float] = {}
         self.uniform: str | None = None  # dense SDPA kernel for batches of equal lengths (set at warm-up)
+        self._uniform_shapes: set[tuple[int, int]] = set()
         # tunes the block sizes of the fused element-wise kernels of torch.compile
         self._inductor_options = (
             {"coordinate_descent_tuning": True} if inductor_options is None else inductor_options
@@ -174,6 +176,23 @@ class PackedQwen3:
         self._use_graphs = cuda_graphs and self.cuda
         self._uploads = Uploads(self.device)
         self.graphs = Graphs(graph_tokens, graph_sequences)
+
+    @property
+    def mlp_gemm(self) -> str | None:
+        """The gate/up product with SwiGLU in its epilogue (Triton), where warm-up timed it faster than
+        cuBLAS + ``silu_mul``: a ``GEMM_CONFIGS`` name, or None. Setting one interleaves each layer's gate/up
+        weights for it (a second copy of them on the device)."""
+        return self._mlp_gemm
+
+    @mlp_gemm.setter
+    def mlp_gemm(self, name: str | None) -> None:
+        if name is not None and not self._wgu_pairs:
+            from reranking.backends.triton_kernels import interleave_gate_up
+
+            self._wgu_pairs = [interleave_gate_up(layer.wgu) for layer in self.w.layers]
+        elif name is None:
+            self._wgu_pairs = []
+        self._mlp_gemm = name
 
     @property
     def out_width(self) -> int:
@@ -208,6 +227,11 @@ class PackedQwen3:
         x = F.embedding(ids, w.embed)
         b = len(last)
         uniform = shared is None and self.uniform is not None and b > 1 and ids.shape[0] == b * max_len
+        if uniform and (b, max_len) not in self._uniform_shapes:
+            self._uniform_shapes.add((b, max_len))
+            logger.info(
+                "%d sequences of %d tokens: cuDNN builds an attention plan (once per shape)", b, max_len
+            )
         if self.kernels == "triton":
             x = self._layers_fused(x, positions, cu, last, max_len, items, uniform, shared)
         else:
@@ -309,7 +333,7 @@ class PackedQwen3:
             x.addmm_(a.reshape(a.shape[0], -1), layer.wo.t())
             h = tk.rms_norm(x, layer.ln2, eps, self.dtype)
             if mlp_gemm is not None:
-                x.addmm_(tk.swiglu_gemm(h, layer.wgu, mlp_gemm), layer.wdown.t())
+                x.addmm_(tk.swiglu_gemm(h, self._wgu_pairs[i], mlp_gemm), layer.wdown.t())
             else:
                 x.addmm_(tk.silu_mul(F.linear(h, layer.wgu)), layer.wdown.t())
             if i + 1 < len(w.layers):
@@ -405,8 +429,10 @@ class PackedQwen3:
         return _to_host(out)
 
     # -- warm-up ---------------------------------------------------------------------------------------------
-    def warm_up(self) -> None:
-        """Pick the attention kernel, check the Triton kernels, compile, capture CUDA graphs (CPU: none)."""
+    def warm_up(self, batch_tokens: int = 0) -> None:
+        """Pick the attention kernel, check the Triton kernels, compile, capture CUDA graphs (CPU: none).
+        ``batch_tokens``: the largest batch the caller forms; two of that size run too, so the first full
+        batches served allocate no device memory and compile nothing."""
         if not self.cuda:
             return
         started = time.perf_counter()
@@ -431,16 +457,18 @@ class PackedQwen3:
             self._choose_products()
             self._check_kernels()
         big = self.graphs.tokens[-1] + 17  # eager sizes: compile (one sequence is a special case)
-        for lens in (
-            [big // 7] * 6 + [big - 6 * (big // 7)],
-            [big + 1024],
-            [big + 1041 - 99 * 8] + [8] * 99,
-            [600] * 8,
-        ):
-            self.run([[1] * n for n in lens])
+        plain = [[big // 7] * 6 + [big - 6 * (big // 7)], [big + 1024], [big + 1041 - 99 * 8] + [8] * 99]
+        plain.append([600] * 8)
+        shared = [(40, 150), (41, 150)]  # a 72-token prefix and (count, length) pairs after it
+        if batch_tokens > big:  # the largest batches, twice (of mixed lengths: no dense cuDNN plan)
+            n = batch_tokens // 509 - 1
+            plain += [[509] * n + [batch_tokens - 509 * n]] * 2
+            shared += [((batch_tokens - 72) // 300, 300)] * 2
+        for lens in plain:
+            self._run_sync([[1] * n for n in lens])
         if self.shares_prefix:  # pairs after a shared prefix (one query's candidates)
-            for count in (40, 41):
-                self.run([[1] * 72] + [[1] * 150] * count, np.array([-1] + [0] * count))
+            for count, n in shared:
+                self._run_sync([[1] * 72] + [[1] * n] * count, np.array([-1] + [0] * count))
         torch.cuda.synchronize()
         compiled = time.perf_counter()
         if self._use_graphs and "loop" not in (self.attention, self.last_attention):
@@ -479,6 +507,7 @@ class PackedQwen3:
         rows = [torch.randn(n, self.w.hidden, device=self.device, generator=gen).to(self.dtype)
                 for n in (4096, 16384)]  # fmt: skip
         wgu = self.w.layers[0].wgu
+        pairs = tk.interleave_gate_up(wgu)
 
         def run(config: tk.GemmConfig | None) -> Callable[[], None]:
             def go() -> None:
@@ -486,7 +515,7 @@ class PackedQwen3:
                     if config is None:
                         tk.silu_mul(F.linear(h, wgu))
                     else:
-                        tk.swiglu_gemm(h, wgu, config)
+                        tk.swiglu_gemm(h, pairs, config)
 
             return go
 
@@ -535,8 +564,10 @@ class PackedQwen3:
         if not ok:
             raise RuntimeError(f"Triton and torch paths differ by {gap:.3g}")
 
-    def _run_sync(self, seqs: Sequence[np.ndarray]) -> torch.Tensor:
-        out, event = self.run(seqs)
+    def _run_sync(
+        self, seqs: Sequence[Sequence[int] | np.ndarray], prefix_of: np.ndarray | None = None
+    ) -> torch.Tensor:
+        out, event = self.run(seqs, prefix_of)
         if event is not None:
             event.synchronize()
         return out[: len(seqs)].clone()

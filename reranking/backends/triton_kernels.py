@@ -6,7 +6,7 @@
   so q, k and v stay strided views of that product: one read and one write of q and k, no copies; cos/sin
   are looked up by position in tables built once (``rope_tables``).
 - ``silu_mul``: SwiGLU of the fused gate/up product; ``swiglu_gemm``: the product with SwiGLU in its
-  epilogue.
+  epilogue, on gate/up weights interleaved row by row (``interleave_gate_up``).
 - ``varlen_attention``: causal flash attention within each packed sequence, grouped-query heads native.
   Work items are (sequence, query block) pairs listed on the host (``attention_items``), heaviest first,
   so the grid depends on the token count only (a CUDA graph can hold it) and no program idles on padding.
@@ -198,12 +198,15 @@ class GemmConfig:
 
 
 # Candidates timed at warm-up against cuBLAS + ``silu_mul`` (``runner``): used only where faster on this GPU.
-# H200, 0.6B shape: m128n64k64w8s3 0.259 ms vs 0.258-0.264 (12k rows), 0.668 vs 0.685-0.709 (32k rows).
-# Dropped after measuring: m128n128k64w8s3 (0.256 at 12k rows but 0.727-0.753 at 32k, and warm-up's sizes
-# picked it for embedding engines), eight other tile shapes, a q/k/v product with norm + RoPE in its epilogue
-# (430 TFLOP/s against cuBLAS's 737), tiles moved by TMA (Triton 3.6: 0.300-0.470 ms at 12k rows).
+# The weights are interleaved (``interleave_gate_up``), so a tile is one product of 2 block_n columns with one
+# accumulator. H200, 0.6B shape, ms at 12k / 32k rows: pairs-m128n64 0.245 / 0.664, pairs-m128n128 (group
+# 16) 0.248 / 0.642; cuBLAS + silu_mul 0.261 / 0.693; the former gate-then-up layout with two accumulators
+# 0.260 / 0.666. Dropped after measuring: 6 more interleaved tiles (0.249-0.305 / 0.731-0.921), eight
+# two-accumulator tiles, a q/k/v product with norm + RoPE in its epilogue (430 TFLOP/s against cuBLAS's 737),
+# tiles moved by TMA (Triton 3.6: 0.300-0.470 ms at 12k rows).
 GEMM_CONFIGS = {
-    "m128n64k64w8s3": GemmConfig(128, 64, 64, 8, 3),
+    "pairs-m128n64k64w8s3": GemmConfig(128, 64, 64, 8, 3),
+    "pairs-m128n128k64w8s3g16": GemmConfig(128, 128, 64, 8, 3, group=16),
 }
 
 
@@ -212,7 +215,8 @@ def _swiglu_gemm_kernel(
     A, W, OUT, m, K: tl.constexpr, INTER: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP: tl.constexpr,
 ):  # fmt: skip
-    # rows of A times gate columns c and up columns INTER + c of W (2 INTER, K): silu(gate) * up
+    # W (2 INTER, K) interleaved: row 2c is gate column c, row 2c + 1 up column c. One product of 2 BN
+    # columns per tile (one accumulator, wide MMA instructions); the epilogue splits adjacent columns.
     tiles_n: tl.constexpr = INTER // BN
     pid = tl.program_id(0)
     grid_m = tl.cdiv(m, BM)
@@ -224,37 +228,39 @@ def _swiglu_gemm_kernel(
     rows = pid_m * BM + tl.arange(0, BM)
     inside = rows < m
     safe = tl.where(inside, rows, 0).to(tl.int64)  # rows past the end read row 0 and are not stored
-    cols = tile * BN + tl.arange(0, BN)
+    wcols = tile * 2 * BN + tl.arange(0, 2 * BN)
     kk = tl.arange(0, BK)
     a_ptrs = A + safe[:, None] * K + kk[None, :]
-    g_ptrs = W + cols.to(tl.int64)[None, :] * K + kk[:, None]
-    u_ptrs = g_ptrs + INTER * K
-    acc_g = tl.zeros((BM, BN), tl.float32)
-    acc_u = tl.zeros((BM, BN), tl.float32)
+    w_ptrs = W + wcols.to(tl.int64)[None, :] * K + kk[:, None]
+    acc = tl.zeros((BM, 2 * BN), tl.float32)
     for _ in range(0, K, BK):
-        a = tl.load(a_ptrs)
-        acc_g = tl.dot(a, tl.load(g_ptrs), acc_g)
-        acc_u = tl.dot(a, tl.load(u_ptrs), acc_u)
+        acc = tl.dot(tl.load(a_ptrs), tl.load(w_ptrs), acc)
         a_ptrs += BK
-        g_ptrs += BK
-        u_ptrs += BK
+        w_ptrs += BK
     dt = OUT.dtype.element_ty
-    g = acc_g.to(dt).to(tl.float32)  # the products rounded as a separate product would be
-    u = acc_u.to(dt).to(tl.float32)
+    g, u = tl.split(tl.reshape(acc.to(dt).to(tl.float32), (BM, BN, 2)))  # rounded as a product would be
+    cols = tile * BN + tl.arange(0, BN)
     out = OUT + safe[:, None] * INTER + cols[None, :]
     tl.store(out, (g * tl.sigmoid(g) * u).to(dt), mask=inside[:, None])
 
 
-def swiglu_gemm(h: torch.Tensor, wgu: torch.Tensor, config: GemmConfig) -> torch.Tensor:
-    """``silu_mul(F.linear(h, wgu))`` in one kernel: h (n, K), wgu (2 I, K) gate rows then up rows."""
-    n, k = h.shape
+def interleave_gate_up(wgu: torch.Tensor) -> torch.Tensor:
+    """(2 I, K) gate rows then up rows -> gate and up rows alternating (what ``swiglu_gemm`` reads)."""
     inter = wgu.shape[0] // 2
-    assert h.is_contiguous() and wgu.is_contiguous() and wgu.shape[1] == k
+    return torch.stack((wgu[:inter], wgu[inter:]), dim=1).reshape(wgu.shape).contiguous()
+
+
+def swiglu_gemm(h: torch.Tensor, pairs: torch.Tensor, config: GemmConfig) -> torch.Tensor:
+    """``silu_mul(F.linear(h, wgu))`` in one kernel: h (n, K), ``pairs = interleave_gate_up(wgu)`` for wgu
+    (2 I, K) gate rows then up rows."""
+    n, k = h.shape
+    inter = pairs.shape[0] // 2
+    assert h.is_contiguous() and pairs.is_contiguous() and pairs.shape[1] == k
     assert inter % config.block_n == 0 and k % config.block_k == 0
     out = torch.empty((n, inter), dtype=h.dtype, device=h.device)
     grid = (triton.cdiv(n, config.block_m) * (inter // config.block_n),)
     _swiglu_gemm_kernel[grid](
-        h, wgu, out, n, K=k, INTER=inter,
+        h, pairs, out, n, K=k, INTER=inter,
         BM=config.block_m, BN=config.block_n, BK=config.block_k, GROUP=config.group,
         num_warps=config.warps, num_stages=config.stages,
     )  # fmt: skip

@@ -1,6 +1,7 @@
 """Kernel-level probes of the engine on the GPU (Qwen3-0.6B shape, random weights): where (a) and (c) go.
 
     python tests/benchmarks/bench_kernels.py        # on the GPU machine; ~2 minutes
+    python tests/benchmarks/bench_kernels.py --parts products,saturation     # some of it
 
 A script, not a test. It prints Markdown tables:
 - the products with their element-wise stretch: cuBLAS + the separate Triton kernel vs the fused Triton
@@ -8,6 +9,7 @@ A script, not a test. It prints Markdown tables:
 - the residual add: a separate add + RMSNorm kernel vs the add in the cuBLAS epilogue (``addmm_``);
 - attention, one layer: every Triton config (and a few more) on the (a) batch after its shared head, and on
   64 x 512-token chunks against dense cuDNN;
+- under load: throughput of repeated saturation runs, and how busy the GPU was in one under the profiler;
 - the timeline of one (a) forward and one embedding batch (``runner.run`` to the result on the host): host
   time before the first kernel, kernel time, idle gaps between kernels (the largest, with their neighbours),
   and the time from the last kernel to the host seeing the result.
@@ -16,6 +18,7 @@ Writes the tables to $OUT/bench_kernels.md when OUT is set.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -34,19 +37,21 @@ from reranking.backends import triton_kernels as tk  # noqa: E402
 from reranking.backends.attention import time_ms, uniform_attention  # noqa: E402
 from reranking.backends.engine import Engine  # noqa: E402
 from reranking.backends.runner import PackedQwen3  # noqa: E402
-from tests.benchmarks.bench_engine import NO, YES, Lengths, as_engine_runs, kernel_breakdown  # noqa: E402
+from tests.benchmarks.bench_engine import (  # noqa: E402
+    NO,
+    YES,
+    Lengths,
+    as_engine_runs,
+    kernel_breakdown,
+    saturate,
+)
 from tests.support.models import QWEN3_06B  # noqa: E402
 
-EXTRA_GEMM = {
-    "m128n128k64w8s3": tk.GemmConfig(128, 128, 64, 8, 3),
-    "m256n64k64w8s3": tk.GemmConfig(256, 64, 64, 8, 3),
-    "m128n64k64w8s4": tk.GemmConfig(128, 64, 64, 8, 4),
-    "m128n128k64w8s4": tk.GemmConfig(128, 128, 64, 8, 4),
-    "m128n64k32w8s5": tk.GemmConfig(128, 64, 32, 8, 5),
-    "m128n128k32w8s4": tk.GemmConfig(128, 128, 32, 8, 4),
-    "m128n64k64w8s3g16": tk.GemmConfig(128, 64, 64, 8, 3, group=16),
-    "m128n128k64w8s3g4": tk.GemmConfig(128, 128, 64, 8, 3, group=4),
-    "m256n128k64w16s3": tk.GemmConfig(256, 128, 64, 16, 3),
+EXTRA_GEMM = {  # dropped: p128n64k64w4s4, p128n128k64w8s3/s4, p128n128k32w8s5, p64n128, p256n64, p256n128
+    "pairs-m128n64k64w8s3g16": tk.GemmConfig(128, 64, 64, 8, 3, group=16),
+    "pairs-m128n64k64w8s4": tk.GemmConfig(128, 64, 64, 8, 4),
+    "pairs-m128n64k128w8s2": tk.GemmConfig(128, 64, 128, 8, 2),
+    "pairs-m128n128k64w8s3g32": tk.GemmConfig(128, 128, 64, 8, 3, group=32),
 }
 EXTRA_ATTENTION = {
     "triton-gqa-m32n64": tk.AttentionConfig(32, 64, 4, 3, pack=True),
@@ -71,6 +76,7 @@ def products(runner: PackedQwen3, rows: int) -> list[str]:
     h = torch.randn(rows, w.hidden, device="cuda").to(torch.bfloat16)
     gu = F.linear(h, layer.wgu)
     flops = 2 * rows * layer.wgu.shape[0] * layer.wgu.shape[1]
+    pairs = tk.interleave_gate_up(layer.wgu)
     gemm = time_ms(lambda: F.linear(h, layer.wgu))
     sep = time_ms(lambda: tk.silu_mul(gu))
     out = [
@@ -79,7 +85,7 @@ def products(runner: PackedQwen3, rows: int) -> list[str]:
     ]
     for name, config in {**tk.GEMM_CONFIGS, **EXTRA_GEMM}.items():
         try:
-            ms = time_ms(lambda config=config: tk.swiglu_gemm(h, layer.wgu, config))
+            ms = time_ms(lambda config=config: tk.swiglu_gemm(h, pairs, config))
             out.append(
                 f"| gate/up + SwiGLU, {rows} rows | fused {name}: {ms:.3f} ({flops / ms / 1e9:.0f} TF/s) |"
             )
@@ -252,7 +258,77 @@ def event_timeline(runner: PackedQwen3, segments, prefix_of, label: str, reps: i
     return [f"| {label}: {key} | {float(np.median(v[3:])):.2f} ms |" for key, v in rows.items()]
 
 
+def _compiled() -> dict[str, int]:
+    """Compiled variants per Triton kernel of ``triton_kernels``."""
+    out = {}
+    for name in dir(tk):
+        fn = getattr(tk, name)
+        caches = getattr(fn, "device_caches", None)
+        if caches is not None:
+            out[name] = sum(len(c[0]) for c in caches.values())
+    return out
+
+
+def first_batches(engine: Engine, requests: list, label: str) -> list[str]:
+    """The first full batches after warm-up: wall per request, and what they compiled or allocated."""
+    before, segments = _compiled(), torch.cuda.memory_stats().get("segment.all.allocated", 0)
+    times = []
+    for request in requests:
+        t0 = time.perf_counter()
+        engine.run(request)
+        times.append((time.perf_counter() - t0) * 1e3)
+    after = _compiled()
+    new = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    grown = torch.cuda.memory_stats().get("segment.all.allocated", 0) - segments
+    return [
+        f"| {label}: first requests after warm-up, ms each | " + ", ".join(f"{t:.1f}" for t in times) + " |",
+        f"| {label}: Triton variants compiled by them | {new or 'none'} |",
+        f"| {label}: device memory segments allocated by them | {grown} |",
+    ]
+
+
+def saturation(engine: Engine, requests: list, label: str, repeats: int = 3) -> list[str]:
+    """Throughput of ``repeats`` saturation runs (8 clients), then one under the profiler (CUDA activity
+    only): how much of the wall the GPU was busy, and the kernel time per batch under load."""
+    from torch.profiler import ProfilerActivity, profile
+
+    tokens = sum(len(s) for r in requests for s in r)
+    rates = [saturate(engine, requests, clients=8) for _ in range(repeats)]
+    batches = engine.stats.batches
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        saturate(engine, requests, clients=8)
+        wall = time.perf_counter() - t0
+    batches = engine.stats.batches - batches
+    path = Path(tempfile.mkdtemp()) / "trace.json"
+    prof.export_chrome_trace(str(path))
+    events = json.loads(path.read_text())["traceEvents"]
+    gpu = sorted(
+        ((e["ts"], e["ts"] + e["dur"]) for e in events
+         if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memset", "gpu_memcpy")),
+    )  # fmt: skip
+    union, reach = 0.0, -1.0
+    for a, b in gpu:
+        if b > reach:
+            union += b - max(a, reach)
+            reach = b
+    span = (gpu[-1][1] - gpu[0][0]) if gpu else float("nan")
+    busy = sum(b - a for a, b in gpu)
+    return [
+        f"| {label}: saturation, {len(requests)} requests, {tokens} tokens, {repeats} runs | "
+        + ", ".join(f"{r / 1e3:.0f}k" for r in rates)
+        + " tok/s |",
+        f"| {label}: profiled run: wall / first to last kernel / GPU busy (union) | {wall * 1e3:.0f} / "
+        f"{span / 1e3:.0f} / {union / 1e3:.0f} ms ({100 * union / span:.1f}% of the span) |",
+        f"| {label}: profiled run: {batches} batches, kernel time per batch | "
+        f"{busy / 1e3 / max(1, batches):.2f} ms |",
+    ]
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--parts", default="first,products,attention,timeline,saturation,breakdown")
+    parts = set(ap.parse_args().parts.split(","))
     torch.backends.cuda.matmul.allow_tf32 = False
     log(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
     torch.manual_seed(0)
@@ -281,21 +357,43 @@ def main() -> None:
         "| --- | --- |",
     ]
     a_rows = sum(map(len, segments))
+    if "first" in parts:
+        vocab = int(QWEN3_06B["vocab_size"])
+        lines += ["", "| after warm-up | |", "| --- | --- |"]
+        uniform, mixed = (
+            [lengths.seqs([512] * 64, vocab) for _ in range(4)],
+            [lengths.seqs(lengths.draw(64), vocab) for _ in range(3)],
+        )
+        lines += first_batches(embed, uniform, "embed 64 x 512")
+        lines += first_batches(embed, mixed, "embed mixed")
+        lines += first_batches(rerank, [lengths.pairs(lengths.draw(50), vocab) for _ in range(3)], "(a)")
+        print("\n".join(lines[-9:]), flush=True)
     with torch.inference_mode():
-        for rows in (a_rows, 32768):
-            lines += products(r, rows)
-        lines += residual(r, a_rows) + residual(r, 32768)
-        lines += ["", "| attention, one layer | kernel | ms |", "| --- | --- | --- |"]
-        lines += attention_sweep(r, segments, prefix_of)
-    lines += ["", "| timeline | |", "| --- | --- |"]
-    lines += event_timeline(r, segments, prefix_of, "(a)")
-    lines += event_timeline(e, e_seqs, None, "embed 64 x 512")
-    lines += timeline(r, segments, prefix_of, "(a)")
-    lines += timeline(e, e_seqs, None, "embed 64 x 512")
-    lines += ["", "| kernel time, one embedding batch (64 x 512) | ms |", "| --- | --- |"]
-    lines += [f"| {name} | {ms:.2f} |" for name, ms in kernel_breakdown(e, e_seqs, share=False)]
-    lines += ["", "| kernel time, one (a) forward | ms |", "| --- | --- |"]
-    lines += [f"| {name} | {ms:.2f} |" for name, ms in kernel_breakdown(r, a_seqs)]
+        if "products" in parts:
+            for rows in (a_rows, 32768):
+                lines += products(r, rows)
+                print("\n".join(lines[-12:]), flush=True)
+            lines += residual(r, a_rows) + residual(r, 32768)
+        if "attention" in parts:
+            lines += ["", "| attention, one layer | kernel | ms |", "| --- | --- | --- |"]
+            lines += attention_sweep(r, segments, prefix_of)
+    if "timeline" in parts:
+        lines += ["", "| timeline | |", "| --- | --- |"]
+        lines += event_timeline(r, segments, prefix_of, "(a)")
+        lines += event_timeline(e, e_seqs, None, "embed 64 x 512")
+        lines += timeline(r, segments, prefix_of, "(a)")
+        lines += timeline(e, e_seqs, None, "embed 64 x 512")
+    if "saturation" in parts:
+        vocab = int(QWEN3_06B["vocab_size"])
+        lines += ["", "| under load (8 clients, two requests in flight each) | |", "| --- | --- |"]
+        chunks = [lengths.seqs([512] * 32, vocab) for _ in range(72)]
+        lines += saturation(embed, chunks, "embed 32 x 512")
+        lines += saturation(rerank, [lengths.pairs(lengths.draw(50), vocab) for _ in range(96)], "rerank")
+    if "breakdown" in parts:
+        lines += ["", "| kernel time, one embedding batch (64 x 512) | ms |", "| --- | --- |"]
+        lines += [f"| {name} | {ms:.2f} |" for name, ms in kernel_breakdown(e, e_seqs, share=False)]
+        lines += ["", "| kernel time, one (a) forward | ms |", "| --- | --- |"]
+        lines += [f"| {name} | {ms:.2f} |" for name, ms in kernel_breakdown(r, a_seqs)]
     table = "\n".join(lines)
     print("\n" + table, flush=True)
     if os.environ.get("OUT"):

@@ -85,7 +85,7 @@ def _triton() -> bool:
 @pytest.mark.parametrize(
     ("kernels", "products"),
     [
-        ("auto", "m128n64k64w8s3"),
+        ("auto", "pairs-m128n64k64w8s3"),
         ("auto", "auto"),
         ("auto", "cublas"),
         ("compile", "auto"),
@@ -147,7 +147,7 @@ def test_shared_prefix_margin_gap_to_fp32(model, kernels: str) -> None:
         engine.close()
 
 
-@pytest.mark.parametrize("products", ["m128n64k64w8s3", "cublas"])
+@pytest.mark.parametrize("products", ["pairs-m128n64k64w8s3", "cublas"])
 def test_embedding_cosine_gap_to_fp32(model, sequences, chunks, reference, products: str) -> None:
     fp32, bf16 = reference
     want = torch.nn.functional.normalize(fp32, dim=-1).cpu().numpy()

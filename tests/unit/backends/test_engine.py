@@ -247,3 +247,37 @@ class TestQueue:
         engine.warm_up()
         engine.warm_up()
         np.testing.assert_array_equal(engine.run(seqs), before)
+
+    def test_warm_up_runs_on_the_batcher_thread(self, tiny_causal, monkeypatch) -> None:
+        # cuDNN keeps attention plans per thread: warm-up must build them where the batches run
+        from reranking.backends.runner import PackedQwen3
+
+        seen: list[tuple[str, int]] = []
+        monkeypatch.setattr(
+            PackedQwen3,
+            "warm_up",
+            lambda self, tokens: seen.append((threading.current_thread().name, tokens)),
+        )
+        e = Engine(tiny_causal, head="score", head_token_ids=(2152, 9693), token_budget=256)
+        e.warm_up()
+        try:
+            assert seen == [("engine-batcher", 256)]
+            assert [t.name for t in e._threads] == ["engine-batcher", "engine-completer"]
+            assert e.run(_sequences(4, 3)).shape == (3,)  # and that thread goes on to serve
+        finally:
+            e.close()
+
+    def test_a_failed_warm_up_raises_in_the_caller(self, tiny_causal, monkeypatch) -> None:
+        from reranking.backends.runner import PackedQwen3
+
+        def fail(self, tokens: int) -> None:
+            raise RuntimeError("no kernel for this GPU")
+
+        monkeypatch.setattr(PackedQwen3, "warm_up", fail)
+        e = Engine(tiny_causal, head="score", head_token_ids=(2152, 9693))
+        with pytest.raises(RuntimeError, match="no kernel"):
+            e.warm_up()
+        monkeypatch.undo()
+        e.warm_up()  # the engine can try again
+        assert e.run(_sequences(5, 2)).shape == (2,)
+        e.close()

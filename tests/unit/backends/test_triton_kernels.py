@@ -99,8 +99,16 @@ def test_swiglu_product_equals_product_then_swiglu(rows: int) -> None:
     h, wgu = torch.randn(rows, 48, generator=gen), torch.randn(2 * 32, 48, generator=gen) / 7
     gate, up = torch.nn.functional.linear(h, wgu).chunk(2, dim=-1)
     torch.testing.assert_close(
-        tk.swiglu_gemm(h, wgu, SMALL_GEMM), torch.nn.functional.silu(gate) * up, atol=TOL, rtol=0
+        tk.swiglu_gemm(h, tk.interleave_gate_up(wgu), SMALL_GEMM),
+        torch.nn.functional.silu(gate) * up,
+        atol=TOL,
+        rtol=0,
     )
+
+
+def test_interleaved_weights_alternate_gate_and_up_rows() -> None:
+    wgu = torch.arange(8.0)[:, None].expand(8, 3)
+    assert tk.interleave_gate_up(wgu)[:, 0].tolist() == [0, 4, 1, 5, 2, 6, 3, 7]
 
 
 # the configs warm-up chooses from, and key blocks wider than query blocks (the diagonal then spans steps)
@@ -174,7 +182,7 @@ def test_whole_forward_equals_the_torch_path(tiny_qwen3_reranker_dir) -> None:
             ("loop", "eager", "loop", None),
             ("m64n64", "triton", "triton-m64n64", None),
             ("gqa", "triton", "triton-gqa-m32n32", None),
-            ("fused products", "triton", "triton-m64n64", "m128n64k64w8s3"),
+            ("fused products", "triton", "triton-m64n64", "pairs-m128n64k64w8s3"),
         ):
             runner = PackedQwen3(weights, head=head, cuda_graphs=False, kernels=kernels, attention=attn)
             runner.mlp_gemm = fused  # what warm-up picks on a GPU where it is faster
