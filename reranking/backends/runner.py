@@ -431,8 +431,9 @@ class PackedQwen3:
     # -- warm-up ---------------------------------------------------------------------------------------------
     def warm_up(self, batch_tokens: int = 0) -> None:
         """Pick the attention kernel, check the Triton kernels, compile, capture CUDA graphs (CPU: none).
-        ``batch_tokens``: the largest batch the caller forms; two of that size run too, so the first full
-        batches served allocate no device memory and compile nothing."""
+        ``batch_tokens``: the largest batch the caller forms; two of that size run too (mixed lengths), so
+        the first full batches served compile no Triton kernel and find their memory reserved (a dense cuDNN
+        shape still builds its plan on first use)."""
         if not self.cuda:
             return
         started = time.perf_counter()
