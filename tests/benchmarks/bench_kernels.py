@@ -47,6 +47,8 @@ from tests.benchmarks.bench_engine import (  # noqa: E402
 )
 from tests.support.models import QWEN3_06B  # noqa: E402
 
+VOCAB = int(QWEN3_06B["vocab_size"])
+GPU_WORK = ("kernel", "gpu_memset", "gpu_memcpy")  # trace categories of work on the GPU
 EXTRA_GEMM = {  # dropped: p128n64k64w4s4, p128n128k64w8s3/s4, p128n128k32w8s5, p64n128, p256n64, p256n128
     "pairs-m128n64k64w8s3g16": tk.GemmConfig(128, 64, 64, 8, 3, group=16),
     "pairs-m128n64k64w8s4": tk.GemmConfig(128, 64, 64, 8, 4),
@@ -170,6 +172,14 @@ def attention_sweep(runner: PackedQwen3, segments, prefix_of) -> list[str]:
     return out
 
 
+def _trace(prof) -> tuple[list[dict], list[dict]]:
+    """A profiler run's complete events, and of them the GPU's work, by start time."""
+    path = Path(tempfile.mkdtemp()) / "trace.json"
+    prof.export_chrome_trace(str(path))
+    events = [e for e in json.loads(path.read_text())["traceEvents"] if e.get("ph") == "X"]
+    return events, sorted((e for e in events if e.get("cat") in GPU_WORK), key=lambda e: e["ts"])
+
+
 def timeline(runner: PackedQwen3, segments, prefix_of, label: str) -> list[str]:
     from torch.profiler import ProfilerActivity, profile, record_function
 
@@ -184,17 +194,9 @@ def timeline(runner: PackedQwen3, segments, prefix_of, label: str) -> list[str]:
             _, event = runner.run(segments, prefix_of)
             event.synchronize()
             wall = (time.perf_counter() - t0) * 1e3
-    path = Path(tempfile.mkdtemp()) / "trace.json"
-    prof.export_chrome_trace(str(path))
-    events = json.loads(path.read_text())["traceEvents"]
-    call = next(e for e in events if e.get("name") == "probe.call" and e.get("ph") == "X")
-    gpu = sorted(
-        (e for e in events if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memset", "gpu_memcpy")),
-        key=lambda e: e["ts"],
-    )
-    launches = sorted(
-        (e for e in events if e.get("ph") == "X" and e.get("cat") == "cuda_runtime"), key=lambda e: e["ts"]
-    )
+    events, gpu = _trace(prof)
+    call = next(e for e in events if e.get("name") == "probe.call")
+    launches = sorted((e for e in events if e.get("cat") == "cuda_runtime"), key=lambda e: e["ts"])
     start, end = call["ts"], call["ts"] + call["dur"]
     busy = sum(e["dur"] for e in gpu)
     gaps = []
@@ -300,13 +302,7 @@ def saturation(engine: Engine, requests: list, label: str, repeats: int = 3) -> 
         saturate(engine, requests, clients=8)
         wall = time.perf_counter() - t0
     batches = engine.stats.batches - batches
-    path = Path(tempfile.mkdtemp()) / "trace.json"
-    prof.export_chrome_trace(str(path))
-    events = json.loads(path.read_text())["traceEvents"]
-    gpu = sorted(
-        ((e["ts"], e["ts"] + e["dur"]) for e in events
-         if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memset", "gpu_memcpy")),
-    )  # fmt: skip
+    gpu = [(e["ts"], e["ts"] + e["dur"]) for e in _trace(prof)[1]]
     union, reach = 0.0, -1.0
     for a, b in gpu:
         if b > reach:
@@ -343,9 +339,9 @@ def main() -> None:
     log(f"rerank: gate/up {r.mlp_gemm}; timings {r.product_timings}")
     log(f"embed: gate/up {e.mlp_gemm}; attention {e.attention} / {e.uniform}")
     lengths = Lengths(None)
-    a_seqs = lengths.pairs(lengths.draw(50), int(QWEN3_06B["vocab_size"]))
+    a_seqs = lengths.pairs(lengths.draw(50), VOCAB)
     segments, prefix_of = as_engine_runs(r, a_seqs)
-    e_seqs = lengths.seqs([512] * 64, int(QWEN3_06B["vocab_size"]))
+    e_seqs = lengths.seqs([512] * 64, VOCAB)
     lines = [
         f"{torch.cuda.get_device_name()}, torch {torch.__version__}; warm-up chose: rerank gate/up "
         f"{r.mlp_gemm or 'cublas'}, attention {r.attention}; embed gate/up "
@@ -358,21 +354,20 @@ def main() -> None:
     ]
     a_rows = sum(map(len, segments))
     if "first" in parts:
-        vocab = int(QWEN3_06B["vocab_size"])
-        lines += ["", "| after warm-up | |", "| --- | --- |"]
-        uniform, mixed = (
-            [lengths.seqs([512] * 64, vocab) for _ in range(4)],
-            [lengths.seqs(lengths.draw(64), vocab) for _ in range(3)],
+        first = ["", "| after warm-up | |", "| --- | --- |"]
+        first += first_batches(embed, [lengths.seqs([512] * 64, VOCAB) for _ in range(4)], "embed 64 x 512")
+        first += first_batches(
+            embed, [lengths.seqs(lengths.draw(64), VOCAB) for _ in range(3)], "embed mixed"
         )
-        lines += first_batches(embed, uniform, "embed 64 x 512")
-        lines += first_batches(embed, mixed, "embed mixed")
-        lines += first_batches(rerank, [lengths.pairs(lengths.draw(50), vocab) for _ in range(3)], "(a)")
-        print("\n".join(lines[-9:]), flush=True)
+        first += first_batches(rerank, [lengths.pairs(lengths.draw(50), VOCAB) for _ in range(3)], "(a)")
+        print("\n".join(first), flush=True)  # as it comes: the rest may take minutes
+        lines += first
     with torch.inference_mode():
         if "products" in parts:
             for rows in (a_rows, 32768):
-                lines += products(r, rows)
-                print("\n".join(lines[-12:]), flush=True)
+                swept = products(r, rows)
+                print("\n".join(swept), flush=True)
+                lines += swept
             lines += residual(r, a_rows) + residual(r, 32768)
         if "attention" in parts:
             lines += ["", "| attention, one layer | kernel | ms |", "| --- | --- | --- |"]
@@ -384,11 +379,9 @@ def main() -> None:
         lines += timeline(r, segments, prefix_of, "(a)")
         lines += timeline(e, e_seqs, None, "embed 64 x 512")
     if "saturation" in parts:
-        vocab = int(QWEN3_06B["vocab_size"])
         lines += ["", "| under load (8 clients, two requests in flight each) | |", "| --- | --- |"]
-        chunks = [lengths.seqs([512] * 32, vocab) for _ in range(72)]
-        lines += saturation(embed, chunks, "embed 32 x 512")
-        lines += saturation(rerank, [lengths.pairs(lengths.draw(50), vocab) for _ in range(96)], "rerank")
+        lines += saturation(embed, [lengths.seqs([512] * 32, VOCAB) for _ in range(72)], "embed 32 x 512")
+        lines += saturation(rerank, [lengths.pairs(lengths.draw(50), VOCAB) for _ in range(96)], "rerank")
     if "breakdown" in parts:
         lines += ["", "| kernel time, one embedding batch (64 x 512) | ms |", "| --- | --- |"]
         lines += [f"| {name} | {ms:.2f} |" for name, ms in kernel_breakdown(e, e_seqs, share=False)]
