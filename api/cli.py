@@ -333,7 +333,7 @@ def eval_command(
         console.print(f"[yellow]note:[/] {note}")
     console.print(f"report: {out / 'report.md'}")
     if "gate" in report["files"]:
-        from api.gate import GateDecision
+        from api.gate_decision import GateDecision
 
         decision = GateDecision.model_validate(report["gate"])
         colour = "green" if decision.enabled else "yellow"
@@ -373,7 +373,7 @@ def gate_apply(
     redis_url: RedisOpt = "redis://127.0.0.1:6390/0",
 ) -> None:
     """Store a decision for a tenant; search follows it at once (API_RERANK_GATE=evaluated)."""
-    from api.gate import GateDecision
+    from api.gate_decision import GateDecision
 
     decision = GateDecision.model_validate_json(path.read_text(encoding="utf-8"))
     _gate_store(redis_url).put(tenant, decision)

@@ -115,7 +115,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         f"writing {index['upsert_s']:.1f} s ({report['store']}).",
     ]
     if report.get("gate"):
-        from api.gate import GateDecision
+        from api.gate_decision import GateDecision
 
         lines += ["", GateDecision.model_validate(report["gate"]).markdown()]
     lines += ["", *(f"Note: {note}" for note in report["notes"])] if report["notes"] else []

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import redis
 from pydantic import BaseModel, ValidationError
 
-from api.gate import Fusion, GateDecision
+from api.gate_decision import Fusion, GateDecision
 from reranking import Reranker, RerankSettings
 from retrieval.embedder import model_revision
 

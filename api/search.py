@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from api import metrics
-from api.gate import Fusion
+from api.gate_decision import Fusion
 from api.gate_store import GateInfo, RerankerIdentity, RerankGate
 from ingestion.records import Records
 from reranking import RankedHit, Reranker, RerankError, RerankOverloadedError, RerankUnavailableError
