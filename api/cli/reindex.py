@@ -1,21 +1,16 @@
-"""``sieve reindex`` and ``sieve reload``: swap a trained model in without downtime (registered on
-``api.cli.app``; they call the admin routes of a running API, ``api.routes.admin``)."""
+"""``sieve reindex`` and ``sieve reload``: swap a trained model in without downtime (they call the admin
+routes of a running API, ``api.routes.admin``)."""
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
 
-console = Console()
-HOME = Path(os.environ.get("SIEVE_HOME", ".sieve"))
+from api.cli.common import HOME, UrlOpt, console
 
-UrlOpt = Annotated[str, typer.Option(envvar="SIEVE_URL", help="API address")]
 AdminKeyOpt = Annotated[
     str, typer.Option(envvar="API_ADMIN_KEY", help="The admin key (default: the embedded stack's)")
 ]

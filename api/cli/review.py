@@ -1,17 +1,15 @@
-"""``sieve review``: the review queue from a shell (registered on ``api.cli.app``)."""
+"""``sieve review clusters``: the review queue's recurring gaps from a shell (``GET /v1/review/clusters``)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-review_app = typer.Typer(help="The review queue of low-confidence searches.", no_args_is_help=True)
-console = Console()
+from api.cli.common import UrlOpt, client, console
 
-UrlOpt = Annotated[str, typer.Option(envvar="SIEVE_URL", help="API address")]
+review_app = typer.Typer(help="The review queue of low-confidence searches.", no_args_is_help=True)
 KeyOpt = Annotated[
     str, typer.Option(envvar="SIEVE_API_KEY", help="A tenant's or the admin's API key (default: the stack's)")
 ]
@@ -46,9 +44,7 @@ def clusters(
     key: KeyOpt = "",
 ) -> None:
     """Flagged queries grouped into recurring gaps, largest first."""
-    from api.cli import _client  # here, not at import: api.cli registers this module
-
-    result = _client(url, key).review_clusters(
+    result = client(url, key).review_clusters(
         tenant=tenant, state=state, since=since, limit=limit, threshold=threshold, min_size=min_size
     )
     console.print(clusters_table(result))

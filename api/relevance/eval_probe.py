@@ -13,17 +13,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from api.gate import QueryRun
+from api.relevance.eval_options import EvalOptions
+from api.relevance.gate import QueryRun
 from reranking import Reranker
 from retrieval import Embedder, VectorStore
 from retrieval.types import Candidate
-
-if TYPE_CHECKING:
-    from api.evaluate import EvalOptions
 
 TENANT = "eval"
 

@@ -1,4 +1,5 @@
-"""What ``sieve eval`` does around ``api.evaluate.evaluate``: settings, the store, option parsing."""
+"""What ``sieve eval`` does around ``api.relevance.evaluate.evaluate``: settings, the store, option
+parsing."""
 
 from __future__ import annotations
 
@@ -13,18 +14,20 @@ from typing import Any
 
 from rich.console import Console
 
-from api import eval_report
-from api.beir import BeirDataset, query_split
-from api.evaluate import EvalOptions, evaluate
 from api.gate_store import reranker_identity
+from api.relevance import eval_report
+from api.relevance.beir import BeirDataset, query_split
+from api.relevance.eval_options import EvalOptions
+from api.relevance.evaluate import evaluate
 from retrieval import VectorStore
 
 
 @contextmanager
 def eval_store(milvus_uri: str | None, *, keep: bool = False) -> Iterator[tuple[VectorStore, str]]:
     """A store on a fresh collection: at ``milvus_uri`` (``memory://`` for in-process), else on a Milvus Lite
-    server started here in a temporary folder (``api.stack.Stack.start_milvus``) and stopped afterwards."""
-    from api.stack import Stack, free_port
+    server started here in a temporary folder (``api.cli.stack.Stack.start_milvus``) and stopped
+    afterwards."""
+    from api.cli.stack import Stack, free_port
     from retrieval.settings import RetrievalSettings
     from retrieval.store import make_store
 
@@ -109,8 +112,8 @@ def run(
 
     With ``options.gate`` the table runs on the eval split (the held-out queries the gate decides on) and the
     fusion is learned on ``gate_train_queries`` train-split queries."""
-    from api.beir import load_beir
     from api.models import build_embedder
+    from api.relevance.beir import load_beir
     from ingestion.settings import IngestSettings
     from reranking import RerankSettings, make_reranker
 

@@ -1,92 +1,48 @@
-"""``sieve eval``: measure retrieval configurations on a BEIR-layout folder (see ``api.beir``).
+"""``sieve eval``: measure retrieval configurations on a BEIR-layout folder (see ``api.relevance.beir``).
 
 1. Index: every document (title, blank line, text) is chunked like an ingested file (``ingestion.chunking``,
    by the embedder's tokenizer, ``INGEST_CHUNK_TOKENS`` / ``INGEST_CHUNK_OVERLAP`` capped by the embedder),
    embedded with the configured embedder and written to a collection of its own (``sieve_eval_<random>``,
    tenant ``eval``), dropped afterwards unless kept.
-2. Search (``api.eval_probe``): each query runs once per stage-1 mode (``bm25``, ``dense``, ``hybrid``),
-   asking the store for ``2 × depth`` chunks; chunks become documents by their best chunk (a document's
-   score is its best chunk's), keeping the first ``depth`` (100) documents.
+2. Search (``api.relevance.eval_probe``): each query runs once per stage-1 mode (``bm25``, ``dense``,
+   ``hybrid``), asking the store for ``2 × depth`` chunks; chunks become documents by their best chunk (a
+   document's score is its best chunk's), keeping the first ``depth`` (100) documents.
 3. Rerank (where ``RERANK_BACKEND`` is not ``none``, for the ``rerank_modes``; the CLI's default is
    ``RETRIEVAL_SEARCH_MODE``): the reranker scores the best chunk of each of the top ``rerank_depth``
    documents, once per (query, chunk) whatever the number of configurations. ``+rerank`` orders them by its
    score, ``+rerank+fusion`` by ``retrieval.fusion.fuse_rerank`` of the stage-1 and rerank scores (RRF, or
-   ``weighted`` interpolation), ``+rerank+learned`` (with ``gate``) by the fusion ``api.gate`` learned on
-   train-split queries; the gate's decision is taken on this run's (eval-split) queries, written to
+   ``weighted`` interpolation), ``+rerank+learned`` (with ``gate``) by the fusion ``api.relevance.gate``
+   learned on train-split queries; the gate's decision is taken on this run's (eval-split) queries, written to
    ``gate.json`` and summarised in report.md. Documents below ``rerank_depth`` keep their stage-1 order
    after them, so recall@100 stays comparable.
-4. Report: ``api.eval_report`` (ir-measures, paired t-test against the first configuration, Markdown, JSON
-   and a chart) with per-stage timings per query.
+4. Report: ``api.relevance.eval_report`` (ir-measures, paired t-test against the first configuration,
+   Markdown, JSON and a chart) with per-stage timings per query.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from api import eval_report
-from api.beir import EVAL_MODULUS, BeirDataset
-from api.eval_probe import TENANT, probe_query
-from api.gate import (
-    DEFAULT_ALPHA,
-    DEFAULT_MIN_GAIN,
-    RERANK_ONLY,
-    Fusion,
-    GateDecision,
-    QueryRun,
-    learn_fusion,
-)
-from api.gate import decide as decide_gate
+from api.gate_decision import Fusion, GateDecision
 from api.gate_store import RerankerIdentity, reranker_identity
+from api.relevance import eval_report
+from api.relevance.beir import EVAL_MODULUS, BeirDataset
+from api.relevance.eval_options import EvalConfig, EvalOptions
+from api.relevance.eval_probe import TENANT, probe_query
+from api.relevance.gate import RERANK_ONLY, QueryRun, learn_fusion
+from api.relevance.gate import decide as decide_gate
 from ingestion.chunking import chunk_sections
 from ingestion.parsers import Section
 from reranking import Reranker
 from retrieval import Chunk, Embedder, VectorStore
 from retrieval.fusion import SEARCH_MODES
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    name: str
-    mode: str  # dense | bm25 | hybrid
-    rerank: bool = False
-    fuse: bool = False  # fuse stage-1 and rerank ranks instead of taking the rerank order
-    learned: bool = False  # fuse them as the rerank gate learned on train queries
-
-
-@dataclass
-class EvalOptions:
-    modes: tuple[str, ...] = ("bm25", "dense", "hybrid")
-    rerank_modes: tuple[str, ...] | None = None  # the modes with +rerank configurations (None: every mode)
-    depth: int = 100
-    rerank_depth: int = 50
-    fusion: str = "rrf"  # of the hybrid legs
-    rrf_k: int = 60
-    weights: tuple[float, float] | None = None  # (dense, bm25)
-    rerank_fusion: str = "rrf"  # of stage 1 and rerank
-    rerank_weights: tuple[float, float] | None = None  # (stage1, rerank)
-    chunk_tokens: int = 256
-    chunk_overlap: int = 32
-    batch: int = 64
-    gate: bool = False  # learn a fusion on train queries and decide the rerank gate (api.gate)
-    gate_mode: str | None = None  # the stage-1 mode the gate decides for (default: the first rerank mode)
-    min_gain: float = DEFAULT_MIN_GAIN
-    gate_alpha: float = DEFAULT_ALPHA
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def reranked_modes(self) -> tuple[str, ...]:
-        return self.modes if self.rerank_modes is None else self.rerank_modes
-
-    @property
-    def decided_mode(self) -> str:
-        return self.gate_mode or self.reranked_modes[0]
 
 
 def configurations(options: EvalOptions, reranker: Reranker | None) -> list[EvalConfig]:
@@ -255,7 +211,8 @@ def evaluate(
     train: BeirDataset | None = None,
     identity: RerankerIdentity | None = None,
 ) -> dict[str, Any]:
-    """Index ``dataset``, run every configuration, write the report (``api.eval_report``) to ``out``.
+    """Index ``dataset``, run every configuration, write the report (``api.relevance.eval_report``) to
+    ``out``.
 
     With ``options.gate``: learn the fusion on ``train``'s queries (disjoint from ``dataset``'s, same corpus),
     add ``{mode}+rerank+learned``, decide the rerank gate on ``dataset``'s queries and write ``gate.json``.

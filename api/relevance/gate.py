@@ -3,8 +3,8 @@
 A second stage can make results worse (FACTS: a small cross-encoder trained here lowered SciFact's nDCG@10 by
 0.13), so ``sieve eval --gate`` measures it on the collection's own labelled queries before it serves:
 
-1. ``learn_fusion`` — on TRAIN-split queries (``api.beir.query_split``) pick the fusion of stage-1 and rerank
-   scores with the best mean nDCG@10 from ``GRID``: weighted min-max interpolation
+1. ``learn_fusion`` — on TRAIN-split queries (``api.relevance.beir.query_split``) pick the fusion of stage-1
+   and rerank scores with the best mean nDCG@10 from ``GRID``: weighted min-max interpolation
    ``(1 - α) · stage 1 + α · rerank`` for α in 0, 0.1, …, 1 (α = 0 is stage 1 alone, α = 1 the rerank order),
    and RRF of the two rankings with rerank weight 0.2 … 0.8 and k 10 or 60. Ties go to the earlier grid
    entry, so a reranker that adds nothing on the train queries learns "stage 1 only".
@@ -21,8 +21,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from api import eval_report
 from api.gate_decision import GATE_MEASURES, Fusion, GateDecision
+from api.relevance import eval_report
 
 __all__ = ["GATE_MEASURES", "GRID", "Fusion", "GateDecision", "QueryRun", "decide", "learn_fusion"]
 DEFAULT_MIN_GAIN = 0.005

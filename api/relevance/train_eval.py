@@ -18,7 +18,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from api.training_data import LabelledData, mine_negatives
+from api.relevance.training_data import LabelledData, mine_negatives
 
 MEASURES = ("nDCG@10", "R@10", "R@100", "MRR@10")
 console = Console()

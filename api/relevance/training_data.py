@@ -2,8 +2,9 @@
 
 Sources (``load_labelled``):
 
-    a folder                 BEIR layout; only ``api.beir``'s ``train`` split (sha256(query id) % 5 != 0),
-                             so the queries of ``sieve eval --split eval`` are never trained on
+    a folder                 BEIR layout; only ``api.relevance.beir``'s ``train`` split
+                             (sha256(query id) % 5 != 0), so the queries of ``sieve eval --split eval``
+                             are never trained on
     a .jsonl[.gz] file       one JSON object a line, either a review export (a ``ReviewItem``; only labelled
                              items count, through ``api.review.training_pairs``) or ``{"query", "passage",
                              "label"}`` (label > 0: the passage answers the query; 0: it does not)
@@ -33,7 +34,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from api.beir import load_beir
+from api.relevance.beir import load_beir
 from api.review import ReviewItem, training_pairs
 
 MANIFEST = "sieve-model.json"

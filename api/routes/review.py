@@ -20,6 +20,14 @@ from pydantic import BaseModel, Field, model_validator
 
 from api.deps import ResourcesDep, ReviewDep, api_key, enforce_rate_limit, is_admin_key, tenant_of_key
 from api.errors import ApiError
+from api.relevance.review_clusters import (
+    DEFAULT_THRESHOLD,
+    ClusteringUnavailableError,
+    ReviewClusters,
+    StateFilter,
+    cluster_items,
+    recent_items,
+)
 from api.review import (
     ReviewItem,
     ReviewLabelError,
@@ -28,14 +36,6 @@ from api.review import (
     ReviewSink,
     State,
     training_pairs,
-)
-from api.review_clusters import (
-    DEFAULT_THRESHOLD,
-    ClusteringUnavailableError,
-    ReviewClusters,
-    StateFilter,
-    cluster_items,
-    recent_items,
 )
 from api.routes.embeddings import embed
 from api.serving import ServingDep

@@ -32,9 +32,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from api.app import create_app  # noqa: E402
+from api.cli.stack import Stack, free_port  # noqa: E402
 from api.resources import Resources, Settings, build_resources  # noqa: E402
 from api.settings import ApiSettings  # noqa: E402
-from api.stack import Stack, free_port  # noqa: E402
 from ingestion import pipeline  # noqa: E402
 from ingestion.settings import IngestSettings  # noqa: E402
 from reranking import RerankSettings  # noqa: E402

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from api.client import SieveClient
-from api.stack import Stack, free_port
+from api.cli.client import SieveClient
+from api.cli.stack import Stack, free_port
 
 
 def load_corpus(folder: Path, limit: int | None) -> list[tuple[str, str]]:

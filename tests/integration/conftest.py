@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from api.client import SieveClient
-from api.stack import Stack, free_port
+from api.cli.client import SieveClient
+from api.cli.stack import Stack, free_port
 
 KEYS = {"key-a": "tenant-a", "key-b": "tenant-b"}
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from api.client import SieveClient, SieveClientError
-from api.stack import Stack
+from api.cli.client import SieveClient, SieveClientError
+from api.cli.stack import Stack
 from retrieval import RetrievalSettings
 from retrieval.milvus_store import MilvusStore
 from tests.integration import files

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from api.client import SieveClient
-from api.stack import Stack, free_port
+from api.cli.client import SieveClient
+from api.cli.stack import Stack, free_port
 from retrieval import RetrievalSettings
 from retrieval.milvus_store import MilvusStore
 

@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.stack import free_port, wait_for
+from api.cli.stack import free_port, wait_for
 from ingestion.settings import IngestSettings
 from reranking import RerankSettings
 from tests.unit.api import compat_harness as harness

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from api.cli.stack import Stack, free_port
 from api.ratelimit import RateLimiter
 from api.review import ReviewQueue, ReviewSink
-from api.stack import Stack, free_port
 from tests.unit.api.apikit import ADMIN, T1, running
 from tests.unit.api.review_contract import ReviewSinkContract
 

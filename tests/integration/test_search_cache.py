@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from api.client import SieveClient
+from api.cli.client import SieveClient
 from tests.integration import files
 
 pytestmark = pytest.mark.integration

@@ -13,15 +13,16 @@ from rich.console import Console
 pytest.importorskip("ir_measures")
 pytest.importorskip("matplotlib")
 
-from api.beir import load_beir  # noqa: E402
-from api.evaluate import EvalOptions, evaluate  # noqa: E402
-from api.gate import Fusion, GateDecision  # noqa: E402
+from api.gate_decision import Fusion, GateDecision  # noqa: E402
+from api.relevance.beir import load_beir  # noqa: E402
+from api.relevance.eval_options import EvalOptions  # noqa: E402
+from api.relevance.evaluate import evaluate  # noqa: E402
 from ingestion.settings import IngestSettings  # noqa: E402
 from reranking import RankedHit  # noqa: E402
 from retrieval.memory_store import InMemoryStore  # noqa: E402
 from tests.unit.api import compat_harness as harness  # noqa: E402
 from tests.unit.api.compat_harness import AUTH  # noqa: E402
-from tests.unit.api.tiny_beir import write_tiny_beir  # noqa: E402
+from tests.unit.api.relevance.tiny_beir import write_tiny_beir  # noqa: E402
 from tests.unit.fakes import HashEmbedder, OverlapReranker  # noqa: E402
 
 DOCS = {

@@ -10,8 +10,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from api.cli.stack import free_port
 from api.ratelimit import RateLimiter
-from api.stack import free_port
 from tests.unit.api.apikit import ADMIN, T1, T2, running
 
 

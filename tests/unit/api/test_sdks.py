@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 
 from api.app import create_app
-from api.stack import free_port
+from api.cli.stack import free_port
 from ingestion.settings import IngestSettings
 from tests.unit.api import compat_harness as harness
 from tests.unit.fakes import HashEmbedder, OverlapReranker

@@ -15,7 +15,7 @@ import pytest
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from api.training_data import write_manifest
+from api.relevance.training_data import write_manifest
 from reranking.backends.cross_encoder import CrossEncoderReranker
 from reranking.backends.qwen3 import Qwen3Reranker
 from reranking.backends.training import RerankerTrainConfig, reranker_kind, train_reranker

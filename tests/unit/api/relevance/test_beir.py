@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from api.beir import BeirFormatError, load_beir, query_split
-from tests.unit.api.tiny_beir import DOCS, write_tiny_beir
+from api.relevance.beir import BeirFormatError, load_beir, query_split
+from tests.unit.api.relevance.tiny_beir import DOCS, write_tiny_beir
 
 
 @pytest.mark.parametrize("gzipped", [True, False])

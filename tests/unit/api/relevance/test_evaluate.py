@@ -14,11 +14,12 @@ from rich.console import Console
 pytest.importorskip("ir_measures")
 pytest.importorskip("matplotlib")
 
-from api.beir import load_beir  # noqa: E402
-from api.evaluate import EvalOptions, evaluate  # noqa: E402
+from api.relevance.beir import load_beir  # noqa: E402
+from api.relevance.eval_options import EvalOptions  # noqa: E402
+from api.relevance.evaluate import evaluate  # noqa: E402
 from reranking import NoneReranker, RankedHit  # noqa: E402
 from retrieval.memory_store import InMemoryStore  # noqa: E402
-from tests.unit.api.tiny_beir import QRELS, write_tiny_beir  # noqa: E402
+from tests.unit.api.relevance.tiny_beir import QRELS, write_tiny_beir  # noqa: E402
 from tests.unit.fakes import HashEmbedder  # noqa: E402
 
 GRADES: dict[str, dict[str, int]] = {}

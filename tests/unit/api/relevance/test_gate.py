@@ -10,8 +10,17 @@ import pytest
 
 pytest.importorskip("ir_measures")
 
-from api.gate import GRID, RERANK_ONLY, STAGE1_ONLY, Fusion, GateDecision, QueryRun, decide, learn_fusion  # noqa: E402
 from api.gate_store import NO_DECISION, GateStore, RerankerIdentity, RerankGate  # noqa: E402
+from api.relevance.gate import (  # noqa: E402
+    GRID,
+    RERANK_ONLY,
+    STAGE1_ONLY,
+    Fusion,
+    GateDecision,
+    QueryRun,
+    decide,
+    learn_fusion,
+)
 
 CONTEXT: dict[str, Any] = {
     "dataset": "tiny",

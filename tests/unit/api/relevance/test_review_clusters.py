@@ -1,18 +1,16 @@
 """Review-queue clusters: recurring gaps from flagged queries (pure clustering on a hashed embedder, the real
-MiniLM on paraphrases, the route's tenant scoping, the CLI table)."""
+MiniLM on paraphrases, the route's tenant scoping; the CLI table: ``tests.unit.api.cli.test_review``)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from api.relevance.review_clusters import ReviewClusters, cluster_items, cluster_labels, recent_items
 from api.review import Label, ReviewCandidate, ReviewItem
-from api.review_cli import clusters_table
-from api.review_clusters import ReviewClusters, cluster_items, cluster_labels, recent_items
 from api.review_memory import MemoryReviewSink
 from tests.unit.api.apikit import ADMIN, T1, T2, Harness, running
 from tests.unit.fakes import HashEmbedder
@@ -172,17 +170,6 @@ def test_recent_items_keeps_the_newest_matching_ones() -> None:
     assert [i.id for i in items] == [ids[11]]
     items, _ = recent_items(sink, since=1010.0)
     assert [i.query for i in items] == ["query 10", "query 11"]
-
-
-def test_cli_table_shows_size_and_typical_queries() -> None:
-    from rich.console import Console
-
-    result = cluster_items(queue(MIXED), embed)
-    console = Console(width=200, record=True)
-    console.print(clusters_table(result.model_dump()))
-    text = console.export_text()
-    assert re.search(r"│ 1\s+│ 4\s+│", text) and "unclustered" in text
-    assert all(q in text for q in PASSWORD + REFUND + NOISE)
 
 
 def test_paraphrases_of_one_gap_cluster_together_with_the_real_minilm() -> None:

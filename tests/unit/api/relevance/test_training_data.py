@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from api.beir import query_split
-from api.review import Label, ReviewCandidate, ReviewItem
-from api.train_eval import pool_ids, rank_metrics
-from api.training_data import (
+from api.relevance.beir import query_split
+from api.relevance.train_eval import pool_ids, rank_metrics
+from api.relevance.training_data import (
     MANIFEST,
     TrainingDataError,
     load_labelled,
@@ -22,7 +21,8 @@ from api.training_data import (
     weights_revision,
     write_manifest,
 )
-from tests.unit.api.tiny_beir import QUERIES, write_tiny_beir
+from api.review import Label, ReviewCandidate, ReviewItem
+from tests.unit.api.relevance.tiny_beir import QUERIES, write_tiny_beir
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -1,0 +1,121 @@
+"""``sieve eval``: measure retrieval configurations on a BEIR folder (``api.relevance.eval_run``), print the
+summary and, with ``--gate --apply``, store the rerank gate's decision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from api.cli.common import RedisOpt, command_line, console, setup_logging
+from api.cli.gate import gate_store
+
+
+def eval_command(
+    folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="BEIR-layout folder")],
+    out: Annotated[Path, typer.Option(help="Report folder (.md, .json, chart)")] = Path("eval-report"),
+    milvus_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="Use this Milvus (memory:// in-process); default: start a Milvus Lite server of its own"
+        ),
+    ] = None,
+    qrels: Annotated[str | None, typer.Option(help="qrels/NAME.tsv (default: test, or the only one)")] = None,
+    split: Annotated[str, typer.Option(help="Queries: all, eval (sha256(id) % 5 == 0) or train")] = "all",
+    queries: Annotated[int | None, typer.Option(help="Only the first N queries")] = None,
+    corpus_limit: Annotated[int | None, typer.Option(help="First N documents (+ the judged ones)")] = None,
+    modes: Annotated[str, typer.Option(help="Stage-1 modes, comma-separated")] = "bm25,dense,hybrid",
+    fusion: Annotated[str, typer.Option(help="Hybrid fusion: rrf or weighted")] = "rrf",
+    rrf_k: Annotated[int, typer.Option(help="RRF k")] = 60,
+    weights: Annotated[str | None, typer.Option(help="Hybrid weights 'dense,bm25'")] = None,
+    rerank_depth: Annotated[int, typer.Option(help="Documents the reranker scores")] = 50,
+    rerank_modes: Annotated[
+        str | None,
+        typer.Option(
+            help="Modes with +rerank configurations, comma-separated (default RETRIEVAL_SEARCH_MODE)"
+        ),
+    ] = None,
+    keep_index: Annotated[bool, typer.Option(help="Keep the collection (with --milvus-uri)")] = False,
+    gate: Annotated[
+        bool, typer.Option(help="Learn a fusion on train queries, decide the rerank gate on the eval split")
+    ] = False,
+    gate_train_queries: Annotated[int, typer.Option(help="Train-split queries to learn the fusion on")] = 100,
+    min_gain: Annotated[float, typer.Option(help="Gate: the nDCG@10 gain stage 2 must show")] = 0.005,
+    gate_alpha: Annotated[float, typer.Option(help="Gate: the paired t-test's p must be below this")] = 0.05,
+    tenant: Annotated[
+        str, typer.Option(help="With --apply: the tenant the decision is stored for")
+    ] = "default",
+    apply: Annotated[bool, typer.Option(help="Store the gate's decision in the stack's Redis")] = False,
+    redis_url: RedisOpt = "redis://127.0.0.1:6390/0",
+) -> None:
+    """Measure BM25, dense and hybrid retrieval (each also with the configured reranker) on a BEIR folder."""
+    from api.relevance.eval_options import EvalOptions
+    from api.relevance.eval_run import parse_weights, run, summary_rows
+    from ingestion.settings import IngestSettings
+    from retrieval.settings import RetrievalSettings
+
+    setup_logging("WARNING")
+    ingest = IngestSettings()
+    mode_list = tuple(m.strip() for m in modes.split(",") if m.strip())
+    default_mode = RetrievalSettings().search_mode
+    rerank_list = (
+        tuple(m.strip() for m in rerank_modes.split(",") if m.strip())
+        if rerank_modes
+        else (default_mode,)
+        if default_mode in mode_list
+        else mode_list[-1:]
+    )
+    options = EvalOptions(
+        modes=mode_list,
+        rerank_modes=rerank_list,
+        fusion=fusion,
+        rrf_k=rrf_k,
+        weights=parse_weights(weights),
+        rerank_depth=rerank_depth,
+        chunk_tokens=ingest.chunk_tokens,
+        chunk_overlap=ingest.chunk_overlap,
+        gate=gate,
+        min_gain=min_gain,
+        gate_alpha=gate_alpha,
+    )
+    try:
+        report = run(
+            folder,
+            out,
+            milvus_uri=milvus_uri,
+            qrels=qrels,
+            split=split,
+            max_queries=queries,
+            corpus_limit=corpus_limit,
+            options=options,
+            keep_index=keep_index,
+            gate_train_queries=gate_train_queries,
+            console=console,
+            command=command_line(),
+        )
+    except ValueError as exc:  # a folder not in the BEIR layout, an unknown mode or split
+        raise typer.BadParameter(str(exc)) from exc
+    table = Table("configuration", "nDCG@10", "R@50", "R@100", "MRR@10")
+    for row in summary_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    for note in report["notes"]:
+        console.print(f"[yellow]note:[/] {note}")
+    console.print(f"report: {out / 'report.md'}")
+    if "gate" in report["files"]:
+        from api.gate_decision import GateDecision
+
+        decision = GateDecision.model_validate(report["gate"])
+        colour = "green" if decision.enabled else "yellow"
+        console.print(
+            f"[{colour}]rerank gate: {'enabled' if decision.enabled else 'disabled'}[/] — {decision.reason}"
+        )
+        console.print(f"decision: {report['files']['gate']}")
+        if apply:
+            gate_store(redis_url).put(tenant, decision)
+            console.print(f"stored for tenant {tenant!r} at {redis_url}")
+    elif apply:
+        console.print("[red]nothing to apply:[/] no gate decision (pass --gate, configure RERANK_BACKEND)")
+        raise typer.Exit(1)

@@ -1,0 +1,46 @@
+"""What ``sieve eval`` measures: the options of a run (``EvalOptions``) and the configurations it compares
+(``EvalConfig``: a stage-1 mode, with or without the reranker, ordered by its score or fused)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from api.relevance.gate import DEFAULT_ALPHA, DEFAULT_MIN_GAIN
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    name: str
+    mode: str  # dense | bm25 | hybrid
+    rerank: bool = False
+    fuse: bool = False  # fuse stage-1 and rerank ranks instead of taking the rerank order
+    learned: bool = False  # fuse them as the rerank gate learned on train queries
+
+
+@dataclass
+class EvalOptions:
+    modes: tuple[str, ...] = ("bm25", "dense", "hybrid")
+    rerank_modes: tuple[str, ...] | None = None  # the modes with +rerank configurations (None: every mode)
+    depth: int = 100
+    rerank_depth: int = 50
+    fusion: str = "rrf"  # of the hybrid legs
+    rrf_k: int = 60
+    weights: tuple[float, float] | None = None  # (dense, bm25)
+    rerank_fusion: str = "rrf"  # of stage 1 and rerank
+    rerank_weights: tuple[float, float] | None = None  # (stage1, rerank)
+    chunk_tokens: int = 256
+    chunk_overlap: int = 32
+    batch: int = 64
+    gate: bool = False  # learn a fusion on train queries and decide the rerank gate (api.relevance.gate)
+    gate_mode: str | None = None  # the stage-1 mode the gate decides for (default: the first rerank mode)
+    min_gain: float = DEFAULT_MIN_GAIN
+    gate_alpha: float = DEFAULT_ALPHA
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def reranked_modes(self) -> tuple[str, ...]:
+        return self.modes if self.rerank_modes is None else self.rerank_modes
+
+    @property
+    def decided_mode(self) -> str:
+        return self.gate_mode or self.reranked_modes[0]
