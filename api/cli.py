@@ -359,7 +359,7 @@ TenantOpt = Annotated[str, typer.Option(help="Tenant (the embedded stack's is 'd
 def _gate_store(redis_url: str) -> Any:
     import redis
 
-    from api.gate_store import GateStore
+    from api.rerank_gate import GateStore
 
     return GateStore(redis.Redis.from_url(redis_url, decode_responses=True))
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from api import eval_report
 from api.beir import BeirDataset, query_split
 from api.evaluate import EvalOptions, evaluate
-from api.gate_store import reranker_identity
+from api.rerank_gate import reranker_identity
 from retrieval import VectorStore
 
 

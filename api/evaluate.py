@@ -43,7 +43,7 @@ from api.gate import (
     learn_fusion,
 )
 from api.gate import decide as decide_gate
-from api.gate_store import RerankerIdentity, reranker_identity
+from api.rerank_gate import RerankerIdentity, reranker_identity
 from ingestion.chunking import chunk_sections
 from ingestion.parsers import Section
 from reranking import Reranker

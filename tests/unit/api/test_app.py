@@ -32,9 +32,6 @@ def app_parts(
         res = build_resources(
             s, embedder=embedder, store=store, sender=RecordingSender(), redis_client=records.client
         )
-        res.records = records
-        res.uploads.records = records
-        res.search.records = records
         holder["r"] = res
         return res
 
@@ -53,8 +50,8 @@ def drain(res: Resources) -> None:
                 lambda job=job: pipeline.ingest(
                     job,
                     records=res.records,
-                    store=res.store,
-                    embedder=res.embedder,
+                    store=res.models.current().store,
+                    embedder=res.models.current().embedder,
                     settings=res.settings.ingest,
                 ),
             )
@@ -148,14 +145,14 @@ def test_store_down_is_503_and_a_bug_is_a_generic_500(
     def down(*a: object, **k: object) -> None:
         raise StoreUnavailableError("Milvus at http://x is unreachable")
 
-    monkeypatch.setattr(res.store, "search", down)
+    monkeypatch.setattr(res.models.current().store, "search", down)
     r = client.post("/v1/search", json={"query": "x"}, headers=AUTH)
     assert r.status_code == 503 and "unreachable" in r.json()["error"]["message"]
 
     def bug(*a: object, **k: object) -> None:
         raise KeyError("secret internal detail")
 
-    monkeypatch.setattr(res.store, "search", bug)
+    monkeypatch.setattr(res.models.current().store, "search", bug)
     with TestClient(client.app, raise_server_exceptions=False) as raw:
         r = raw.post("/v1/search", json={"query": "x"}, headers=AUTH)
     assert r.status_code == 500
@@ -186,14 +183,14 @@ def test_search_modes(app_parts: tuple[TestClient, Resources], monkeypatch: pyte
     assert r.status_code == 422 and "mode" in r.json()["error"]["message"]
 
     # A store without full text: the default (hybrid) falls back to dense; asking for it explicitly is a 400.
-    original = res.store.search
+    original = res.models.current().store.search
 
     def dense_only(*args: object, mode: str = "dense", **kwargs: object) -> object:
         if mode != "dense":
             raise UnsupportedSearchError("this collection has no full-text index")
         return original(*args, mode=mode, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(res.store, "search", dense_only)
+    monkeypatch.setattr(res.models.current().store, "search", dense_only)
     res.search.default_mode = "hybrid"
     body = client.post("/v1/search", json={"query": "honey bees"}, headers=AUTH).json()
     assert body["mode"] == "dense" and body["hits"]

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("ir_measures")
 
 from api.gate import GRID, RERANK_ONLY, STAGE1_ONLY, Fusion, GateDecision, QueryRun, decide, learn_fusion  # noqa: E402
-from api.gate_store import NO_DECISION, GateStore, RerankerIdentity, RerankGate  # noqa: E402
+from api.rerank_gate import NO_DECISION, GateStore, RerankerIdentity, RerankGate  # noqa: E402
 
 CONTEXT: dict[str, Any] = {
     "dataset": "tiny",
