@@ -272,6 +272,7 @@ class SearchService:
             degraded=degraded is not None,
             degraded_reason=degraded,
             gate=verdict.info if verdict is not None else None,
+            cached=False,
         )
 
 
