@@ -59,6 +59,13 @@ class Laps:
         return {**self.timings, "total": round((time.perf_counter() - self.start) * 1000, 3)}
 
 
+class BoundedSearch(SearchRequest):
+    """A search request with the settings' defaults filled in: what the pipeline runs."""
+
+    top_k: int
+    candidates: int
+
+
 class SearchService:
     def __init__(
         self,
@@ -84,8 +91,8 @@ class SearchService:
         self._rerank_pool.shutdown(wait=False, cancel_futures=True)
 
     # -- the pipeline ---------------------------------------------------------------------------------
-    def search(self, models: ModelSnapshot, tenant: str, request: SearchRequest) -> SearchResult:
-        request = self.bounded(request)
+    def search(self, models: ModelSnapshot, tenant: str, asked: SearchRequest) -> SearchResult:
+        request = self.bounded(asked)
         embedder, _, gate = models.search_models()
         started = time.perf_counter()
         key, entry = self.cache.lookup(tenant, request, embedder=embedder.name, reranker=gate.label)
@@ -106,7 +113,7 @@ class SearchService:
         )
         return result
 
-    def bounded(self, request: SearchRequest) -> SearchRequest:
+    def bounded(self, request: SearchRequest) -> BoundedSearch:
         """The request with the settings' defaults filled in; 422 naming a field over its bound."""
         api = self.settings
         candidates = request.candidates or api.default_candidates
@@ -119,12 +126,11 @@ class SearchService:
             problems.append({"type": "less_than_equal", "loc": ("body", "candidates"), "msg": message})
         if problems:
             raise RequestValidationError(problems)
-        return request.model_copy(
-            update={"top_k": request.top_k or api.default_top_k, "candidates": candidates}
-        )
+        fields = {**dict(request), "top_k": request.top_k or api.default_top_k, "candidates": candidates}
+        return BoundedSearch.model_construct(**fields)  # every field validated already
 
-    def answer(self, models: ModelSnapshot, tenant: str, request: SearchRequest) -> SearchResult:
-        """Stage 1, stage 2 and compose, uncached (``request`` already bounded)."""
+    def answer(self, models: ModelSnapshot, tenant: str, request: BoundedSearch) -> SearchResult:
+        """Stage 1, stage 2 and compose, uncached."""
         embedder, store, gate = models.search_models()
         laps = Laps()
         candidates, mode = self.stage1(embedder, store, tenant, request, laps)
@@ -137,15 +143,15 @@ class SearchService:
 
     # -- stage 1 --------------------------------------------------------------------------------------
     def stage1(
-        self, embedder: Embedder, store: VectorStore, tenant: str, request: SearchRequest, laps: Laps
+        self, embedder: Embedder, store: VectorStore, tenant: str, request: BoundedSearch, laps: Laps
     ) -> tuple[list[Candidate], str]:
         """Embed the query, fetch candidates (the store checks the filters), keep the served versions."""
         vector = embedder.embed_queries([request.query], instruction=request.instruction)[0]
         laps.lap("embed")
-        wanted = request.candidates or self.settings.default_candidates
-        found, mode = self.retrieve(store, tenant, request, vector, limit=wanted + self.settings.stale_slack)
+        limit = request.candidates + self.settings.stale_slack
+        found, mode = self.retrieve(store, tenant, request, vector, limit=limit)
         laps.lap("stage1")
-        candidates = self.served(tenant, found)[:wanted]
+        candidates = self.served(tenant, found)[: request.candidates]
         laps.lap("filter")
         return candidates, mode
 
@@ -217,7 +223,7 @@ class SearchService:
     # -- compose --------------------------------------------------------------------------------------
     def compose(
         self,
-        request: SearchRequest,
+        request: BoundedSearch,
         candidates: list[Candidate],
         ranked: list[RankedHit] | None,
         verdict: Verdict | None,
@@ -251,7 +257,7 @@ class SearchService:
                 rerank_score=rerank_scores.get(index) if applied else None,
                 score=score,
             )
-            for index, score in order[: request.top_k or self.settings.default_top_k]
+            for index, score in order[: request.top_k]
             for c in (candidates[index],)
         ]
         if applied:
