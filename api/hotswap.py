@@ -196,9 +196,11 @@ class HotSwap:
             logger.info("search now serves index %s (embedder %s)", spec.collection, embedder.name)
             return True
 
-    def status(self) -> dict[str, Any]:
-        """The serving index and the rebuild, if any (for ``/info`` and ``GET /v1/admin/reindex``)."""
-        found: dict[str, Any] = {"serving": self.spec.model_dump(exclude_defaults=True)}
+    def status(self, models: ModelSnapshot | None = None) -> dict[str, Any]:
+        """The serving index (``models``'s, default the current snapshot's) and the rebuild, if any (for
+        ``/info`` and ``GET /v1/admin/reindex``)."""
+        spec = (models or self.models.current()).index or self.default_spec
+        found: dict[str, Any] = {"serving": spec.model_dump(exclude_defaults=True)}
         try:
             build = self.indexes.build()
             previous = self.indexes.previous()

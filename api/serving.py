@@ -27,14 +27,14 @@ class Serving:
     queue: InferenceQueue  # the bounded inference queue in front of every model call
     models: ModelRegistry
     # The serving index and the rebuild in progress, for /info (the API's; the rerank server has none).
-    index_status: Callable[[], dict[str, Any]] | None = None
+    index_status: Callable[[ModelSnapshot], dict[str, Any]] | None = None
 
 
 def make_serving(
     service: str,
     api: ApiSettings,
     models: ModelRegistry,
-    index_status: Callable[[], dict[str, Any]] | None = None,
+    index_status: Callable[[ModelSnapshot], dict[str, Any]] | None = None,
 ) -> Serving:
     queue = InferenceQueue(
         api.inference_concurrency,

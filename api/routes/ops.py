@@ -68,7 +68,7 @@ def info(serving: ServingDep, models: ModelsDep, tenant: KeyTenantDep) -> Info:
             reorders=reranker.reorders,
         )
     }
-    index = serving.index_status() if serving.index_status is not None else None
+    index = serving.index_status(models) if serving.index_status is not None else None
     if models.embedder is not None:
         source = (index or {}).get("serving", {})
         found["embedder"] = ModelInfo(
