@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -9,7 +11,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from api import errors, limits, metrics
+from api import errors, metrics
 from api.deps import get_tenant
 from api.resources import Resources, Settings, build_resources
 from api.routes import admin, documents, embeddings, health, ops, rerank, review, search
@@ -35,18 +37,19 @@ def create_app(
             logger.warning("could not re-enqueue pending jobs: %s", exc)
         if not settings.api.keys:
             logger.warning("no API keys configured (API_KEYS): every request will be refused with 401")
-        serving = make_serving(
-            "sieve-api", settings.api, settings.rerank, resources.reranker, resources.embedder
-        )
-        if resources.swap is not None:  # reloads and index switches reach the model routes and /info too
-            resources.swap.attach(serving)
-            serving.index_status = resources.swap.status
-        yield {"resources": resources, "serving": serving}
-        resources.close()
+        serving = make_serving("sieve-api", settings.api, resources.models, resources.swap.status)
+        watch = asyncio.create_task(resources.swap.watch(), name="index-watch")
+        try:
+            yield {"resources": resources, "serving": serving}
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+            resources.close()
 
     app = FastAPI(title="Sieve", version="0.1.0", lifespan=lifespan)
     errors.install(app)
-    limits.limit_body(app, settings.api.max_request_bytes)
+    errors.limit_body(app, settings.api.max_request_bytes)
     metrics.instrument(app)
 
     app.include_router(health.router)

@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from api.search import SearchRequest
+from api.search_models import SearchRequest
 
 logger = logging.getLogger(__name__)
 

@@ -174,3 +174,15 @@ def install(app: FastAPI) -> None:
         )
         body = error_body(500, "internal error; quote this id when reporting it", correlation_id=correlation)
         return JSONResponse(body, 500)
+
+
+def limit_body(app: FastAPI, max_bytes: int) -> None:
+    """413 for a request whose declared ``Content-Length`` passes ``max_bytes`` (API_MAX_REQUEST_BYTES)."""
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > max_bytes:
+            body = error_body(413, f"request body is {length} bytes; the limit is {max_bytes}")
+            return JSONResponse(body, 413)
+        return await call_next(request)

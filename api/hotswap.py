@@ -1,42 +1,40 @@
-"""Swap models and the serving index in without downtime.
+"""Swap models and the serving index in without downtime, by publishing a new model snapshot.
 
 - ``reload``: build the new reranker (and, when asked, the query embedder), ``warm_up`` it while the old one
-  keeps serving, then swap. A search takes the ``SearchService`` once per request and the swap publishes a new
-  one in a single assignment, so a request in flight finishes on the models it started with. A load that
-  fails leaves the old model serving. A query embedder is swapped only when the serving collection accepts it
-  (same name and dimension as its builder); a new embedder needs a new index (``sieve reindex``).
-- ``refresh`` (on each search and ``/info``): the serving pointer (``ingestion.indexes``) is checked at most
-  every ``API_INDEX_POLL_S`` seconds (one Redis GET); when a rebuild switched it, a background thread loads
-  the new embedder, opens the new collection and swaps both in; until then search serves from the old index.
+  keeps serving, then publish a new snapshot (``api.snapshot``) with it in one assignment. A request reads the
+  snapshot once, so a request in flight finishes on the models it started with. A load that fails leaves the
+  old snapshot serving. A query embedder is swapped only when the serving collection accepts it (same name
+  and dimension as its builder); a new embedder needs a new index (``sieve reindex``).
+- ``watch`` (a task of the app's lifespan): every ``API_INDEX_POLL_S`` seconds one Redis GET checks
+  the serving pointer (``ingestion.indexes``); when a rebuild switched it, ``follow`` loads the new
+  embedder, opens the new collection and publishes both; until then search serves from the old index.
 """
 
 from __future__ import annotations
 
-import copy
+import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
-from api.gate_store import RerankGate, reranker_identity
-from api.serving import Serving
+from api.rerank_gate import RerankGate, reranker_identity
+from api.snapshot import ModelRegistry, ModelSnapshot
 from ingestion.indexes import Indexes, IndexSpec, settings_spec
 from reranking import Reranker, RerankError, RerankSettings
 from retrieval import Embedder, EmbedderMismatchError, RetrievalError, RetrievalSettings, VectorStore
 from retrieval.embedder import model_revision
-
-if TYPE_CHECKING:
-    from api.resources import Resources
 
 logger = logging.getLogger(__name__)
 
 EmbedderFactory = Callable[[RetrievalSettings], Embedder]
 RerankerFactory = Callable[[RerankSettings], Reranker]
 StoreFactory = Callable[[RetrievalSettings], VectorStore]
+MIN_POLL_S = 0.05  # API_INDEX_POLL_S=0: as often as this
 
 
 class ReloadRequest(BaseModel):
@@ -59,35 +57,33 @@ class ReloadResponse(BaseModel):
 class HotSwap:
     def __init__(
         self,
-        resources: Resources,
+        models: ModelRegistry,
         *,
         indexes: Indexes,
-        spec: IndexSpec,
+        retrieval: RetrievalSettings,
         embedder_factory: EmbedderFactory,
         reranker_factory: RerankerFactory,
         store_factory: StoreFactory,
         poll_s: float = 2.0,
     ) -> None:
-        self.resources = resources
+        self.models = models
         self.indexes = indexes
-        self.spec = spec  # the index search serves from in this process
+        self.retrieval = retrieval
         self.embedder_factory = embedder_factory
         self.reranker_factory = reranker_factory
         self.store_factory = store_factory
         self.poll_s = poll_s
-        self.servings: list[Serving] = []
-        self.thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one reload or switch at a time
         self._generation: int | None = None
-        self._checked = float("-inf")
 
     @property
     def default_spec(self) -> IndexSpec:
-        return settings_spec(self.resources.settings.retrieval)
+        return settings_spec(self.retrieval)
 
-    def attach(self, serving: Serving) -> None:
-        """Keep ``serving`` (the model routes' view) pointing at the models that serve."""
-        self.servings.append(serving)
+    @property
+    def spec(self) -> IndexSpec:
+        """The index search serves from in this process."""
+        return self.models.current().index or self.default_spec
 
     # -- reload ---------------------------------------------------------------------------------------
     def reload(self, request: ReloadRequest) -> ReloadResponse:
@@ -97,26 +93,32 @@ class HotSwap:
         if not self._lock.acquire(blocking=False):
             raise ApiError(409, "a reload or an index switch is in progress; try again when it ends")
         try:
+            current = self.models.current()
+            changes: dict[str, Any] = {}
             reloaded: dict[str, str] = {}
-            new_embedder = self._load_embedder(request) if "embedder" in wanted else None
-            new_reranker = self._load_reranker(request) if "reranker" in wanted else None
-            if new_embedder is not None:
-                self._swap(embedder=new_embedder)
-                reloaded["embedder"] = new_embedder.name
-            if new_reranker is not None:
-                reranker, settings = new_reranker
-                self._swap(reranker=reranker, rerank=settings)
+            if "embedder" in wanted:
+                changes["embedder"], changes["index"] = self._load_embedder(current, request)
+                reloaded["embedder"] = changes["embedder"].name
+            if "reranker" in wanted:
+                reranker, settings = self._load_reranker(current, request)
+                changes.update(reranker=reranker, rerank=settings)
+                if current.gate is not None:  # the gate's stored decisions are per reranker revision
+                    identity = reranker_identity(reranker, settings)
+                    changes["gate"] = RerankGate(current.gate.mode, current.gate.store, identity)
                 reloaded["reranker"] = reranker.name
+            self.models.publish(current.replace(**changes))
             logger.info("reloaded %s", reloaded)
             return ReloadResponse(reloaded=reloaded)
         finally:
             self._lock.release()
 
-    def _load_reranker(self, request: ReloadRequest) -> tuple[Reranker, RerankSettings]:
+    def _load_reranker(
+        self, current: ModelSnapshot, request: ReloadRequest
+    ) -> tuple[Reranker, RerankSettings]:
         settings = RerankSettings()  # RERANK_* read again, then the request's overrides
         overrides = {"backend": request.rerank_backend, "model": request.rerank_model}
         settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-        old = self.resources.reranker.name
+        old = current.reranker.name
         try:
             reranker = self.reranker_factory(settings)
             reranker.warm_up()
@@ -128,14 +130,15 @@ class HotSwap:
             ) from exc
         return reranker, settings
 
-    def _load_embedder(self, request: ReloadRequest) -> Embedder:
+    def _load_embedder(self, current: ModelSnapshot, request: ReloadRequest) -> tuple[Embedder, IndexSpec]:
+        embedder_now, store, _ = current.search_models()
         overrides = {"embedder": request.embedder, "embedder_model": request.embedder_model}
         spec = self.spec.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-        old = self.resources.embedder.name
+        old = embedder_now.name
         try:
-            embedder = self.embedder_factory(spec.settings(self.resources.settings.retrieval))
+            embedder = self.embedder_factory(spec.settings(self.retrieval))
             embedder.warm_up()
-            self.resources.store.ensure_collection(embedder_name=embedder.name, dimension=embedder.dimension)
+            store.ensure_collection(embedder_name=embedder.name, dimension=embedder.dimension)
         except EmbedderMismatchError as exc:
             raise ApiError(
                 409,
@@ -147,67 +150,40 @@ class HotSwap:
             raise ApiError(
                 422, f"could not load embedder {spec.embedder!r}: {exc}; {old} keeps serving"
             ) from exc
-        self.spec = spec.model_copy(update={"revision": model_revision(spec.embedder_model) or ""})
-        return embedder
-
-    def _swap(
-        self,
-        *,
-        embedder: Embedder | None = None,
-        store: VectorStore | None = None,
-        reranker: Reranker | None = None,
-        rerank: RerankSettings | None = None,
-    ) -> None:
-        res = self.resources
-        search = copy.copy(res.search)  # shares the stage-2 threads and every other setting
-        if embedder is not None:
-            search.embedder = res.embedder = embedder
-        if store is not None:
-            search.store = res.store = store
-        if reranker is not None:
-            search.reranker = res.reranker = reranker
-            gate = getattr(search, "gate", None)
-            if gate is not None:  # the gate's stored decisions are per reranker revision
-                search.gate = RerankGate(gate.mode, gate.store, reranker_identity(reranker, rerank))
-        if rerank is not None:
-            res.settings.rerank = rerank
-        res.search = search  # the one assignment a request sees: all old or all new
-        for serving in self.servings:
-            if embedder is not None and serving.embedder is not None:
-                serving.embedder = embedder
-            if reranker is not None:
-                serving.reranker = reranker
-            if rerank is not None:
-                serving.rerank = rerank
+        return embedder, spec.model_copy(update={"revision": model_revision(spec.embedder_model) or ""})
 
     # -- the serving index --------------------------------------------------------------------------
-    def refresh(self) -> None:
-        """Notice a switch of the serving index cheaply; follow it in the background."""
-        now = time.monotonic()
-        if now - self._checked < self.poll_s:
-            return
-        self._checked = now
+    async def watch(self) -> None:
+        """Follow switches of the serving index until cancelled (the app's lifespan runs this)."""
+        while True:
+            await asyncio.sleep(max(self.poll_s, MIN_POLL_S))
+            await run_in_threadpool(self.check)
+
+    def check(self) -> bool:
+        """Notice a switch of the serving index cheaply (one Redis GET) and follow it; whether it switched."""
         try:
             generation = self.indexes.generation()
         except Exception as exc:  # Redis down: keep serving what serves
             logger.debug("could not read the serving index: %s", exc)
-            return
-        if generation == self._generation or (self.thread is not None and self.thread.is_alive()):
-            return
-        self.thread = threading.Thread(target=self.follow, name="index-switch", daemon=True)
-        self.thread.start()
+            return False
+        if generation == self._generation:
+            return False
+        return self.follow()
 
     def follow(self) -> bool:
-        """Serve from the index the pointer names (load its embedder, open its collection, swap them in).
-        Returns whether it switched. A failure is logged and tried again at the next ``refresh``."""
+        """Serve from the index the pointer names (load its embedder, open its collection, publish them).
+        Returns whether it switched. A failure is logged and tried again at the next check."""
         with self._lock:
+            current = self.models.current()
             try:
                 generation = self.indexes.generation()
                 spec = self.indexes.serving(self.default_spec)
                 if spec.same_index(self.spec):
-                    self.spec, self._generation = spec, generation
+                    if spec != current.index:
+                        self.models.publish(current.replace(index=spec))
+                    self._generation = generation
                     return False
-                settings = spec.settings(self.resources.settings.retrieval)
+                settings = spec.settings(self.retrieval)
                 embedder = self.embedder_factory(settings)
                 embedder.warm_up()
                 store = self.store_factory(settings)
@@ -215,15 +191,16 @@ class HotSwap:
             except Exception:
                 logger.exception("could not switch to the new serving index; the old one keeps serving")
                 return False
-            self._swap(embedder=embedder, store=store)
-            self.spec, self._generation = spec, generation
+            self.models.publish(current.replace(embedder=embedder, store=store, index=spec))
+            self._generation = generation
             logger.info("search now serves index %s (embedder %s)", spec.collection, embedder.name)
             return True
 
-    def status(self) -> dict[str, Any]:
-        """The serving index and the rebuild, if any (for ``/info`` and ``GET /v1/admin/reindex``)."""
-        self.refresh()  # an idle API (no searches) follows a switch too
-        found: dict[str, Any] = {"serving": self.spec.model_dump(exclude_defaults=True)}
+    def status(self, models: ModelSnapshot | None = None) -> dict[str, Any]:
+        """The serving index (``models``'s, default the current snapshot's) and the rebuild, if any (for
+        ``/info`` and ``GET /v1/admin/reindex``)."""
+        spec = (models or self.models.current()).index or self.default_spec
+        found: dict[str, Any] = {"serving": spec.model_dump(exclude_defaults=True)}
         try:
             build = self.indexes.build()
             previous = self.indexes.previous()

@@ -6,8 +6,9 @@ LimitError
 └── OverloadedError      the inference queue is full or a request waited too long for a slot
                          (429 with ``Retry-After``)
 
-The ``Gate`` runs at most ``concurrency`` model calls at once and lets at most ``queue`` more wait; one more
-is refused at once instead of piling up threads. Its depth is the ``sieve_inference_queue_depth`` gauge.
+The ``InferenceQueue`` (the bounded inference queue) runs at most ``concurrency`` model calls at once and lets
+at most ``queue`` more wait; one more is refused at once instead of piling up threads. Its depth is the
+``sieve_inference_queue_depth`` gauge.
 """
 
 from __future__ import annotations
@@ -15,10 +16,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
 from api import metrics
 
@@ -45,7 +42,7 @@ def check_cap(count: int, cap: int, what: str, setting: str) -> None:
         raise LimitExceededError(f"{count} {what} in one request; the limit is {cap} ({setting})")
 
 
-class Gate:
+class InferenceQueue:
     """A bounded queue in front of the models, for sync callers (routes run in the thread pool)."""
 
     def __init__(
@@ -98,16 +95,3 @@ class Gate:
         finally:
             metrics.INFLIGHT.dec()
             self._slots.release()
-
-
-def limit_body(app: FastAPI, max_bytes: int) -> None:
-    """413 for a request whose declared ``Content-Length`` passes ``max_bytes`` (API_MAX_REQUEST_BYTES)."""
-    from api.errors import error_body  # errors imports this module for the exception types
-
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_bytes:
-            body = error_body(413, f"request body is {length} bytes; the limit is {max_bytes}")
-            return JSONResponse(body, 413)
-        return await call_next(request)

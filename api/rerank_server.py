@@ -18,10 +18,11 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from api import errors, limits, metrics
+from api import errors, metrics
 from api.routes import ops, rerank
-from api.serving import ServingDep, make_serving
+from api.serving import ModelsDep, make_serving
 from api.settings import ApiSettings
+from api.snapshot import ModelRegistry, ModelSnapshot
 from reranking import Reranker, RerankError, RerankSettings, make_reranker
 
 logger = logging.getLogger(__name__)
@@ -50,11 +51,12 @@ def create_rerank_app(
             model = make_reranker(settings.rerank)
         await run_in_threadpool(model.warm_up)
         logger.info("rerank server ready: %s", model.name)
-        yield {"serving": make_serving(SERVICE, settings.api, settings.rerank, model)}
+        models = ModelRegistry(ModelSnapshot(reranker=model, rerank=settings.rerank))
+        yield {"serving": make_serving(SERVICE, settings.api, models)}
 
     app = FastAPI(title="Sieve rerank server", version="0.1.0", lifespan=lifespan)
     errors.install(app)
-    limits.limit_body(app, settings.api.max_request_bytes)
+    errors.limit_body(app, settings.api.max_request_bytes)
     metrics.instrument(app)
 
     @app.get("/health", tags=["health"])
@@ -62,8 +64,8 @@ def create_rerank_app(
         return {"status": "ok"}
 
     @app.get("/ready", tags=["health"])
-    def ready(serving: ServingDep) -> dict[str, Any]:
-        return {"ready": True, "checks": {"reranker": serving.reranker.name}}
+    def ready(models: ModelsDep) -> dict[str, Any]:
+        return {"ready": True, "checks": {"reranker": models.reranker.name}}
 
     app.include_router(rerank.router)
     app.include_router(ops.router)

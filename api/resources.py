@@ -1,4 +1,6 @@
-"""What the API process holds for its lifetime: models, store, Redis, the task sender."""
+"""What the API process holds for its lifetime: Redis, the task sender, the search pipeline, and the model
+registry that every request reads its models from (``api.snapshot``). Built once in the lifespan; nothing in
+``Resources`` is replaced afterwards: a reload or an index switch publishes a new model snapshot."""
 
 from __future__ import annotations
 
@@ -9,13 +11,14 @@ import redis
 from celery import Celery
 
 from api.cache import SearchCache
-from api.gate_store import GateStore, RerankGate, reranker_identity
 from api.hotswap import HotSwap, StoreFactory
 from api.models import build_embedder
 from api.ratelimit import RateLimiter
+from api.rerank_gate import GateStore, RerankGate, reranker_identity
 from api.review import ReviewQueue, ReviewSink
 from api.search import SearchService
 from api.settings import ApiSettings
+from api.snapshot import ModelRegistry, ModelSnapshot
 from ingestion.indexes import Indexes, IndexSpec, settings_spec
 from ingestion.records import Records
 from ingestion.settings import IngestSettings
@@ -35,20 +38,17 @@ class Settings:
     rerank: RerankSettings = field(default_factory=RerankSettings)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Resources:
     settings: Settings
-    embedder: Embedder
-    store: VectorStore
-    reranker: Reranker
+    models: ModelRegistry  # the serving model snapshot: read it with ``models.current()``
     records: Records
     uploads: Uploads
     search: SearchService
-    cache: SearchCache
     ratelimit: RateLimiter
     review: ReviewSink
-    gates: GateStore | None = None
-    swap: HotSwap | None = None  # reloads models and follows the serving index (set by build_resources)
+    gates: GateStore
+    swap: HotSwap  # reloads models and follows the serving index
 
     def close(self) -> None:
         self.search.close()
@@ -67,6 +67,7 @@ def build_resources(
 ) -> Resources:
     """Build and warm up everything; parts passed in (tests) are used as they are. The embedder and the
     collection are the serving index's (``ingestion.indexes``): the settings' until a rebuild switched."""
+    api = settings.api
     records = Records(settings.ingest.redis_url, client=redis_client)
     indexes = Indexes(records.client)
     spec = serving_index(settings.retrieval, indexes)
@@ -83,46 +84,46 @@ def build_resources(
     reranker.warm_up()
     if sender is None:
         sender = Celery("sieve", broker=settings.ingest.redis_url)
-    uploads = Uploads(settings.ingest, records, sender)  # type: ignore[arg-type] # Celery satisfies TaskSender
     gates = GateStore(records.client)
-    gate = RerankGate(settings.api.rerank_gate, gates, reranker_identity(reranker, settings.rerank))
-    search = SearchService(
-        embedder=embedder,
-        store=store,
-        records=records,
-        reranker=reranker,
-        stale_slack=settings.api.stale_slack,
-        rerank_deadline_s=settings.api.rerank_deadline_s,
-        default_mode=settings.retrieval.search_mode,
-        default_fusion=settings.retrieval.fusion,
-        gate=gate,
+    models = ModelRegistry(
+        ModelSnapshot(
+            reranker=reranker,
+            rerank=settings.rerank,
+            embedder=embedder,
+            store=store,
+            gate=RerankGate(api.rerank_gate, gates, reranker_identity(reranker, settings.rerank)),
+            index=spec.model_copy(update={"embedder_name": embedder.name}),
+        )
     )
-    api = settings.api
-    resources = Resources(
+    review = ReviewQueue(records.client)
+    return Resources(
         settings,
-        embedder,
-        store,
-        reranker,
+        models,
         records,
-        uploads,
-        search,
-        cache=SearchCache(records.client, ttl_s=api.cache_ttl_s),
-        ratelimit=RateLimiter(
+        Uploads(settings.ingest, records, sender),  # type: ignore[arg-type] # Celery satisfies TaskSender
+        SearchService(
+            records=records,
+            cache=SearchCache(records.client, ttl_s=api.cache_ttl_s),
+            review=review,
+            settings=api,
+            default_mode=settings.retrieval.search_mode,
+            default_fusion=settings.retrieval.fusion,
+        ),
+        RateLimiter(
             records.client, rate=api.rate_limit_per_s, burst=api.rate_limit_burst, overrides=api.rate_limits
         ),
-        review=ReviewQueue(records.client),
-        gates=gates,
+        review,
+        gates,
+        HotSwap(
+            models,
+            indexes=indexes,
+            retrieval=settings.retrieval,
+            embedder_factory=build_embedder,
+            reranker_factory=make_reranker,
+            store_factory=store_factory,
+            poll_s=api.index_poll_s,
+        ),
     )
-    resources.swap = HotSwap(
-        resources,
-        indexes=indexes,
-        spec=spec.model_copy(update={"embedder_name": embedder.name}),
-        embedder_factory=build_embedder,
-        reranker_factory=make_reranker,
-        store_factory=store_factory,
-        poll_s=api.index_poll_s,
-    )
-    return resources
 
 
 def serving_index(settings: RetrievalSettings, indexes: Indexes) -> IndexSpec:

@@ -1,4 +1,16 @@
-"""Search: embed the query, stage 1 from the vector store, keep only served versions, stage 2, top k."""
+"""The search pipeline: bounds, the cache, stage 1, stage 2, compose, the low-confidence rule.
+
+``SearchService.search(models, tenant, request)`` runs it on one model snapshot (``api.snapshot``):
+
+1. bounds from the settings (``API_MAX_QUERY_CHARS``, ``API_DEFAULT_TOP_K``, ``API_DEFAULT_CANDIDATES``,
+   ``API_MAX_CANDIDATES``; 422 naming the field);
+2. the cache (``api.cache``): a hit is answered at once, marked ``cached``;
+3. stage 1: embed the query, candidates from the vector store (which checks the filters), only the versions
+   that are served;
+4. stage 2: the reranker, when the runtime rerank gate lets it run, within ``API_RERANK_DEADLINE_S``;
+5. compose: the final order (the reranker's, the learned fusion's, or stage 1's), cut to ``top_k`` once;
+6. a healthy answer is cached, and a low-confidence one goes to the review queue (``api.low_confidence``).
+"""
 
 from __future__ import annotations
 
@@ -7,106 +19,70 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as DeadlineError
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from api import metrics
-from api.gate_decision import Fusion
-from api.gate_store import GateInfo, RerankerIdentity, RerankGate
+from api.cache import SearchCache
+from api.low_confidence import flag_if_low_confidence
+from api.rerank_gate import Verdict
+from api.review import ReviewSink
+from api.search_models import Hit, RerankInfo, SearchRequest, SearchResponse, SearchResult
+from api.settings import ApiSettings
+from api.snapshot import ModelSnapshot
 from ingestion.records import Records
 from reranking import RankedHit, Reranker, RerankError, RerankOverloadedError, RerankUnavailableError
 from retrieval import Candidate, Embedder, VectorStore
 from retrieval.errors import UnsupportedSearchError
-from retrieval.store import validate_filters
+
+__all__ = ["Hit", "RerankInfo", "SearchRequest", "SearchResponse", "SearchResult", "SearchService"]
 
 logger = logging.getLogger(__name__)
 
 
-class SearchRequest(BaseModel):
-    query: str = Field(min_length=1, description="The question or keywords.")
-    top_k: int = Field(5, ge=1, le=100)
-    candidates: int = Field(50, ge=1, le=500, description="Stage-1 candidates handed to the reranker.")
-    filters: dict[str, str | int | float | bool] = Field(
-        default_factory=dict,
-        description="Exact matches on document metadata; the key document_id matches the document id.",
-    )
-    instruction: str | None = Field(None, max_length=2000, description="Task instruction (Qwen3 models).")
-    mode: Literal["dense", "bm25", "hybrid"] | None = Field(
-        None,
-        description="Stage 1: dense vectors, BM25 full text, or both fused (default: RETRIEVAL_SEARCH_MODE).",
-    )
-    fusion: Literal["rrf", "weighted"] | None = Field(
-        None, description="How hybrid fuses its two lists (default: RETRIEVAL_FUSION)."
-    )
+class Laps:
+    """Stage timings in milliseconds, observed in ``sieve_stage_seconds`` as they are taken."""
 
-    @field_validator("query")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("query must contain non-whitespace text")
-        return value
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self.start = self._clock = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round((now - self._clock) * 1000, 3)
+        metrics.observe_stage(name, now - self._clock)
+        self._clock = now
+
+    def total(self) -> dict[str, float]:
+        return {**self.timings, "total": round((time.perf_counter() - self.start) * 1000, 3)}
 
 
-class Hit(BaseModel):
-    chunk_id: str
-    document_id: str
-    version: str
-    text: str
-    page: int | None
-    position: int
-    metadata: dict[str, Any]
-    stage1_score: float
-    dense_score: float | None = Field(
-        None, description="Cosine similarity to the query, where stage 1 found the chunk by its vector."
-    )
-    rerank_score: float | None
-    score: float
+class BoundedSearch(SearchRequest):
+    """A search request with the settings' defaults filled in: what the pipeline runs."""
 
-
-class RerankInfo(BaseModel):
-    backend: str
-    applied: bool
-    note: str = ""
-
-
-class SearchResponse(BaseModel):
-    query: str
-    hits: list[Hit]
+    top_k: int
     candidates: int
-    rerank: RerankInfo
-    timings_ms: dict[str, float]
-    mode: str = Field("dense", description="The stage-1 mode that ran.")
-    degraded: bool = Field(False, description="True: the rerank stage failed or missed its deadline.")
-    degraded_reason: str | None = None
-    gate: GateInfo | None = Field(
-        None, description="The rerank gate's verdict for this tenant (absent when no reranker is configured)."
-    )
 
 
 class SearchService:
     def __init__(
         self,
         *,
-        embedder: Embedder,
-        store: VectorStore,
         records: Records,
-        reranker: Reranker,
-        stale_slack: int = 20,
-        rerank_deadline_s: float = 0.0,
+        cache: SearchCache,
+        review: ReviewSink,
+        settings: ApiSettings,
         default_mode: str = "dense",
         default_fusion: str = "rrf",
-        gate: RerankGate | None = None,
     ) -> None:
+        self.records = records
+        self.cache = cache
+        self.review = review
+        self.settings = settings
         self.default_mode = default_mode
         self.default_fusion = default_fusion
-        self.embedder = embedder
-        self.store = store
-        self.records = records
-        self.reranker = reranker
-        self.stale_slack = stale_slack
-        self.rerank_deadline_s = rerank_deadline_s
-        self.gate = gate or RerankGate("always", None, RerankerIdentity(reranker.name))
         # Stage 2 runs here so that a deadline can be kept; threads start on first use.
         self._rerank_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rerank")
 
@@ -114,42 +90,157 @@ class SearchService:
         """Stop the stage-2 threads (a call still running is not waited for)."""
         self._rerank_pool.shutdown(wait=False, cancel_futures=True)
 
+    # -- the pipeline ---------------------------------------------------------------------------------
+    def search(self, models: ModelSnapshot, tenant: str, asked: SearchRequest) -> SearchResult:
+        request = self.bounded(asked)
+        embedder, _, gate = models.search_models()
+        started = time.perf_counter()
+        key, entry = self.cache.lookup(tenant, request, embedder=embedder.name, reranker=gate.label)
+        if entry is not None:
+            cached = from_cache(entry, request, started)
+            if cached is not None:
+                metrics.SEARCH_CACHE.labels(result="hit").inc()
+                return cached
+        if key is not None:
+            metrics.SEARCH_CACHE.labels(result="miss").inc()
+        result = self.answer(models, tenant, request)
+        if (
+            key is not None and not result.degraded
+        ):  # a degraded answer is not the answer: try again next time
+            self.cache.put(key, result.model_dump(mode="json", exclude={"cached"}))
+        flag_if_low_confidence(
+            self.review, self.settings, tenant, request, result, embedder.name, result.degraded
+        )
+        return result
+
+    def bounded(self, request: SearchRequest) -> BoundedSearch:
+        """The request with the settings' defaults filled in; 422 naming a field over its bound."""
+        api = self.settings
+        candidates = request.candidates or api.default_candidates
+        problems: list[dict[str, Any]] = []
+        if api.max_query_chars > 0 and len(request.query) > api.max_query_chars:
+            message = f"String should have at most {api.max_query_chars} characters (API_MAX_QUERY_CHARS)"
+            problems.append({"type": "string_too_long", "loc": ("body", "query"), "msg": message})
+        if api.max_candidates > 0 and candidates > api.max_candidates:
+            message = f"Input should be less than or equal to {api.max_candidates} (API_MAX_CANDIDATES)"
+            problems.append({"type": "less_than_equal", "loc": ("body", "candidates"), "msg": message})
+        if problems:
+            raise RequestValidationError(problems)
+        fields = {**dict(request), "top_k": request.top_k or api.default_top_k, "candidates": candidates}
+        return BoundedSearch.model_construct(**fields)  # every field validated already
+
+    def answer(self, models: ModelSnapshot, tenant: str, request: BoundedSearch) -> SearchResult:
+        """Stage 1, stage 2 and compose, uncached."""
+        embedder, store, gate = models.search_models()
+        laps = Laps()
+        candidates, mode = self.stage1(embedder, store, tenant, request, laps)
+        verdict = gate.verdict(tenant) if models.reranker.reorders else None
+        ranked, degraded = self.stage2(models.reranker, verdict, request, candidates)
+        laps.lap("rerank")
+        return self.compose(
+            request, candidates, ranked, verdict, degraded, models.reranker, mode=mode, timings=laps.total()
+        )
+
+    # -- stage 1 --------------------------------------------------------------------------------------
+    def stage1(
+        self, embedder: Embedder, store: VectorStore, tenant: str, request: BoundedSearch, laps: Laps
+    ) -> tuple[list[Candidate], str]:
+        """Embed the query, fetch candidates (the store checks the filters), keep the served versions."""
+        vector = embedder.embed_queries([request.query], instruction=request.instruction)[0]
+        laps.lap("embed")
+        limit = request.candidates + self.settings.stale_slack
+        found, mode = self.retrieve(store, tenant, request, vector, limit=limit)
+        laps.lap("stage1")
+        candidates = self.served(tenant, found)[: request.candidates]
+        laps.lap("filter")
+        return candidates, mode
+
+    def retrieve(
+        self, store: VectorStore, tenant: str, request: SearchRequest, vector: Any, *, limit: int
+    ) -> tuple[list[Candidate], str]:
+        """Candidates in the requested mode. A mode the request asked for and the store cannot run is the
+        caller's error (400); the configured default quietly falls back to dense where there is no
+        full-text index (a collection from before it, or a Milvus server older than 2.5)."""
+        mode = request.mode or self.default_mode
+        search = partial(
+            store.search,
+            tenant,
+            vector,
+            limit=limit,
+            filters=request.filters,
+            query_text=request.query,
+            fusion=request.fusion or self.default_fusion,
+        )
+        try:
+            return search(mode=mode), mode
+        except UnsupportedSearchError:
+            if request.mode is not None or mode == "dense":
+                raise
+            return search(mode="dense"), "dense"
+
     def served(self, tenant: str, candidates: list[Candidate]) -> list[Candidate]:
         """Drop chunks of versions that are not (or no longer) served: in flight, superseded, deleted."""
         active = self.records.active_versions(tenant, (c.document_id for c in candidates))
         return [c for c in candidates if active.get(c.document_id) == c.version]
 
-    def search(self, tenant: str, request: SearchRequest) -> SearchResponse:
-        timings: dict[str, float] = {}
-        start = clock = time.perf_counter()
+    # -- stage 2 --------------------------------------------------------------------------------------
+    def stage2(
+        self,
+        reranker: Reranker,
+        verdict: Verdict | None,
+        request: SearchRequest,
+        candidates: list[Candidate],
+    ) -> tuple[list[RankedHit] | None, str | None]:
+        """Every candidate's rerank score, best first, within ``API_RERANK_DEADLINE_S``; None when stage 2
+        does not run (no reranker, held back by the gate) or fails, with the reason of a failure (the search
+        is then answered in stage-1 order, marked degraded, and ``sieve_degraded_total`` counts it)."""
+        if not reranker.reorders or (verdict is not None and not verdict.run):
+            return None, None
+        if not candidates:
+            return [], None
+        deadline = self.settings.rerank_deadline_s
+        future = self._rerank_pool.submit(
+            reranker.rank, request.query, [c.text for c in candidates], instruction=request.instruction
+        )
+        try:
+            return future.result(timeout=deadline or None), None
+        except DeadlineError:
+            future.cancel()  # not started yet: never runs
+            kind, reason = "timeout", f"the rerank stage missed its {deadline:g} s deadline"
+        except RerankOverloadedError as exc:
+            kind, reason = "overloaded", f"the rerank stage is overloaded: {exc}"
+        except RerankUnavailableError as exc:
+            kind, reason = "unavailable", f"the rerank stage is unavailable: {exc}"
+        except RerankError as exc:
+            kind, reason = "error", f"the rerank stage refused the request: {exc}"
+        except Exception:  # a bug or a device failure in stage 2 must not cost the whole search
+            logger.exception("the rerank stage failed; answering in stage-1 order")
+            kind, reason = "error", "the rerank stage failed"
+        metrics.DEGRADED.labels(reason=kind).inc()
+        logger.warning("search degraded (%s): %s", kind, reason)
+        return None, reason
 
-        def lap(name: str) -> None:
-            nonlocal clock
-            now = time.perf_counter()
-            timings[name] = round((now - clock) * 1000, 3)
-            metrics.observe_stage(name, now - clock)
-            clock = now
-
-        filters = validate_filters(request.filters)
-        vector = self.embedder.embed_queries([request.query], instruction=request.instruction)[0]
-        lap("embed")
-        found, mode = self.stage1(tenant, request, vector, filters)
-        lap("stage1")
-        candidates = self.served(tenant, found)[: request.candidates]
-        lap("filter")
-        verdict = self.gate.verdict(tenant) if self.reranker.reorders else None
-        if verdict is not None and not verdict.run:  # held back by the gate: no rerank call at all
-            ranked: list[RankedHit] = [
-                RankedHit(i, c.score) for i, c in enumerate(candidates[: request.top_k])
-            ]
-            degraded = None
-        else:
-            ranked, degraded = self.rerank(request, candidates, fusion=verdict.fusion if verdict else None)
-        lap("rerank")
-        applied = self.reranker.reorders and degraded is None and (verdict is None or verdict.run)
-        rerank_scores = {r.index: r.score for r in ranked}
-        if applied and verdict is not None and verdict.fusion is not None:
-            order = verdict.fusion.order([c.score for c in candidates], rerank_scores)[: request.top_k]
+    # -- compose --------------------------------------------------------------------------------------
+    def compose(
+        self,
+        request: BoundedSearch,
+        candidates: list[Candidate],
+        ranked: list[RankedHit] | None,
+        verdict: Verdict | None,
+        degraded: str | None,
+        reranker: Reranker,
+        *,
+        mode: str,
+        timings: dict[str, float],
+    ) -> SearchResult:
+        """The final order, cut to ``top_k`` (the one cut), and the response that explains it."""
+        applied = ranked is not None
+        fusion = verdict.fusion if verdict is not None else None
+        rerank_scores = {r.index: r.score for r in ranked or ()}
+        if ranked is None:
+            order = [(i, c.score) for i, c in enumerate(candidates)]
+        elif fusion is not None:
+            order = fusion.order([c.score for c in candidates], rerank_scores)
         else:
             order = [(r.index, r.score) for r in ranked]
         hits = [
@@ -164,85 +255,44 @@ class SearchService:
                 stage1_score=c.score,
                 dense_score=c.dense_score,
                 rerank_score=rerank_scores.get(index) if applied else None,
-                score=score if applied else c.score,
+                score=score,
             )
-            for index, score in order
+            for index, score in order[: request.top_k]
             for c in (candidates[index],)
         ]
-        timings["total"] = round((time.perf_counter() - start) * 1000, 3)
         if applied:
-            note = f"final score: {verdict.fusion.label}" if verdict and verdict.fusion else ""
+            note = f"final score: {fusion.label}" if fusion is not None else ""
         elif degraded:
             note = degraded
         elif verdict is not None:
             note = f"rerank stage off for this tenant: {verdict.info.reason}"
         else:
             note = "no rerank stage configured: results are in stage-1 order"
-        return SearchResponse(
+        return SearchResult(
             query=request.query,
             hits=hits,
             candidates=len(candidates),
-            rerank=RerankInfo(backend=self.reranker.name, applied=applied, note=note),
+            rerank=RerankInfo(backend=reranker.name, applied=applied, note=note),
             timings_ms=timings,
             mode=mode,
             degraded=degraded is not None,
             degraded_reason=degraded,
             gate=verdict.info if verdict is not None else None,
+            cached=False,
         )
 
-    def stage1(
-        self, tenant: str, request: SearchRequest, vector: Any, filters: dict[str, Any]
-    ) -> tuple[list[Candidate], str]:
-        """Candidates in the requested mode. A mode the request asked for and the store cannot run is the
-        caller's error (400); the configured default quietly falls back to dense where there is no
-        full-text index (a collection from before it, or a Milvus server older than 2.5)."""
-        mode = request.mode or self.default_mode
-        search = partial(
-            self.store.search,
-            tenant,
-            vector,
-            limit=request.candidates + self.stale_slack,
-            filters=filters,
-            query_text=request.query,
-            fusion=request.fusion or self.default_fusion,
-        )
-        try:
-            return search(mode=mode), mode
-        except UnsupportedSearchError:
-            if request.mode is not None or mode == "dense":
-                raise
-            return search(mode="dense"), "dense"
 
-    def rerank(
-        self, request: SearchRequest, candidates: list[Candidate], *, fusion: Fusion | None = None
-    ) -> tuple[list[RankedHit], str | None]:
-        """Stage 2 within ``rerank_deadline_s``. When it fails or misses the deadline: stage-1 order and the
-        reason (the search is answered, marked degraded, and ``sieve_degraded_total`` counts it). With a
-        ``fusion`` every candidate's score is returned (the fused order needs them all), else the top k."""
-        call = partial(
-            self.reranker.rank,
-            request.query,
-            [c.text for c in candidates],
-            top_k=None if fusion is not None else request.top_k,
-            instruction=request.instruction,
+def from_cache(entry: dict[str, Any], request: SearchRequest, started: float) -> SearchResult | None:
+    """The cached response, marked ``cached``; None for an entry another version of the API wrote."""
+    elapsed = round((time.perf_counter() - started) * 1000, 3)
+    try:
+        return SearchResult.model_validate(
+            {
+                **entry,
+                "query": request.query,
+                "timings_ms": {"cache": elapsed, "total": elapsed},
+                "cached": True,
+            }
         )
-        if not self.reranker.reorders or not candidates:
-            return call(), None
-        future = self._rerank_pool.submit(call)
-        try:
-            return future.result(timeout=self.rerank_deadline_s or None), None
-        except DeadlineError:
-            future.cancel()  # not started yet: never runs
-            kind, reason = "timeout", f"the rerank stage missed its {self.rerank_deadline_s:g} s deadline"
-        except RerankOverloadedError as exc:
-            kind, reason = "overloaded", f"the rerank stage is overloaded: {exc}"
-        except RerankUnavailableError as exc:
-            kind, reason = "unavailable", f"the rerank stage is unavailable: {exc}"
-        except RerankError as exc:
-            kind, reason = "error", f"the rerank stage refused the request: {exc}"
-        except Exception:  # a bug or a device failure in stage 2 must not cost the whole search
-            logger.exception("the rerank stage failed; answering in stage-1 order")
-            kind, reason = "error", "the rerank stage failed"
-        metrics.DEGRADED.labels(reason=kind).inc()
-        logger.warning("search degraded (%s): %s", kind, reason)
-        return [RankedHit(i, c.score) for i, c in enumerate(candidates[: request.top_k])], reason
+    except ValidationError:
+        return None

@@ -1,8 +1,9 @@
 """What the model endpoints need, in the API and in the rerank server alike.
 
 The compatible routes (``/v1/rerank``, ``/v1/embeddings``, ``/v1/similarity``) and ``/info`` take a
-``Serving`` through ``ServingDep``; each app's lifespan puts one in its state under ``"serving"``. The rerank
-server has no embedder, so its ``embedder`` is None and the embedding routes are not mounted there.
+``Serving`` through ``ServingDep`` and the serving models through ``ModelsDep`` (one read of the registry per
+request); each app's lifespan puts its ``Serving`` in its state under ``"serving"``. The rerank server has no
+embedder, so its snapshot's ``embedder`` is None and the embedding routes are not mounted there.
 """
 
 from __future__ import annotations
@@ -14,38 +15,34 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from api.errors import ApiError
-from api.limits import Gate
+from api.limits import InferenceQueue
 from api.settings import ApiSettings
-from reranking import Reranker, RerankSettings
-from retrieval import Embedder
+from api.snapshot import ModelRegistry, ModelSnapshot
 
 
-@dataclass
+@dataclass(frozen=True)
 class Serving:
     service: str  # "sieve-api" or "sieve-rerank-server"
     api: ApiSettings
-    rerank: RerankSettings
-    reranker: Reranker
-    gate: Gate
-    embedder: Embedder | None = None
+    queue: InferenceQueue  # the bounded inference queue in front of every model call
+    models: ModelRegistry
     # The serving index and the rebuild in progress, for /info (the API's; the rerank server has none).
-    index_status: Callable[[], dict[str, Any]] | None = None
+    index_status: Callable[[ModelSnapshot], dict[str, Any]] | None = None
 
 
 def make_serving(
     service: str,
     api: ApiSettings,
-    rerank: RerankSettings,
-    reranker: Reranker,
-    embedder: Embedder | None = None,
+    models: ModelRegistry,
+    index_status: Callable[[ModelSnapshot], dict[str, Any]] | None = None,
 ) -> Serving:
-    gate = Gate(
+    queue = InferenceQueue(
         api.inference_concurrency,
         api.inference_queue,
         timeout_s=api.inference_queue_timeout_s,
         retry_after_s=api.retry_after_s,
     )
-    return Serving(service, api, rerank, reranker, gate, embedder)
+    return Serving(service, api, queue, models, index_status)
 
 
 def get_serving(request: Request) -> Serving:
@@ -56,3 +53,11 @@ def get_serving(request: Request) -> Serving:
 
 
 ServingDep = Annotated[Serving, Depends(get_serving)]
+
+
+def get_models(serving: ServingDep) -> ModelSnapshot:
+    """The serving snapshot, read once per request."""
+    return serving.models.current()
+
+
+ModelsDep = Annotated[ModelSnapshot, Depends(get_models)]

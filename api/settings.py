@@ -16,6 +16,8 @@ class ApiSettings(BaseSettings):
     # API key -> tenant id, as JSON in API_KEYS='{"key1": "tenant-a"}'. No key configured: every call is 401.
     keys: dict[str, str] = Field(default_factory=dict)
     max_request_bytes: int = 200 * 1024 * 1024
+    # /v1/search: top_k and candidates when a request leaves them out; above max_candidates or with a query
+    # longer than max_query_chars a request is answered 422 naming the field (0: no bound).
     default_top_k: int = 5
     default_candidates: int = 50
     max_candidates: int = 500
@@ -31,9 +33,9 @@ class ApiSettings(BaseSettings):
     retry_after_s: int = 1
     # /v1/search answers in stage-1 order (degraded) when stage 2 takes longer than this (0: no deadline).
     rerank_deadline_s: float = 10.0
-    # The rerank gate (api/gate_store.py): "evaluated" runs stage 2 for a tenant only when `sieve eval --gate`
-    # showed that it helps there (a stored decision for the serving reranker); "always" whenever a reranker is
-    # configured; "off" never.
+    # The runtime rerank gate (api/rerank_gate.py): "evaluated" runs stage 2 for a tenant only when
+    # `sieve eval --gate` showed that it helps there (a stored decision for the serving reranker); "always"
+    # whenever a reranker is configured; "off" never.
     rerank_gate: Literal["evaluated", "always", "off"] = "evaluated"
     # The version of a document served while a newer one is being ingested can leave a few stale chunks
     # in the index for a moment; stage 1 fetches this many extra candidates so filtering them out still
@@ -43,7 +45,8 @@ class ApiSettings(BaseSettings):
     # Search results are cached in Redis for this many seconds (0: no cache). An ingest or a delete bumps the
     # tenant's index version, so a cached result is never served after what it was computed from changed.
     cache_ttl_s: int = 300
-    # How often search checks whether a rebuilt index was switched in (one Redis GET; 0: every request).
+    # How often the API checks whether a rebuilt index was switched in (one Redis GET, in a lifespan task;
+    # 0: as often as every 0.05 s).
     index_poll_s: float = 2.0
     # Token bucket per tenant over every /v1 route: a steady rate and a burst (0 for either: no limit).
     # Per-tenant overrides as JSON in API_RATE_LIMITS='{"tenant-a": [200, 400]}'.

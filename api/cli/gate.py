@@ -1,5 +1,5 @@
 """``sieve gate apply|show|clear``: a tenant's rerank-gate decision in the stack's Redis
-(``api.gate_store``)."""
+(``api.rerank_gate``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 from api.cli.common import RedisOpt, console
 
 if TYPE_CHECKING:
-    from api.gate_store import GateStore
+    from api.rerank_gate import GateStore
 
 gate_app = typer.Typer(
     help="The rerank gate: store, show or clear a tenant's decision.", no_args_is_help=True
@@ -22,7 +22,7 @@ TenantOpt = Annotated[str, typer.Option(help="Tenant (the embedded stack's is 'd
 def gate_store(redis_url: str) -> GateStore:
     import redis
 
-    from api.gate_store import GateStore
+    from api.rerank_gate import GateStore
 
     return GateStore(redis.Redis.from_url(redis_url, decode_responses=True))
 

@@ -14,11 +14,11 @@ from typing import Any
 
 from rich.console import Console
 
-from api.gate_store import reranker_identity
 from api.relevance import eval_report
 from api.relevance.beir import BeirDataset, query_split
 from api.relevance.eval_options import EvalOptions
 from api.relevance.evaluate import evaluate
+from api.rerank_gate import reranker_identity
 from retrieval import VectorStore
 
 

@@ -31,13 +31,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from api.gate_decision import Fusion, GateDecision
-from api.gate_store import RerankerIdentity, reranker_identity
 from api.relevance import eval_report
 from api.relevance.beir import EVAL_MODULUS, BeirDataset
 from api.relevance.eval_options import EvalConfig, EvalOptions
 from api.relevance.eval_probe import TENANT, probe_query
 from api.relevance.gate import RERANK_ONLY, QueryRun, learn_fusion
 from api.relevance.gate import decide as decide_gate
+from api.rerank_gate import RerankerIdentity, reranker_identity
 from ingestion.chunking import chunk_sections
 from ingestion.parsers import Section
 from reranking import Reranker

@@ -12,7 +12,7 @@ A second stage can make results worse (FACTS: a small cross-encoder trained here
    fused with the reranker as learned. Stage 2 is enabled only when mean nDCG@10 gains at least ``min_gain``
    (default 0.005) AND a two-sided paired t-test over the queries gives p < ``alpha`` (default 0.05).
 3. The ``GateDecision`` (its evidence, the reranker's name and revision, the learned fusion) is stored per
-   tenant by ``api.gate_store.GateStore`` and consulted by search (``API_RERANK_GATE=evaluated``).
+   tenant by ``api.rerank_gate.GateStore`` and consulted by search (``API_RERANK_GATE=evaluated``).
 """
 
 from __future__ import annotations

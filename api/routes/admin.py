@@ -9,39 +9,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from api.deps import UNAUTHORIZED, ResourcesDep, api_key, is_admin_key, tenant_of_key
+from api.deps import ResourcesDep, SwapDep
 from api.errors import ApiError
-from api.hotswap import HotSwap, ReloadRequest, ReloadResponse
+from api.hotswap import ReloadRequest, ReloadResponse
 from ingestion.indexes import RUNNING, BuildState, BuildStatus, collection_name
 from ingestion.reindex import drop_previous
 from retrieval.embedder import model_revision
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 REINDEX_TASK = "sieve.reindex"
-
-
-def get_swap(
-    resources: ResourcesDep,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
-) -> HotSwap:
-    """The hot-swap of the API, for the admin key only."""
-    key = api_key(authorization, x_api_key)
-    if not is_admin_key(resources, key):
-        if tenant_of_key(resources, key) is not None:
-            raise ApiError(403, "this route needs the admin key (API_ADMIN_KEY)")
-        raise ApiError(401, "unknown API key", headers=UNAUTHORIZED)
-    if resources.swap is None:
-        raise ApiError(503, "model reloads are not available in this process")
-    return resources.swap
-
-
-SwapDep = Annotated[HotSwap, Depends(get_swap)]
 
 
 class ReindexRequest(BaseModel):

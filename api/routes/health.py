@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from api.deps import ResourcesDep
+from api.serving import ModelsDep
 
 router = APIRouter(tags=["health"])
 
@@ -18,16 +19,17 @@ def health() -> dict[str, str]:
 
 
 @router.get("/ready")
-def ready(resources: ResourcesDep) -> JSONResponse:
+def ready(resources: ResourcesDep, models: ModelsDep) -> JSONResponse:
+    embedder, store, _ = models.search_models()
     checks: dict[str, str] = {}
-    for name, probe in (("vector_store", resources.store.ping), ("redis", resources.records.ping)):
+    for name, probe in (("vector_store", store.ping), ("redis", resources.records.ping)):
         try:
             probe()
             checks[name] = "ok"
         except Exception as exc:  # any failure means not ready; the reason is shown to the operator
             checks[name] = f"unavailable: {exc}"
-    checks["embedder"] = resources.embedder.name
-    checks["reranker"] = resources.reranker.name
+    checks["embedder"] = embedder.name
+    checks["reranker"] = models.reranker.name
     ok = all(v == "ok" for k, v in checks.items() if k in ("vector_store", "redis"))
     return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 

@@ -6,13 +6,14 @@ import re
 from importlib import metadata
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import BaseModel
 
 from api import metrics
-from api.gate_store import gate_summary
-from api.serving import ServingDep
+from api.principal import KeyTenantDep
+from api.rerank_gate import gate_summary
+from api.serving import ModelsDep, ServingDep
 from retrieval.embedder import model_revision
 
 router = APIRouter(tags=["operations"])
@@ -53,10 +54,10 @@ def _revision(ref: str) -> str | None:
 
 
 @router.get("/info", response_model=Info, response_model_exclude_none=True)
-def info(serving: ServingDep, request: Request) -> Info:
-    reranker, rerank = serving.reranker, serving.rerank
+def info(serving: ServingDep, models: ModelsDep, tenant: KeyTenantDep) -> Info:
+    reranker, rerank = models.reranker, models.rerank
     max_tokens = getattr(reranker, "max_tokens", None)  # the model backends have it, ``none`` does not
-    models = {
+    found = {
         "reranker": ModelInfo(
             name=reranker.name,
             backend=rerank.backend,
@@ -67,15 +68,15 @@ def info(serving: ServingDep, request: Request) -> Info:
             reorders=reranker.reorders,
         )
     }
-    index = serving.index_status() if serving.index_status is not None else None
-    if serving.embedder is not None:
+    index = serving.index_status(models) if serving.index_status is not None else None
+    if models.embedder is not None:
         source = (index or {}).get("serving", {})
-        models["embedder"] = ModelInfo(
-            name=serving.embedder.name,
+        found["embedder"] = ModelInfo(
+            name=models.embedder.name,
             model=source.get("embedder_model") or None,
             revision=source.get("revision") or None,
-            dimension=serving.embedder.dimension,
-            max_tokens=serving.embedder.max_tokens,
+            dimension=models.embedder.dimension,
+            max_tokens=models.embedder.max_tokens,
         )
     api = serving.api
     limits: dict[str, float | int] = {
@@ -85,16 +86,16 @@ def info(serving: ServingDep, request: Request) -> Info:
         "inference_concurrency": api.inference_concurrency,
         "inference_queue": api.inference_queue,
     }
-    if serving.embedder is not None:
+    if models.embedder is not None:
         limits["max_embedding_inputs"] = api.max_embedding_inputs
         limits["rerank_deadline_s"] = api.rerank_deadline_s
     return Info(
         service=serving.service,
         version=_version(),
-        models=models,
+        models=found,
         limits=limits,
         index=index,
-        rerank_gate=gate_summary(request),
+        rerank_gate=gate_summary(models.gate, tenant) if models.gate is not None else None,
     )
 
 

@@ -2,7 +2,7 @@
 
 ``POST /v1/rerank`` and ``/v2/rerank`` take Cohere's request; ``POST /rerank`` takes Cohere's, or TEI's when
 the body has ``texts``. The routes are plain ``def``s: the model runs in the thread pool, behind the bounded
-inference queue (``Gate``), never on the event loop.
+inference queue (``InferenceQueue``), never on the event loop.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from api.compat import (
     logit,
 )
 from api.limits import check_cap
-from api.serving import Serving, ServingDep
+from api.serving import ModelsDep, Serving, ServingDep
+from api.snapshot import ModelSnapshot
 from reranking import RankedHit, RerankUnavailableError
 
 router = APIRouter(tags=["rerank"])
@@ -37,6 +38,7 @@ router = APIRouter(tags=["rerank"])
 
 def rank(
     serving: Serving,
+    models: ModelSnapshot,
     query: str,
     texts: Sequence[str],
     *,
@@ -47,9 +49,9 @@ def rank(
     from_left: bool = False,
 ) -> tuple[list[RankedHit], int]:
     """Hits sorted best first and the tokens used; caps checked before the model is touched."""
-    if not serving.reranker.reorders:
+    if not models.reranker.reorders:
         raise RerankUnavailableError(
-            f"no rerank model is served (RERANK_BACKEND={serving.rerank.backend}): set RERANK_BACKEND to "
+            f"no rerank model is served (RERANK_BACKEND={models.rerank.backend}): set RERANK_BACKEND to "
             "qwen3, cross-encoder, engine or remote"
         )
     cap = serving.api.max_tokens_per_doc
@@ -58,18 +60,19 @@ def rank(
     fitted, tokens = fit_documents(
         query, list(texts), min(limits) if limits else None, truncate=truncate, from_left=from_left
     )
-    with serving.gate.slot():
+    with serving.queue.slot():
         started = time.perf_counter()
-        hits = serving.reranker.rank(query, fitted, top_k=top_n, instruction=instruction)
+        hits = models.reranker.rank(query, fitted, top_k=top_n, instruction=instruction)
         metrics.observe_stage("rerank_call", time.perf_counter() - started)
     metrics.BATCH_SIZE.labels(kind="rerank").observe(len(texts))
     return hits, tokens
 
 
-def cohere_response(serving: Serving, request: RerankRequest) -> RerankResponse:
+def cohere_response(serving: Serving, models: ModelSnapshot, request: RerankRequest) -> RerankResponse:
     texts = request.texts()
     hits, tokens = rank(
         serving,
+        models,
         request.query,
         texts,
         top_n=request.top_n,
@@ -87,16 +90,17 @@ def cohere_response(serving: Serving, request: RerankRequest) -> RerankResponse:
     ]
     return RerankResponse(
         id=str(uuid.uuid4()),
-        model=serving.reranker.name,
+        model=models.reranker.name,
         results=results,
         usage=RerankUsage(total_tokens=tokens),
         meta=RerankMeta(tokens=MetaTokens(input_tokens=tokens)),
     )
 
 
-def tei_response(serving: Serving, request: TeiRerankRequest) -> list[TeiRank]:
+def tei_response(serving: Serving, models: ModelSnapshot, request: TeiRerankRequest) -> list[TeiRank]:
     hits, _ = rank(
         serving,
+        models,
         request.query,
         request.texts,
         top_n=None,
@@ -116,20 +120,22 @@ def tei_response(serving: Serving, request: TeiRerankRequest) -> list[TeiRank]:
 
 
 @router.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True)
-def rerank_v1(request: RerankRequest, serving: ServingDep) -> RerankResponse:
+def rerank_v1(request: RerankRequest, serving: ServingDep, models: ModelsDep) -> RerankResponse:
     """Cohere / Jina rerank: results sorted by ``relevance_score`` (the backend's scale, in [0, 1])."""
-    return cohere_response(serving, request)
+    return cohere_response(serving, models, request)
 
 
 @router.post("/v2/rerank", response_model=RerankResponse, response_model_exclude_none=True)
-def rerank_v2(request: RerankRequest, serving: ServingDep) -> RerankResponse:
+def rerank_v2(request: RerankRequest, serving: ServingDep, models: ModelsDep) -> RerankResponse:
     """Cohere v2 rerank (the path ``cohere.ClientV2`` calls); the same as ``/v1/rerank``."""
-    return cohere_response(serving, request)
+    return cohere_response(serving, models, request)
 
 
 @router.post("/rerank", response_model=RerankResponse | list[TeiRank], response_model_exclude_none=True)
-def rerank_any(request: AnyRerankRequest, serving: ServingDep) -> RerankResponse | list[TeiRank]:
+def rerank_any(
+    request: AnyRerankRequest, serving: ServingDep, models: ModelsDep
+) -> RerankResponse | list[TeiRank]:
     """TEI rerank when the body has ``texts`` (``[{index, score, text?}]``), else Cohere / Jina rerank."""
     if isinstance(request, TeiRerankRequest):
-        return tei_response(serving, request)
-    return cohere_response(serving, request)
+        return tei_response(serving, models, request)
+    return cohere_response(serving, models, request)

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, model_validator
 
-from api.deps import ResourcesDep, ReviewDep, api_key, enforce_rate_limit, is_admin_key, tenant_of_key
+from api.deps import PrincipalDep, ReviewDep
 from api.errors import ApiError
+from api.principal import Principal
 from api.relevance.review_clusters import (
     DEFAULT_THRESHOLD,
     ClusteringUnavailableError,
@@ -38,36 +38,11 @@ from api.review import (
     training_pairs,
 )
 from api.routes.embeddings import embed
-from api.serving import ServingDep
+from api.serving import ModelsDep, ServingDep
 
 router = APIRouter(prefix="/v1/review", tags=["review"])
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
-    tenant: str | None  # None: the admin
-
-    @property
-    def name(self) -> str:
-        return "admin" if self.tenant is None else self.tenant
-
-
-def get_caller(
-    resources: ResourcesDep,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
-) -> Caller:
-    key = api_key(authorization, x_api_key)
-    if is_admin_key(resources, key):
-        return Caller(None)
-    tenant = tenant_of_key(resources, key)
-    if tenant is None:
-        raise ApiError(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
-    enforce_rate_limit(resources, tenant)
-    return Caller(tenant)
-
-
-CallerDep = Annotated[Caller, Depends(get_caller)]
 TenantQuery = Annotated[
     str | None, Query(description="Only this tenant's items (the admin key: any tenant).")
 ]
@@ -77,7 +52,7 @@ SinceQuery = Annotated[
 ]
 
 
-def scope(caller: Caller, tenant: str | None) -> str | None:
+def scope(caller: Principal, tenant: str | None) -> str | None:
     """The tenant whose items the caller may see: its own, or for the admin the one asked (None: all)."""
     if caller.tenant is None:
         return tenant
@@ -86,7 +61,7 @@ def scope(caller: Caller, tenant: str | None) -> str | None:
     return caller.tenant
 
 
-def item_for(review: ReviewSink, caller: Caller, item_id: str) -> ReviewItem:
+def item_for(review: ReviewSink, caller: Principal, item_id: str) -> ReviewItem:
     try:
         item = review.get(item_id)
     except ReviewNotFoundError as exc:
@@ -115,7 +90,7 @@ class LabelRequest(BaseModel):
 
 @router.get("", response_model=ReviewPage)
 def list_items(
-    caller: CallerDep,
+    caller: PrincipalDep,
     review: ReviewDep,
     tenant: TenantQuery = None,
     state: Annotated[State | None, Query(description="pending or labelled")] = None,
@@ -132,7 +107,7 @@ def list_items(
 
 @router.get("/export", response_class=StreamingResponse)
 def export(
-    caller: CallerDep, review: ReviewDep, tenant: TenantQuery = None, since: SinceQuery = None
+    caller: PrincipalDep, review: ReviewDep, tenant: TenantQuery = None, since: SinceQuery = None
 ) -> StreamingResponse:
     """Labelled items as training pairs, one JSON object a line: ``{"query", "passage", "label"}``, label 1
     for a passage that answers the query and 0 for the other candidates shown with it."""
@@ -158,7 +133,7 @@ def export(
 
 @router.post("/claim", response_model=list[ReviewItem])
 def claim(
-    caller: CallerDep,
+    caller: PrincipalDep,
     review: ReviewDep,
     reviewer: Annotated[str, Query(min_length=1, max_length=200, description="Who takes the items.")],
     count: Annotated[int, Query(ge=1, le=100)] = 10,
@@ -175,9 +150,10 @@ EMBED_BATCH = 256  # queries per inference slot: a big queue does not hold the g
 
 @router.get("/clusters", response_model=ReviewClusters)
 def clusters(
-    caller: CallerDep,
+    caller: PrincipalDep,
     review: ReviewDep,
     serving: ServingDep,
+    models: ModelsDep,
     tenant: TenantQuery = None,
     state: Annotated[StateFilter, Query(description="pending, labelled or all")] = "all",
     since: SinceQuery = None,
@@ -198,12 +174,12 @@ def clusters(
 
     def vectors(texts: Sequence[str]) -> np.ndarray:
         parts = [
-            embed(serving, list(texts[i : i + batch]), truncate=True, query=True)[0]
+            embed(serving, models, list(texts[i : i + batch]), truncate=True, query=True)[0]
             for i in range(0, len(texts), batch)
         ]
         return np.concatenate(parts)
 
-    name = serving.embedder.name if serving.embedder is not None else ""
+    name = models.embedder.name if models.embedder is not None else ""
     try:
         return cluster_items(
             items, vectors, threshold=threshold, min_size=min_size, truncated=truncated, embedder=name
@@ -213,12 +189,12 @@ def clusters(
 
 
 @router.get("/{item_id}", response_model=ReviewItem)
-def get_item(item_id: str, caller: CallerDep, review: ReviewDep) -> ReviewItem:
+def get_item(item_id: str, caller: PrincipalDep, review: ReviewDep) -> ReviewItem:
     return item_for(review, caller, item_id)
 
 
 @router.post("/{item_id}", response_model=ReviewItem)
-def label_item(item_id: str, body: LabelRequest, caller: CallerDep, review: ReviewDep) -> ReviewItem:
+def label_item(item_id: str, body: LabelRequest, caller: PrincipalDep, review: ReviewDep) -> ReviewItem:
     """Label the item (a new label replaces the old one)."""
     item = item_for(review, caller, item_id)
     positives = body.chunk_ids or []

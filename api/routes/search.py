@@ -1,143 +1,17 @@
-"""The search API: the cache in front of the search service, the low-confidence rule after it."""
+"""The search API: one call into the search pipeline (``api.search``) on the serving model snapshot."""
 
 from __future__ import annotations
 
-import logging
-import time
-
 from fastapi import APIRouter
-from pydantic import Field, ValidationError
 
-from api import metrics
-from api.deps import CacheDep, ResourcesDep, ReviewDep, SearchDep, TenantDep
-from api.review import ReviewCandidate, ReviewItem, ReviewSink, assess, rule_key
-from api.search import SearchRequest, SearchResponse
-from api.settings import ApiSettings
-from ingestion.errors import QueueUnavailableError
-
-logger = logging.getLogger(__name__)
+from api.deps import SearchDep, TenantDep
+from api.search_models import SearchRequest, SearchResult
+from api.serving import ModelsDep
 
 router = APIRouter(prefix="/v1", tags=["search"])
 
 
-class SearchResult(SearchResponse):
-    cached: bool = Field(
-        False,
-        description="Served from the cache: computed earlier for the same tenant, index version, normalised "
-        "query, parameters and models. ``timings_ms`` then holds the cache lookup only.",
-    )
-
-
 @router.post("/search", response_model=SearchResult)
-def search(
-    request: SearchRequest,
-    tenant: TenantDep,
-    service: SearchDep,
-    cache: CacheDep,
-    review: ReviewDep,
-    resources: ResourcesDep,
-) -> SearchResult:
+def search(request: SearchRequest, tenant: TenantDep, service: SearchDep, models: ModelsDep) -> SearchResult:
     """Top ``candidates`` from the vector store, reordered by the rerank stage, cut to ``top_k``."""
-    started = time.perf_counter()
-    key, hit = cache.lookup(tenant, request, embedder=service.embedder.name, reranker=service.gate.label)
-    if hit is not None:
-        elapsed = round((time.perf_counter() - started) * 1000, 3)
-        try:
-            result = SearchResult.model_validate(
-                {
-                    **hit,
-                    "query": request.query,
-                    "timings_ms": {"cache": elapsed, "total": elapsed},
-                    "cached": True,
-                }
-            )
-        except ValidationError:  # an entry written by another version of the API: search afresh
-            result = None
-        if result is not None:
-            metrics.SEARCH_CACHE.labels(result="hit").inc()
-            return result
-    if key is not None:
-        metrics.SEARCH_CACHE.labels(result="miss").inc()
-    response = service.search(tenant, request)
-    data = response.model_dump(mode="json")
-    degraded = bool(data.get("degraded"))
-    if key is not None and not degraded:  # a degraded answer is not the answer: the next call tries again
-        cache.put(key, data)
-    flag_if_low_confidence(
-        review, resources.settings.api, tenant, request, response, service.embedder.name, degraded
-    )
-    return SearchResult.model_validate({**data, "cached": False})
-
-
-def flag_if_low_confidence(
-    review: ReviewSink,
-    settings: ApiSettings,
-    tenant: str,
-    request: SearchRequest,
-    response: SearchResponse,
-    embedder: str,
-    degraded: bool,
-) -> str | None:
-    """Send a low-confidence search to the review queue (and log it); returns the review item's id."""
-    applied = response.rerank.applied and not degraded
-    # the reranker's own scale where it ran; else the cosine of the dense leg (a fused RRF score and a BM25
-    # score have no fixed scale: a search found by BM25 alone is judged only under a "bm25" rule)
-    if applied:
-        scores = [h.rerank_score if h.rerank_score is not None else h.score for h in response.hits]
-        backend = rule_key(response.rerank.backend, applied)
-    elif any(h.dense_score is not None for h in response.hits):
-        scores = [h.dense_score for h in response.hits if h.dense_score is not None]
-        backend = "none"
-    else:
-        scores, backend = [h.score for h in response.hits], "bm25"
-    if backend == "bm25" and "bm25" not in settings.review_rules:
-        return None
-    verdict = assess(scores, backend=backend, rules=settings.review_rules)
-    if verdict is None:
-        return None
-    item = ReviewItem(
-        tenant=tenant,
-        query=request.query,
-        instruction=request.instruction,
-        filters=request.filters,
-        candidates=[
-            ReviewCandidate(
-                chunk_id=h.chunk_id,
-                document_id=h.document_id,
-                text=h.text[: settings.review_text_chars],
-                score=h.score,
-                stage1_score=h.stage1_score,
-                rerank_score=h.rerank_score,
-            )
-            for h in response.hits
-        ],
-        backend=verdict.backend,
-        best=verdict.best,
-        spread=verdict.spread,
-        rule=verdict.rule,
-        embedder=embedder,
-        reranker=response.rerank.backend,
-    )
-    try:
-        item_id = review.add(item)
-    except QueueUnavailableError as exc:
-        logger.warning("could not queue a low-confidence search for review: %s", exc)
-        return None
-    metrics.LOW_CONFIDENCE.inc()
-    logger.info(
-        "low-confidence search flagged for review",
-        extra={
-            "event": "review.flagged",
-            "review_id": item_id,
-            "tenant": tenant,
-            "query": request.query,
-            "best_score": verdict.best,
-            "score_spread": verdict.spread,
-            "rule_backend": verdict.backend,
-            "rule": list(verdict.rule),
-            "embedder": item.embedder,
-            "reranker": item.reranker,
-            "candidates": len(item.candidates),
-        },
-    )
-    return item_id
+    return service.search(models, tenant, request)

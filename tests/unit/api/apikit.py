@@ -82,12 +82,14 @@ class Harness:
                 pipeline.ingest(
                     job,
                     records=res.records,
-                    store=res.store,
-                    embedder=res.embedder,
+                    store=res.models.current().store,
+                    embedder=res.models.current().embedder,
                     settings=res.settings.ingest,
                 )
             else:
-                pipeline.delete(job, records=res.records, store=res.store, files=res.uploads.files)
+                pipeline.delete(
+                    job, records=res.records, store=res.models.current().store, files=res.uploads.files
+                )
         sender.sent.clear()
 
     def search(self, headers: dict[str, str], query: str, **params: Any) -> dict[str, Any]:

@@ -67,6 +67,10 @@ def index(res: Resources, tenant: str, texts: dict[str, str]) -> None:
     for _, (job_id,) in sender.sent:
         job = res.records.get_job(job_id)
         pipeline.ingest(
-            job, records=res.records, store=res.store, embedder=res.embedder, settings=res.settings.ingest
+            job,
+            records=res.records,
+            store=res.models.current().store,
+            embedder=res.models.current().embedder,
+            settings=res.settings.ingest,
         )
     sender.sent.clear()

@@ -14,6 +14,7 @@ from ingestion import pipeline
 from ingestion.records import Records
 from ingestion.settings import IngestSettings
 from retrieval.memory_store import InMemoryStore
+from tests.unit.api import compat_harness as harness
 from tests.unit.fakes import HashEmbedder, RecordingSender
 
 AUTH = {"Authorization": "Bearer k1"}
@@ -32,9 +33,6 @@ def app_parts(
         res = build_resources(
             s, embedder=embedder, store=store, sender=RecordingSender(), redis_client=records.client
         )
-        res.records = records
-        res.uploads.records = records
-        res.search.records = records
         holder["r"] = res
         return res
 
@@ -53,8 +51,8 @@ def drain(res: Resources) -> None:
                 lambda job=job: pipeline.ingest(
                     job,
                     records=res.records,
-                    store=res.store,
-                    embedder=res.embedder,
+                    store=res.models.current().store,
+                    embedder=res.models.current().embedder,
                     settings=res.settings.ingest,
                 ),
             )
@@ -121,6 +119,7 @@ def test_bad_uploads_get_a_clear_4xx(
         ({"query": "   "}, "query"),
         ({"query": "x", "top_k": 0}, "top_k"),
         ({"query": "x", "candidates": 10_000}, "candidates"),
+        ({"query": "x" * 4001}, "query"),
         ({}, "query"),
         ({"query": "x", "filters": {"k": [1]}}, "filters"),
     ],
@@ -148,14 +147,14 @@ def test_store_down_is_503_and_a_bug_is_a_generic_500(
     def down(*a: object, **k: object) -> None:
         raise StoreUnavailableError("Milvus at http://x is unreachable")
 
-    monkeypatch.setattr(res.store, "search", down)
+    monkeypatch.setattr(res.models.current().store, "search", down)
     r = client.post("/v1/search", json={"query": "x"}, headers=AUTH)
     assert r.status_code == 503 and "unreachable" in r.json()["error"]["message"]
 
     def bug(*a: object, **k: object) -> None:
         raise KeyError("secret internal detail")
 
-    monkeypatch.setattr(res.store, "search", bug)
+    monkeypatch.setattr(res.models.current().store, "search", bug)
     with TestClient(client.app, raise_server_exceptions=False) as raw:
         r = raw.post("/v1/search", json={"query": "x"}, headers=AUTH)
     assert r.status_code == 500
@@ -186,16 +185,48 @@ def test_search_modes(app_parts: tuple[TestClient, Resources], monkeypatch: pyte
     assert r.status_code == 422 and "mode" in r.json()["error"]["message"]
 
     # A store without full text: the default (hybrid) falls back to dense; asking for it explicitly is a 400.
-    original = res.store.search
+    original = res.models.current().store.search
 
     def dense_only(*args: object, mode: str = "dense", **kwargs: object) -> object:
         if mode != "dense":
             raise UnsupportedSearchError("this collection has no full-text index")
         return original(*args, mode=mode, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(res.store, "search", dense_only)
+    monkeypatch.setattr(res.models.current().store, "search", dense_only)
     res.search.default_mode = "hybrid"
     body = client.post("/v1/search", json={"query": "honey bees"}, headers=AUTH).json()
     assert body["mode"] == "dense" and body["hits"]
     r = client.post("/v1/search", json={"query": "honey bees", "mode": "hybrid"}, headers=AUTH)
     assert r.status_code == 400 and "full-text" in r.json()["error"]["message"]
+
+
+def test_search_bounds_and_defaults_come_from_the_settings(ingest_settings: IngestSettings) -> None:
+    bounds = {"max_query_chars": 12, "default_top_k": 1, "default_candidates": 2, "max_candidates": 3}
+    with harness.client(ingest_settings, cache_ttl_s=0, **bounds) as (client, res):
+        harness.index(res, "t1", {"a.txt": "bees dance", "b.txt": "bees sing", "c.txt": "bees sleep"})
+        too_long = client.post("/v1/search", json={"query": "x" * 13}, headers=harness.AUTH)
+        too_many = client.post("/v1/search", json={"query": "bees", "candidates": 4}, headers=harness.AUTH)
+        body = client.post("/v1/search", json={"query": "bees"}, headers=harness.AUTH).json()
+        wider = client.post(
+            "/v1/search", json={"query": "bees", "top_k": 3, "candidates": 3}, headers=harness.AUTH
+        )
+    assert too_long.status_code == 422
+    assert too_long.json()["error"]["problems"][0]["field"] == "query"
+    assert "API_MAX_QUERY_CHARS" in too_long.json()["error"]["message"]
+    assert too_many.status_code == 422 and too_many.json()["error"]["problems"][0]["field"] == "candidates"
+    assert len(body["hits"]) == 1 and body["candidates"] == 2
+    assert len(wider.json()["hits"]) == 3
+
+
+def test_one_principal_tells_tenants_from_the_admin(ingest_settings: IngestSettings) -> None:
+    with harness.client(ingest_settings, admin_key="root") as (client, _):
+        admin = {"Authorization": "Bearer root"}
+        on_tenant_route = client.post("/v1/search", json={"query": "x"}, headers=admin)
+        assert (
+            on_tenant_route.status_code == 403 and "admin key" in on_tenant_route.json()["error"]["message"]
+        )
+        assert client.post("/v1/admin/reload", headers=harness.AUTH).status_code == 403
+        assert client.get("/v1/admin/reindex", headers={"X-API-Key": "root"}).status_code == 200
+        missing = client.get("/v1/review", headers={})
+        assert missing.status_code == 401 and missing.headers["WWW-Authenticate"] == "Bearer"
+        assert client.get("/v1/review", headers=admin).status_code == 200

@@ -12,7 +12,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from api.cache import SearchCache, normalise_query
-from api.search import SearchRequest, SearchResponse
+from api.search_models import SearchRequest, SearchResult
+from api.snapshot import ModelSnapshot
 from tests.unit.api.apikit import T1, T2, Harness, running
 
 BEES = "Honey bees dance to show where the flowers grow."
@@ -152,15 +153,15 @@ def test_the_key_ignores_case_spacing_unicode_form_and_filter_order() -> None:
 
 
 def test_a_degraded_answer_is_not_cached(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = harness.res.search.search
+    real = harness.res.search.answer
 
-    def degraded(tenant: str, req: SearchRequest) -> SearchResponse:
-        return real(tenant, req).model_copy(update={"degraded": True})
+    def degraded(models: ModelSnapshot, tenant: str, req: SearchRequest) -> SearchResult:
+        return real(models, tenant, req).model_copy(update={"degraded": True})
 
-    monkeypatch.setattr(harness.res.search, "search", degraded)
+    monkeypatch.setattr(harness.res.search, "answer", degraded)
     assert harness.search(T1, "bees")["cached"] is False
     assert harness.search(T1, "bees")["cached"] is False
-    monkeypatch.setattr(harness.res.search, "search", real)
+    monkeypatch.setattr(harness.res.search, "answer", real)
     assert harness.search(T1, "bees")["cached"] is False  # the healthy answer is computed, then kept
     assert harness.search(T1, "bees")["cached"] is True
 
@@ -171,6 +172,6 @@ def test_a_cache_down_costs_nothing_but_the_cache(harness: Harness, monkeypatch:
     def down(*a: object, **k: object) -> None:
         raise redis.ConnectionError("cache down")
 
-    monkeypatch.setattr(harness.res.cache._r, "get", down)
+    monkeypatch.setattr(harness.res.search.cache._r, "get", down)
     assert harness.search(T1, "bees")["cached"] is False
     assert harness.search(T1, "bees")["cached"] is False

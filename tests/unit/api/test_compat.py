@@ -158,7 +158,7 @@ def test_full_queue_is_429_with_retry_after(ingest_settings: IngestSettings) -> 
         ingest_settings, OverlapReranker(), inference_concurrency=1, inference_queue=0, retry_after_s=3
     ) as (client, _):
         serving = client.app_state["serving"]
-        with serving.gate.slot():  # the one slot is busy and nothing may wait
+        with serving.queue.slot():  # the one slot is busy and nothing may wait
             r = client.post("/v1/rerank", json={"query": "x", "documents": ["d"]}, headers=AUTH)
             e = client.post("/v1/embeddings", json={"input": "x"}, headers=AUTH)
         assert (
@@ -197,7 +197,7 @@ def test_embeddings_float_and_base64(parts: tuple[TestClient, Resources]) -> Non
     out = r.json()
     assert out["object"] == "list" and out["model"] == "test:hash-bow:64"
     assert [(d["object"], d["index"]) for d in out["data"]] == [("embedding", 0), ("embedding", 1)]
-    expected = res.embedder.embed_documents(["honey bees", "tides"])
+    expected = res.models.current().embedder.embed_documents(["honey bees", "tides"])
     assert np.allclose(out["data"][0]["embedding"], expected[0])
     assert out["usage"] == {"prompt_tokens": 3, "total_tokens": 3}
     b64 = client.post(
@@ -222,6 +222,6 @@ def test_similarity_is_the_cosine_of_the_embedder(parts: tuple[TestClient, Resou
     sentences = ["honey bees dance", "tides and the moon", "honey bees"]
     body = {"inputs": {"source_sentence": "honey bees dance", "sentences": sentences}}
     scores = client.post("/v1/similarity", json=body, headers=AUTH).json()
-    vectors = res.embedder.embed_documents(["honey bees dance", *sentences])
+    vectors = res.models.current().embedder.embed_documents(["honey bees dance", *sentences])
     assert scores == pytest.approx(list(vectors[1:] @ vectors[0]), abs=1e-6)
     assert scores[0] == pytest.approx(1.0) and scores[1] < scores[2]

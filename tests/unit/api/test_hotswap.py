@@ -76,7 +76,6 @@ def app_parts(
             redis_client=records.client,
             store_factory=store_for,
         )
-        assert res.swap is not None
         res.swap.embedder_factory = embedder_for
         res.swap.reranker_factory = lambda r: NamedReranker(
             f"test:{Path(r.model).name}", fail=r.model == "bad"
@@ -112,7 +111,7 @@ def test_reload_swaps_the_reranker_and_a_request_in_flight_finishes_on_the_old_o
 ) -> None:
     client, res = app_parts
     upload(client, res, **{"bees.txt": b"Honey bees dance to show where flowers grow."})
-    old = res.reranker
+    old = res.models.current().reranker
     old.delay_s = 0.5  # type: ignore[attr-defined]
     in_flight: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: in_flight.update(search(client, "bees dance")))
@@ -147,15 +146,18 @@ def test_the_query_embedder_is_reloaded_only_when_the_index_accepts_it(
     app_parts: tuple[TestClient, Resources],
 ) -> None:
     client, res = app_parts
-    before = res.embedder
+    before = res.models.current().embedder
     r = client.post("/v1/admin/reload", json={"models": ["embedder"]}, headers=ADMIN)
     assert r.status_code == 200 and r.json() == {"reloaded": {"embedder": HashEmbedder.name}}
-    assert res.embedder is not before and res.search.embedder is res.embedder
+    assert (
+        res.models.current().embedder is not before
+        and res.models.current().embedder is res.models.current().embedder
+    )
 
     r = client.post("/v1/admin/reload", json={"embedder_model": "v2"}, headers=ADMIN)
     assert r.status_code == 409
     assert "sieve reindex --embedder-model v2" in r.json()["error"]["message"]
-    assert res.search.embedder.name == HashEmbedder.name
+    assert res.models.current().embedder.name == HashEmbedder.name
 
 
 def test_info_shows_the_revisions_of_trained_model_folders(
@@ -215,15 +217,12 @@ def test_a_rebuild_serves_the_old_index_until_the_switch_and_the_new_one_after(
     celery.tasks["sieve.reindex"].apply(args=[build["id"]])
 
     assert served and set(served) == {("bees.txt", "sieve_chunks")}
-    assert res.search.store is stores["sieve_chunks"]
-    assert res.swap is not None
-    for _ in range(5):  # a search notices the switch (API_INDEX_POLL_S=0) and follows it in the background
-        search(client, "bees dance")
-        assert res.swap.thread is not None
-        res.swap.thread.join()
-        if res.search.store is new_store:
-            break
-    assert res.search.store is new_store and res.search.embedder.name == SaltedEmbedder.name
+    deadline = time.monotonic() + 10  # the lifespan's index watch notices the switch (API_INDEX_POLL_S=0)
+    while res.models.current().store is not new_store and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert (
+        res.models.current().store is new_store and res.models.current().embedder.name == SaltedEmbedder.name
+    )
     assert search(client, "bees dance")["hits"][0]["document_id"] == "bees.txt"
     info = client.get("/info").json()
     assert info["models"]["embedder"]["name"] == SaltedEmbedder.name

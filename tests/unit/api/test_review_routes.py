@@ -47,7 +47,7 @@ def test_a_low_confidence_search_is_flagged_once_with_what_a_reviewer_needs(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
     before = REGISTRY.get_sample_value("sieve_low_confidence_total") or 0.0
-    with caplog.at_level(logging.INFO, logger="api.routes.search"):
+    with caplog.at_level(logging.INFO, logger="api.low_confidence"):
         body = harness.search(T1, UNSURE[0], top_k=3)
         harness.search(T1, UNSURE[0], top_k=3)  # a cache hit: not flagged again
         harness.search(T1, "where do bees dance", top_k=3)  # a confident one: not flagged

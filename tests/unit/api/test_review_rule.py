@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from api.low_confidence import flag_if_low_confidence
 from api.review import assess, rule_key
 from api.review_memory import MemoryReviewSink
-from api.routes.search import flag_if_low_confidence
-from api.search import Hit, RerankInfo, SearchRequest, SearchResponse
+from api.search_models import Hit, RerankInfo, SearchRequest, SearchResponse
 from api.settings import ApiSettings
 
 RULES = ApiSettings().review_rules

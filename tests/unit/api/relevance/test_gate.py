@@ -10,7 +10,6 @@ import pytest
 
 pytest.importorskip("ir_measures")
 
-from api.gate_store import NO_DECISION, GateStore, RerankerIdentity, RerankGate  # noqa: E402
 from api.relevance.gate import (  # noqa: E402
     GRID,
     RERANK_ONLY,
@@ -21,6 +20,7 @@ from api.relevance.gate import (  # noqa: E402
     decide,
     learn_fusion,
 )
+from api.rerank_gate import NO_DECISION, GateStore, RerankerIdentity, RerankGate  # noqa: E402
 
 CONTEXT: dict[str, Any] = {
     "dataset": "tiny",

@@ -1,4 +1,4 @@
-"""Where the rerank gate's decisions live (Redis, one per tenant) and how search consults them.
+"""The runtime rerank gate: where its decisions live (Redis, one per tenant) and how search consults them.
 
 ``API_RERANK_GATE`` (``ApiSettings.rerank_gate``):
 
@@ -187,19 +187,9 @@ class RerankGate:
         return Verdict(True, decision.fusion, info)
 
 
-def gate_summary(request: Any) -> dict[str, Any] | None:
-    """For ``/info``: the gate's mode, and for a caller with a tenant's API key that tenant's verdict. None
-    where the app has no search (the rerank server). A missing or unknown key is not an error here."""
-    from api.deps import tenant_of_key  # api.deps imports the resources, which import this module
-
-    resources = getattr(request.state, "resources", None)
-    if resources is None:
-        return None
-    gate: RerankGate = resources.search.gate
+def gate_summary(gate: RerankGate, tenant: str | None) -> dict[str, Any]:
+    """For ``/info``: the gate's mode, and for a caller with a tenant's API key that tenant's verdict."""
     summary: dict[str, Any] = {"mode": gate.mode}
-    header = request.headers.get("authorization") or ""
-    key = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key")
-    tenant = tenant_of_key(resources, key) if key else None
     if tenant is not None:
         verdict = gate.verdict(tenant)
         summary.update(tenant=tenant, **verdict.info.model_dump(mode="json", exclude_none=True))
