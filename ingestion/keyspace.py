@@ -8,9 +8,9 @@ Ingestion (``ingestion.records``, ``ingestion.indexes``):
 - ``jobs:pending``                set: jobs accepted but not yet confirmed enqueued (re-sent at API start)
 - ``doc:{tenant}:{document_id}``  hash: a document's registry record (latest and active version, ...)
 - ``docs:{tenant}``               set: the tenant's document ids
-- ``index_version:{tenant}``      counter: bumped whenever what search serves for the tenant changes (a version
-                                  activated, a document deleted, a rerank gate decision stored); cached search
-                                  results are keyed by it
+- ``index_version:{tenant}``      counter: bumped whenever what search serves for the tenant changes (a
+                                  version activated, a document deleted, a rerank gate decision stored);
+                                  cached search results are keyed by it
 - ``index:serving`` / ``index:previous`` / ``index:build`` / ``index:generation``: the serving index, the one
                                   before the last switch, the rebuild record, the switch counter
 

@@ -2,11 +2,12 @@
 only add retry and bookkeeping; ``ingestion.reindex`` and evaluation reuse the same steps).
 
 ingest: parse -> chunk (by the embedder's tokenizer, within the chunk budget) -> embed in batches
-        -> upsert + flush per batch -> activate the version in the registry -> remove every other version's chunks.
+        -> upsert + flush per batch -> activate the version in the registry
+        -> remove every other version's chunks.
 Re-running any step is harmless: chunk ids are deterministic and writes are upserts.
 
-The collection must exist (``VectorStore.ensure_collection``) before anything is written: the worker ensures it
-once per process and index, a rebuild when it creates the new collection, the API at start.
+The collection must exist (``VectorStore.ensure_collection``) before anything is written: the worker
+ensures it once per process and index, a rebuild when it creates the new collection, the API at start.
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ class ChunkBudget:
 
     def split(self, sections: Sequence[Section], embedder: Embedder) -> list[TextChunk]:
         return chunk_sections(
-            sections, count_tokens=embedder.count_tokens, chunk_tokens=self.tokens, overlap_tokens=self.overlap
+            sections,
+            count_tokens=embedder.count_tokens,
+            chunk_tokens=self.tokens,
+            overlap_tokens=self.overlap,
         )
 
 
@@ -137,7 +141,9 @@ def write_version(
     if progress:
         progress(0, total)
     step = (lambda done: progress(done, total)) if progress else None
-    return write_chunks(chunks, store=store, embedder=embedder, batch=settings.embed_batch, progress=step).chunks
+    return write_chunks(
+        chunks, store=store, embedder=embedder, batch=settings.embed_batch, progress=step
+    ).chunks
 
 
 def ingest(
@@ -156,7 +162,9 @@ def ingest(
     try:
         document = records.get_document(version.tenant, version.document_id)
     except DocumentNotFoundError:
-        logger.info("document %s was deleted before version %s was indexed", version.document_id, version.version)
+        logger.info(
+            "document %s was deleted before version %s was indexed", version.document_id, version.version
+        )
         return 0
     total = write_version(
         version, document.metadata, store=store, embedder=embedder, settings=settings, progress=progress

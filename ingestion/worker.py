@@ -1,6 +1,6 @@
 """The Celery app of the ingestion workers and its thin tasks: ids in, ``ingestion.pipeline`` does the work.
 
-Tasks (module-level functions, registered on the app by ``make_celery``; names and queue as the API sends them):
+Tasks (module-level functions registered on the app by ``make_celery``; names and queue as the API sends):
 - ``sieve.ingest``  (job id)   index the job's document version and activate it
 - ``sieve.delete``  (job id)   remove a deleted document's chunks and files
 - ``sieve.reindex`` (build id) run ``ingestion.reindex.Rebuild``
@@ -141,7 +141,7 @@ def worker_context(app: Celery) -> WorkerContext:
     return context
 
 
-class IngestTask(Task):  # type: ignore[misc] # celery ships no type hints: Task is Any to mypy
+class IngestTask(Task):
     """Base of the ingestion tasks: the process's context, and the one retry policy."""
 
     @property

@@ -24,7 +24,11 @@ def run(uploads: Uploads, store: InMemoryStore, embedder: HashEmbedder, settings
         job = uploads.records.get_job(job_id)
         if name == "sieve.ingest":
             work = lambda job=job: pipeline.ingest(  # noqa: E731
-                job.document_version, records=uploads.records, store=store, embedder=embedder, settings=settings
+                job.document_version,
+                records=uploads.records,
+                store=store,
+                embedder=embedder,
+                settings=settings,
             )
         else:
             work = lambda job=job: pipeline.delete(  # noqa: E731
@@ -76,7 +80,13 @@ def test_ingest_then_reingest_is_idempotent(
         run(uploads, store, embedder, ingest_settings)
     assert store.count("t", "bees") == done.chunks_total
     # Running the same job twice (a redelivery) changes nothing either.
-    pipeline.ingest(first.document_version, records=uploads.records, store=store, embedder=embedder, settings=ingest_settings)
+    pipeline.ingest(
+        first.document_version,
+        records=uploads.records,
+        store=store,
+        embedder=embedder,
+        settings=ingest_settings,
+    )
     assert store.count("t", "bees") == done.chunks_total
 
 
@@ -91,7 +101,9 @@ def test_new_version_replaces_and_late_old_job_does_not_win(
     assert doc.active == v2.version
     assert store.count("t", "doc") == doc.chunks
     # v1's job redelivered late: it must neither reactivate v1 nor leave its chunks behind.
-    pipeline.ingest(v1.document_version, records=uploads.records, store=store, embedder=embedder, settings=ingest_settings)
+    pipeline.ingest(
+        v1.document_version, records=uploads.records, store=store, embedder=embedder, settings=ingest_settings
+    )
     assert uploads.records.get_document("t", "doc").active == v2.version
     assert store.count("t", "doc") == doc.chunks
 

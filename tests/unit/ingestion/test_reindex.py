@@ -45,7 +45,11 @@ def ingest(uploads: Uploads, store: VectorStore, embedder: HashEmbedder, name: s
     """Accept an upload and run its job on ``store``, as a worker writing to the serving index does."""
     job = uploads.accept("t1", name, data, document_id=name, metadata={"src": "unit"})
     pipeline.ingest(
-        job.document_version, records=uploads.records, store=store, embedder=embedder, settings=uploads.settings
+        job.document_version,
+        records=uploads.records,
+        store=store,
+        embedder=embedder,
+        settings=uploads.settings,
     )
 
 

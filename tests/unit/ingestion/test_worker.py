@@ -7,6 +7,7 @@ processes in tests/integration/test_pipeline.py.
 from __future__ import annotations
 
 import pytest
+from celery import Celery
 
 from ingestion.indexes import BuildState, BuildStatus, Indexes
 from ingestion.records import JobState, Records
@@ -37,7 +38,7 @@ class CountingStore(InMemoryStore):
 
 def build_app(
     settings: IngestSettings, records: Records, embedder: HashEmbedder, store: InMemoryStore
-):  # type: ignore[no-untyped-def]
+) -> Celery:
     context = WorkerContext(
         settings.model_copy(update={"max_retries": 2}),
         RetrievalSettings(milvus_uri="memory://"),
@@ -130,7 +131,9 @@ def test_a_rebuild_that_keeps_failing_is_retried_then_marked_failed(
 
     app = build_app(ingest_settings, records, embedder, Unopenable())
     indexes = Indexes(records.client)
-    build = indexes.start_build(BuildStatus(collection="sieve_chunks_v2", embedder="test", embedder_model="v2"))
+    build = indexes.start_build(
+        BuildStatus(collection="sieve_chunks_v2", embedder="test", embedder_model="v2")
+    )
     app.tasks["sieve.reindex"].apply(args=[build.id])
     failed = indexes.build()
     assert failed is not None and failed.state is BuildState.FAILED
