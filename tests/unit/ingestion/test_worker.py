@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 from celery import Celery
+from celery.signals import worker_process_init
 
 from ingestion.indexes import BuildState, BuildStatus, Indexes
 from ingestion.records import JobState, Records
@@ -138,3 +139,23 @@ def test_a_rebuild_that_keeps_failing_is_retried_then_marked_failed(
     failed = indexes.build()
     assert failed is not None and failed.state is BuildState.FAILED
     assert "gave up after 3 attempts" in failed.error and "unreachable" in failed.error
+
+
+def test_a_worker_process_loads_its_embedder_before_its_first_task(
+    ingest_settings: IngestSettings, records: Records, embedder: HashEmbedder
+) -> None:
+    built: list[RetrievalSettings] = []
+
+    def factory(settings: RetrievalSettings) -> HashEmbedder:
+        built.append(settings)
+        return embedder
+
+    retrieval = RetrievalSettings(milvus_uri="memory://")
+    context = WorkerContext(ingest_settings, retrieval, embedder_factory=factory, records=records)
+    app = make_celery(context=context)
+    assert built == []  # nothing loads until a worker process starts
+    app.set_current()  # as the prefork pool's process initialiser does, before it sends the signal
+    worker_process_init.send(sender=None)
+    assert built == [retrieval] and context.embedder is embedder
+    worker_process_init.send(sender=None)
+    assert len(built) == 1
