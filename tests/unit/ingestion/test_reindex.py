@@ -201,7 +201,7 @@ def test_drop_previous_drops_the_old_collection_only_when_asked(
 @pytest.fixture
 def worker(ingest_settings: IngestSettings, records: Records, embedder: HashEmbedder):  # type: ignore[no-untyped-def]
     """A Celery app whose processes build stores per collection (shared, like one Milvus) and embedders by
-    model, as ``build_embedder`` would."""
+    model, as ``retrieval.make_embedder`` does."""
     stores: dict[str, InMemoryStore] = {}
     context = WorkerContext(
         ingest_settings,
