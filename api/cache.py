@@ -22,10 +22,10 @@ from typing import Any
 import redis
 
 from api.search_models import SearchRequest
+from ingestion import keyspace
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "sieve:"
 SPACES = re.compile(r"\s+")
 
 
@@ -52,7 +52,7 @@ class SearchCache:
         return self.ttl_s > 0
 
     def index_version(self, tenant: str) -> int:
-        return int(self._r.get(f"{PREFIX}index_version:{tenant}") or 0)
+        return int(self._r.get(keyspace.index_version(tenant)) or 0)
 
     def key(
         self, tenant: str, request: SearchRequest, *, version: int, embedder: str, reranker: str
@@ -71,7 +71,7 @@ class SearchCache:
             reranker,
         ]
         digest = hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
-        return CacheKey(tenant, f"{PREFIX}cache:{tenant}:{digest}")
+        return CacheKey(tenant, keyspace.cache_entry(tenant, digest))
 
     def lookup(
         self, tenant: str, request: SearchRequest, *, embedder: str, reranker: str

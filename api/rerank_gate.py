@@ -29,12 +29,12 @@ import redis
 from pydantic import BaseModel, ValidationError
 
 from api.gate_decision import Fusion, GateDecision
+from ingestion import keyspace
 from reranking import Reranker, RerankSettings
 from retrieval.embedder import model_revision
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "sieve:"
 GateMode = Literal["evaluated", "always", "off"]
 NO_DECISION = "no evaluation yet: run `sieve eval --gate` on labelled queries and apply its gate.json"
 
@@ -87,7 +87,7 @@ class GateStore:
 
     @staticmethod
     def key(tenant: str) -> str:
-        return f"{PREFIX}gate:{tenant}"
+        return keyspace.gate(tenant)
 
     def get(self, tenant: str) -> GateDecision | None:
         raw = self._r.get(self.key(tenant))
@@ -108,13 +108,13 @@ class GateStore:
     def put(self, tenant: str, decision: GateDecision) -> None:
         pipe = self._r.pipeline(transaction=True)
         pipe.set(self.key(tenant), decision.model_dump_json())
-        pipe.incr(f"{PREFIX}index_version:{tenant}")  # cached results made under the old decision: gone
+        pipe.incr(keyspace.index_version(tenant))  # cached results made under the old decision: gone
         pipe.execute()
 
     def delete(self, tenant: str) -> bool:
         pipe = self._r.pipeline(transaction=True)
         pipe.delete(self.key(tenant))
-        pipe.incr(f"{PREFIX}index_version:{tenant}")
+        pipe.incr(keyspace.index_version(tenant))
         removed, _ = pipe.execute()
         return bool(removed)
 

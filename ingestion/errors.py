@@ -6,7 +6,9 @@ IngestError
 ├── EmptyDocumentError       the file parsed but holds no text
 ├── DocumentTooLargeError    the upload exceeds the configured size limit (413)
 ├── DocumentNotFoundError    no such document or job for this tenant (404)
-└── QueueUnavailableError    the broker or job store cannot be reached (503)
+├── RedisUnavailableError    Redis (the broker, the job store, the document registry) cannot be reached (503);
+│                            ``QueueUnavailableError`` is its former name, kept for the API's imports
+└── ReindexBusyError         (``ingestion.indexes``) a rebuild is already running (409)
 """
 
 
@@ -34,5 +36,8 @@ class DocumentNotFoundError(IngestError):
     """No such document or job (for this tenant)."""
 
 
-class QueueUnavailableError(IngestError):
-    """Redis (broker or job store) is unreachable."""
+class RedisUnavailableError(IngestError):
+    """Redis (broker, job store or document registry) is unreachable or failed a command."""
+
+
+QueueUnavailableError = RedisUnavailableError  # the former name (api.errors, api.review, api.routes.search)

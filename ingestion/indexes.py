@@ -5,7 +5,7 @@ settings serves (``RETRIEVAL_COLLECTION`` built by ``RETRIEVAL_EMBEDDER``/``_MOD
 new collection, named from the base collection and a hash of the embedder (kind, model, revision), built
 beside the serving one by ``ingestion.reindex``; the switch is one Redis transaction.
 
-Keys (under ``sieve:index:``):
+Keys (under ``sieve:index:``, named in ``ingestion.keyspace``):
 - ``serving``     hash (``IndexSpec``): the index search and ingestion use; absent: the settings' one
 - ``previous``    hash (``IndexSpec``): the index served before the last switch (kept until dropped)
 - ``build``       hash (``BuildStatus``): the rebuild in progress, or the last one
@@ -23,11 +23,10 @@ from typing import Any
 import redis
 from pydantic import BaseModel, Field
 
-from ingestion.errors import IngestError, QueueUnavailableError
-from ingestion.records import PREFIX, Fields
+from ingestion.errors import IngestError
+from ingestion.keyspace import INDEX_BUILD, INDEX_GENERATION, INDEX_PREVIOUS, INDEX_SERVING, redis_call
+from ingestion.records import Fields
 from retrieval.settings import RetrievalSettings
-
-KEY = f"{PREFIX}index:"
 
 
 class ReindexBusyError(IngestError):
@@ -102,13 +101,6 @@ def collection_name(base: str, embedder: str, embedder_model: str, revision: str
     return f"{base[:200]}_{digest}"
 
 
-def _call(fn: Any) -> Any:
-    try:
-        return fn()
-    except redis.RedisError as exc:
-        raise QueueUnavailableError(f"Redis is unreachable: {exc}") from exc
-
-
 def _mapping(model: BaseModel) -> Fields:
     return {k: (v.value if isinstance(v, StrEnum) else str(v)) for k, v in model.model_dump().items()}
 
@@ -120,23 +112,23 @@ class Indexes:
         self._r = client
 
     def generation(self) -> int:
-        return int(_call(lambda: self._r.get(f"{KEY}generation")) or 0)
+        return int(redis_call(lambda: self._r.get(INDEX_GENERATION)) or 0)
 
     def serving(self, default: IndexSpec) -> IndexSpec:
-        data = _call(lambda: self._r.hgetall(f"{KEY}serving"))
+        data = redis_call(lambda: self._r.hgetall(INDEX_SERVING))
         return IndexSpec.model_validate(data) if data else default
 
     def previous(self) -> IndexSpec | None:
-        data = _call(lambda: self._r.hgetall(f"{KEY}previous"))
+        data = redis_call(lambda: self._r.hgetall(INDEX_PREVIOUS))
         return IndexSpec.model_validate(data) if data else None
 
     def build(self) -> BuildStatus | None:
-        data = _call(lambda: self._r.hgetall(f"{KEY}build"))
+        data = redis_call(lambda: self._r.hgetall(INDEX_BUILD))
         return BuildStatus.model_validate(data) if data else None
 
     def start_build(self, build: BuildStatus) -> BuildStatus:
         """Record a new rebuild; ``ReindexBusyError`` while another one runs."""
-        key = f"{KEY}build"
+        key = INDEX_BUILD
 
         def txn(pipe: redis.client.Pipeline) -> None:
             state = pipe.hget(key, "state")
@@ -148,12 +140,12 @@ class Indexes:
             pipe.delete(key)
             pipe.hset(key, mapping=_mapping(build))
 
-        _call(lambda: self._r.transaction(txn, key))
+        redis_call(lambda: self._r.transaction(txn, key))
         return build
 
     def update_build(self, build_id: str, **fields: Any) -> None:
         """Update the rebuild ``build_id`` (a stale task's updates of an older rebuild are dropped)."""
-        key = f"{KEY}build"
+        key = INDEX_BUILD
         fields["updated_at"] = time.time()
         mapping: Fields = {k: (v.value if isinstance(v, StrEnum) else str(v)) for k, v in fields.items()}
 
@@ -163,18 +155,18 @@ class Indexes:
             if current == build_id:
                 pipe.hset(key, mapping=mapping)
 
-        _call(lambda: self._r.transaction(txn, key))
+        redis_call(lambda: self._r.transaction(txn, key))
 
     def switch(self, spec: IndexSpec, *, default: IndexSpec) -> int:
         """Serve ``spec`` from now on; the index that served becomes ``previous``. Returns the generation."""
         current = self.serving(default)
         spec = spec.model_copy(update={"switched_at": time.time()})
         pipe = self._r.pipeline(transaction=True)
-        pipe.delete(f"{KEY}previous", f"{KEY}serving")
-        pipe.hset(f"{KEY}previous", mapping=_mapping(current))
-        pipe.hset(f"{KEY}serving", mapping=_mapping(spec))
-        pipe.incr(f"{KEY}generation")
-        return int(_call(pipe.execute)[-1])
+        pipe.delete(INDEX_PREVIOUS, INDEX_SERVING)
+        pipe.hset(INDEX_PREVIOUS, mapping=_mapping(current))
+        pipe.hset(INDEX_SERVING, mapping=_mapping(spec))
+        pipe.incr(INDEX_GENERATION)
+        return int(redis_call(pipe.execute)[-1])
 
     def forget_previous(self) -> None:
-        _call(lambda: self._r.delete(f"{KEY}previous"))
+        redis_call(lambda: self._r.delete(INDEX_PREVIOUS))

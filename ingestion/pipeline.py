@@ -1,42 +1,153 @@
-"""The work of an ingestion job, as plain functions (the Celery tasks only add retry and bookkeeping).
+"""The work of ingestion, as plain functions over a document version (the Celery tasks in ``ingestion.worker``
+only add retry and bookkeeping; ``ingestion.reindex`` and evaluation reuse the same steps).
 
-ingest: parse -> chunk (by the embedder's tokenizer) -> embed in batches -> upsert + flush per batch
-        -> activate the version in the registry -> remove every other version's chunks.
+ingest: parse -> chunk (by the embedder's tokenizer, within the chunk budget) -> embed in batches
+        -> upsert + flush per batch -> activate the version in the registry
+        -> remove every other version's chunks.
 Re-running any step is harmless: chunk ids are deterministic and writes are upserts.
+
+The collection must exist (``VectorStore.ensure_collection``) before anything is written: the worker
+ensures it once per process and index, a rebuild when it creates the new collection, the API at start.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ingestion.chunking import TextChunk, chunk_sections
 from ingestion.errors import DocumentNotFoundError
 from ingestion.files import FileStore
-from ingestion.parsers import parse
-from ingestion.records import Job, JobState, Records
+from ingestion.parsers import Section, parse
+from ingestion.records import DocumentVersion, Job, JobState, Records
 from ingestion.settings import IngestSettings
 from retrieval import Chunk, Embedder, VectorStore
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
+Progress = Callable[[int, int], None]  # (chunks written, chunks in the version)
 
 
-def chunk_document(job: Job, embedder: Embedder, settings: IngestSettings) -> list[TextChunk]:
-    data = Path(job.path).read_bytes()
-    sections = parse(data, job.filename)
-    budget = max(8, min(settings.chunk_tokens, embedder.max_tokens))
-    overlap = min(settings.chunk_overlap, budget // 4)
-    return chunk_sections(
-        sections, count_tokens=embedder.count_tokens, chunk_tokens=budget, overlap_tokens=overlap
+@dataclass(frozen=True, slots=True)
+class ChunkBudget:
+    """How long a chunk may be (in the embedder's tokens) and how much consecutive chunks overlap."""
+
+    tokens: int
+    overlap: int
+
+    @classmethod
+    def of(cls, embedder: Embedder, *, chunk_tokens: int, chunk_overlap: int) -> ChunkBudget:
+        """The configured length capped by the embedder's own maximum (at least 8 tokens); the overlap at most
+        a quarter of it."""
+        tokens = max(8, min(chunk_tokens, embedder.max_tokens))
+        return cls(tokens, min(chunk_overlap, tokens // 4))
+
+    @classmethod
+    def from_settings(cls, embedder: Embedder, settings: IngestSettings) -> ChunkBudget:
+        return cls.of(embedder, chunk_tokens=settings.chunk_tokens, chunk_overlap=settings.chunk_overlap)
+
+    def split(self, sections: Sequence[Section], embedder: Embedder) -> list[TextChunk]:
+        return chunk_sections(
+            sections,
+            count_tokens=embedder.count_tokens,
+            chunk_tokens=self.tokens,
+            overlap_tokens=self.overlap,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What ``write_chunks`` wrote, and the seconds it spent embedding and upserting."""
+
+    chunks: int
+    embed_s: float
+    upsert_s: float
+
+
+def write_chunks(
+    chunks: Iterable[Chunk],
+    *,
+    store: VectorStore,
+    embedder: Embedder,
+    batch: int,
+    progress: Callable[[int], None] | None = None,
+) -> Written:
+    """Embed chunks in batches of ``batch`` and upsert each batch (the store flushes per upsert).
+
+    ``chunks`` may span many documents and may be a generator (chunked lazily); ``progress`` is called with
+    the number written so far after each batch."""
+    step = max(1, batch)
+    done, embed_s, upsert_s = 0, 0.0, 0.0
+    pending: list[Chunk] = []
+
+    def flush() -> None:
+        nonlocal done, embed_s, upsert_s
+        started = time.perf_counter()
+        vectors = embedder.embed_documents([c.text for c in pending])
+        embed_s += time.perf_counter() - started
+        started = time.perf_counter()
+        store.upsert(pending, vectors)
+        upsert_s += time.perf_counter() - started
+        done += len(pending)
+        pending.clear()
+        if progress:
+            progress(done)
+
+    for chunk in chunks:
+        pending.append(chunk)
+        if len(pending) >= step:
+            flush()
+    if pending:
+        flush()
+    return Written(done, embed_s, upsert_s)
+
+
+def chunk_version(version: DocumentVersion, embedder: Embedder, budget: ChunkBudget) -> list[TextChunk]:
+    """Parse the version's stored file and chunk it (raises the parser's errors)."""
+    data = Path(version.path).read_bytes()
+    return budget.split(parse(data, version.filename), embedder)
+
+
+def write_version(
+    version: DocumentVersion,
+    metadata: dict[str, Any],
+    *,
+    store: VectorStore,
+    embedder: Embedder,
+    settings: IngestSettings,
+    progress: Progress | None = None,
+) -> int:
+    """Chunk, embed and upsert one document version (``metadata`` goes with every chunk, with the filename).
+    Returns the number of chunks. Nothing is activated: see ``settle``."""
+    pieces = chunk_version(version, embedder, ChunkBudget.from_settings(embedder, settings))
+    total = len(pieces)
+    base_meta = {**metadata, "filename": version.filename}
+    chunks = (
+        Chunk(
+            tenant=version.tenant,
+            document_id=version.document_id,
+            version=version.version,
+            position=p.position,
+            page=p.page,
+            text=p.text,
+            metadata=base_meta,
+        )
+        for p in pieces
     )
+    if progress:
+        progress(0, total)
+    step = (lambda done: progress(done, total)) if progress else None
+    return write_chunks(
+        chunks, store=store, embedder=embedder, batch=settings.embed_batch, progress=step
+    ).chunks
 
 
 def ingest(
-    job: Job,
+    version: DocumentVersion,
     *,
     records: Records,
     store: VectorStore,
@@ -49,90 +160,54 @@ def ingest(
     Raises the parser's errors (permanent) or store/Redis errors (transient, worth a retry).
     """
     try:
-        document = records.get_document(job.tenant, job.document_id)
+        document = records.get_document(version.tenant, version.document_id)
     except DocumentNotFoundError:
-        logger.info("document %s was deleted before job %s ran; nothing to do", job.document_id, job.id)
+        logger.info(
+            "document %s was deleted before version %s was indexed", version.document_id, version.version
+        )
         return 0
-    pieces = chunk_document(job, embedder, settings)
-    store.ensure_collection(embedder_name=embedder.name, dimension=embedder.dimension)
-    metadata = {**document.metadata, "filename": job.filename}
-    total = write_chunks(
-        job, pieces, metadata, store=store, embedder=embedder, settings=settings, progress=progress
+    total = write_version(
+        version, document.metadata, store=store, embedder=embedder, settings=settings, progress=progress
     )
-    settle(job, records=records, store=store, chunks=total)
+    settle(version, records=records, store=store, chunks=total)
     return total
 
 
-def write_chunks(
-    job: Job,
-    pieces: list[TextChunk],
-    base_meta: dict[str, Any],
-    *,
-    store: VectorStore,
-    embedder: Embedder,
-    settings: IngestSettings,
-    progress: Progress | None = None,
-) -> int:
-    """Embed a version's chunks in batches and upsert them (flushed per batch). Returns how many."""
-    total = len(pieces)
-    if progress:
-        progress(0, total)
-    step = max(1, settings.embed_batch)
-    for start in range(0, total, step):
-        batch = pieces[start : start + step]
-        chunks = [
-            Chunk(
-                tenant=job.tenant,
-                document_id=job.document_id,
-                version=job.version,
-                position=p.position,
-                page=p.page,
-                text=p.text,
-                metadata=base_meta,
-            )
-            for p in batch
-        ]
-        vectors = embedder.embed_documents([c.text for c in chunks])
-        store.upsert(chunks, vectors)
-        if progress:
-            progress(start + len(batch), total)
-    return total
-
-
-def settle(job: Job, *, records: Records, store: VectorStore, chunks: int) -> None:
+def settle(version: DocumentVersion, *, records: Records, store: VectorStore, chunks: int) -> None:
     """Switch search to this version if it is still the latest upload, then drop stale chunks.
 
     The switch is one atomic registry write, and search serves only a document's active version, so a
-    query never sees both versions or neither. A superseded job removes only its own chunks.
+    query never sees both versions or neither. A superseded version removes only its own chunks.
     """
-    if records.activate(job.tenant, job.document_id, job.version, chunks):
-        records.bump_index_version(job.tenant)  # cached results of the old version are never served again
-        store.delete_document(job.tenant, job.document_id, except_versions=[job.version])
-        logger.info("document %s version %s active with %d chunks", job.document_id, job.version, chunks)
+    tenant, document_id = version.tenant, version.document_id
+    if records.activate(tenant, document_id, version.version, chunks):
+        records.bump_index_version(tenant)  # cached results of the old version are never served again
+        store.delete_document(tenant, document_id, except_versions=[version.version])
+        logger.info("document %s version %s active with %d chunks", document_id, version.version, chunks)
         return
     try:
-        current = records.get_document(job.tenant, job.document_id)
+        current = records.get_document(tenant, document_id)
         keep = {current.active, current.latest}
     except DocumentNotFoundError:
         keep = set()
-    if job.version not in keep:
-        store.delete_document(job.tenant, job.document_id, version=job.version)
-    logger.info("job %s superseded: version %s of %s not activated", job.id, job.version, job.document_id)
+    if version.version not in keep:
+        store.delete_document(tenant, document_id, version=version.version)
+    logger.info("superseded: version %s of %s not activated", version.version, document_id)
 
 
-def delete(job: Job, *, records: Records, store: VectorStore, files: FileStore) -> None:
+def delete(tenant: str, document_id: str, *, records: Records, store: VectorStore, files: FileStore) -> None:
     """Remove a deleted document's chunks and files; if it was re-uploaded meanwhile, keep the new upload."""
     try:
-        current = records.get_document(job.tenant, job.document_id)
+        current = records.get_document(tenant, document_id)
     except DocumentNotFoundError:
-        store.delete_document(job.tenant, job.document_id)
-        files.remove_document(job.tenant, job.document_id)
-        records.forget(job.tenant, job.document_id)
-        records.bump_index_version(job.tenant)
+        store.delete_document(tenant, document_id)
+        files.remove_document(tenant, document_id)
+        records.forget(tenant, document_id)
+        records.bump_index_version(tenant)
         return
     keep = [v for v in (current.active, current.latest) if v]
-    store.delete_document(job.tenant, job.document_id, except_versions=keep)
-    records.bump_index_version(job.tenant)
+    store.delete_document(tenant, document_id, except_versions=keep)
+    records.bump_index_version(tenant)
 
 
 def run_job(job: Job, records: Records, work: Callable[[], int | None]) -> None:

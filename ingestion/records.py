@@ -1,7 +1,7 @@
 """Job and document records kept in Redis (the job store and the document registry).
 
 Redis is started with an append-only file by the embedded stack, so records survive restarts.
-Keys (all under ``sieve:``):
+Keys (named in ``ingestion.keyspace``):
 - ``job:{id}``                hash: tenant, document_id, version, filename, path, state, chunks_done,
                               chunks_total, error, enqueued, kind (ingest/delete), times
 - ``doc:{tenant}:{document_id}``  hash: filename, metadata (JSON), latest (last accepted version),
@@ -10,6 +10,9 @@ Keys (all under ``sieve:``):
 - ``jobs:pending``            job ids accepted but not yet confirmed enqueued (re-sent at API start)
 - ``index_version:{tenant}``  counter bumped whenever what search serves for the tenant changes (a version
                               activated, a document deleted); cached search results are keyed by it
+
+A ``DocumentVersion`` is what the pipeline indexes: one stored file of one version of a document. A job
+names one (``Job.document_version``); a rebuild names the active version of each document.
 """
 
 from __future__ import annotations
@@ -18,15 +21,17 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import redis
 from pydantic import BaseModel, Field
 
-from ingestion.errors import DocumentNotFoundError, QueueUnavailableError
+from ingestion import keyspace
+from ingestion.errors import DocumentNotFoundError
+from ingestion.keyspace import redis_call
 
-PREFIX = "sieve:"
 # What redis-py's stubs accept as a hash mapping (keys and values of a Mapping are invariant).
 Fields = dict[
     str | bytes | bytearray | memoryview | int | float, str | bytes | bytearray | memoryview | int | float
@@ -38,6 +43,17 @@ class JobState(StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentVersion:
+    """One version of a document and its stored file: what ``ingestion.pipeline`` indexes."""
+
+    tenant: str
+    document_id: str
+    version: str
+    filename: str
+    path: str
 
 
 class Job(BaseModel):
@@ -56,6 +72,11 @@ class Job(BaseModel):
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
 
+    @property
+    def document_version(self) -> DocumentVersion:
+        """The document version an ingest job indexes."""
+        return DocumentVersion(self.tenant, self.document_id, self.version, self.filename, self.path)
+
 
 class Document(BaseModel):
     tenant: str
@@ -68,13 +89,6 @@ class Document(BaseModel):
     last_job: str = ""
     deleted: bool = False
     updated_at: float = Field(default_factory=time.time)
-
-
-def _redis_call(fn: Any) -> Any:
-    try:
-        return fn()
-    except redis.RedisError as exc:
-        raise QueueUnavailableError(f"Redis is unreachable: {exc}") from exc
 
 
 class Records:
@@ -91,22 +105,19 @@ class Records:
         """The Redis connection, shared by the API's cache, rate limiter and review queue."""
         return self._r
 
-    def index_version_key(self, tenant: str) -> str:
-        return f"{PREFIX}index_version:{tenant}"
-
     def bump_index_version(self, tenant: str) -> int:
         """Record that what search serves for ``tenant`` changed: older cached results go unread."""
-        return int(_redis_call(lambda: self._r.incr(self.index_version_key(tenant))))
+        return int(redis_call(lambda: self._r.incr(keyspace.index_version(tenant))))
 
     # -- jobs -----------------------------------------------------------------------------------
     def mark_enqueued(self, job_id: str) -> None:
-        _redis_call(lambda: self._r.srem(f"{PREFIX}jobs:pending", job_id))
+        redis_call(lambda: self._r.srem(keyspace.PENDING_JOBS, job_id))
 
     def pending_jobs(self) -> list[str]:
-        return sorted(_redis_call(lambda: self._r.smembers(f"{PREFIX}jobs:pending")))
+        return sorted(redis_call(lambda: self._r.smembers(keyspace.PENDING_JOBS)))
 
     def get_job(self, job_id: str, tenant: str | None = None) -> Job:
-        data = _redis_call(lambda: self._r.hgetall(f"{PREFIX}job:{job_id}"))
+        data = redis_call(lambda: self._r.hgetall(keyspace.job(job_id)))
         if not data or (tenant is not None and data.get("tenant") != tenant):
             raise DocumentNotFoundError(f"no job {job_id!r}")
         return Job.model_validate(data)
@@ -114,12 +125,9 @@ class Records:
     def update_job(self, job_id: str, **fields: Any) -> None:
         fields["updated_at"] = time.time()
         mapping: Fields = {k: (v.value if isinstance(v, JobState) else str(v)) for k, v in fields.items()}
-        _redis_call(lambda: self._r.hset(f"{PREFIX}job:{job_id}", mapping=mapping))
+        redis_call(lambda: self._r.hset(keyspace.job(job_id), mapping=mapping))
 
     # -- documents ------------------------------------------------------------------------------
-    def _doc_key(self, tenant: str, document_id: str) -> str:
-        return f"{PREFIX}doc:{tenant}:{document_id}"
-
     def accept_upload(
         self,
         tenant: str,
@@ -147,11 +155,11 @@ class Records:
             job.state = JobState.DONE
             job.chunks_done = job.chunks_total = unchanged_chunks
         pipe = self._r.pipeline(transaction=True)
-        pipe.hset(f"{PREFIX}job:{job.id}", mapping=_job_mapping(job))
+        pipe.hset(keyspace.job(job.id), mapping=_job_mapping(job))
         if unchanged_chunks is None:
-            pipe.sadd(f"{PREFIX}jobs:pending", job.id)
+            pipe.sadd(keyspace.PENDING_JOBS, job.id)
         pipe.hset(
-            self._doc_key(tenant, document_id),
+            keyspace.document(tenant, document_id),
             mapping={
                 "tenant": tenant,
                 "document_id": document_id,
@@ -163,8 +171,8 @@ class Records:
                 "updated_at": str(time.time()),
             },
         )
-        pipe.sadd(f"{PREFIX}docs:{tenant}", document_id)
-        _redis_call(pipe.execute)
+        pipe.sadd(keyspace.documents(tenant), document_id)
+        redis_call(pipe.execute)
         return job
 
     def activate(self, tenant: str, document_id: str, version: str, chunks: int) -> bool:
@@ -173,7 +181,7 @@ class Records:
         One atomic check-and-set (WATCH/MULTI), so an older job finishing late never overrides a newer upload
         and a deleted document is never resurrected. Returns whether the version was activated.
         """
-        key = self._doc_key(tenant, document_id)
+        key = keyspace.document(tenant, document_id)
 
         def txn(pipe: redis.client.Pipeline) -> bool:
             latest, deleted = pipe.hmget(key, ["latest", "deleted"])
@@ -185,55 +193,55 @@ class Records:
             return True
 
         # redis' stubs type the callable as returning None; value_from_callable returns what it returns
-        return bool(_redis_call(lambda: self._r.transaction(txn, key, value_from_callable=True)))  # type: ignore[arg-type]
+        return bool(redis_call(lambda: self._r.transaction(txn, key, value_from_callable=True)))  # type: ignore[arg-type]
 
     def request_delete(self, tenant: str, document_id: str) -> Job:
         """Hide a document from search at once and record the job that removes its chunks."""
-        key = self._doc_key(tenant, document_id)
-        data = _redis_call(lambda: self._r.hgetall(key))
+        key = keyspace.document(tenant, document_id)
+        data = redis_call(lambda: self._r.hgetall(key))
         if not data or data.get("deleted"):
             raise DocumentNotFoundError(f"no document {document_id!r}")
         job = Job(id=uuid.uuid4().hex, kind="delete", tenant=tenant, document_id=document_id)
         pipe = self._r.pipeline(transaction=True)
-        pipe.hset(f"{PREFIX}job:{job.id}", mapping=_job_mapping(job))
-        pipe.sadd(f"{PREFIX}jobs:pending", job.id)
+        pipe.hset(keyspace.job(job.id), mapping=_job_mapping(job))
+        pipe.sadd(keyspace.PENDING_JOBS, job.id)
         hidden: Fields = {"deleted": "1", "active": "", "latest": "", "last_job": job.id}
         pipe.hset(key, mapping=hidden)
-        pipe.incr(self.index_version_key(tenant))  # gone from search, and from cached results, at once
-        _redis_call(pipe.execute)
+        pipe.incr(keyspace.index_version(tenant))  # gone from search, and from cached results, at once
+        redis_call(pipe.execute)
         return job
 
     def forget(self, tenant: str, document_id: str) -> None:
         """Drop a deleted document's record once its chunks are gone (unless it was re-uploaded)."""
-        key = self._doc_key(tenant, document_id)
+        key = keyspace.document(tenant, document_id)
 
         def txn(pipe: redis.client.Pipeline) -> None:
             deleted = pipe.hget(key, "deleted")
             pipe.multi()
             if deleted:
                 pipe.delete(key)
-                pipe.srem(f"{PREFIX}docs:{tenant}", document_id)
+                pipe.srem(keyspace.documents(tenant), document_id)
 
-        _redis_call(lambda: self._r.transaction(txn, key))
+        redis_call(lambda: self._r.transaction(txn, key))
 
     def get_document(self, tenant: str, document_id: str) -> Document:
-        data = _redis_call(lambda: self._r.hgetall(self._doc_key(tenant, document_id)))
+        data = redis_call(lambda: self._r.hgetall(keyspace.document(tenant, document_id)))
         if not data or data.get("deleted"):
             raise DocumentNotFoundError(f"no document {document_id!r}")
         return _document(data)
 
     def list_documents(self, tenant: str) -> list[Document]:
-        ids = sorted(_redis_call(lambda: self._r.smembers(f"{PREFIX}docs:{tenant}")))
+        ids = sorted(redis_call(lambda: self._r.smembers(keyspace.documents(tenant))))
         pipe = self._r.pipeline()
         for document_id in ids:
-            pipe.hgetall(self._doc_key(tenant, document_id))
-        rows = _redis_call(pipe.execute) if ids else []
+            pipe.hgetall(keyspace.document(tenant, document_id))
+        rows = redis_call(pipe.execute) if ids else []
         return [_document(row) for row in rows if row and not row.get("deleted")]
 
     def tenants(self) -> list[str]:
         """Every tenant that has (or had) documents in the registry."""
-        keys = _redis_call(lambda: list(self._r.scan_iter(match=f"{PREFIX}docs:*", count=500)))
-        return sorted({key.removeprefix(f"{PREFIX}docs:") for key in keys})
+        keys = redis_call(lambda: list(self._r.scan_iter(match=keyspace.DOCUMENTS_PATTERN, count=500)))
+        return sorted({keyspace.tenant_of_documents(key) for key in keys})
 
     def active_versions(self, tenant: str, document_ids: Iterable[str]) -> dict[str, str]:
         """The version search may serve for each document (missing or deleted: absent)."""
@@ -242,12 +250,12 @@ class Records:
             return {}
         pipe = self._r.pipeline()
         for document_id in ids:
-            pipe.hget(self._doc_key(tenant, document_id), "active")
-        values = _redis_call(pipe.execute)
+            pipe.hget(keyspace.document(tenant, document_id), "active")
+        values = redis_call(pipe.execute)
         return {d: v for d, v in zip(ids, values, strict=True) if v}
 
     def ping(self) -> None:
-        _redis_call(self._r.ping)
+        redis_call(self._r.ping)
 
     def close(self) -> None:
         self._r.close()

@@ -18,12 +18,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from ingestion.chunking import TextChunk
 from ingestion.errors import EmptyDocumentError, ParseError, UnsupportedFormatError
 from ingestion.files import FileStore, safe_name
 from ingestion.indexes import BuildState, BuildStatus, Indexes, IndexSpec, ReindexBusyError
-from ingestion.pipeline import chunk_document, write_chunks
-from ingestion.records import Document, Job, Records
+from ingestion.pipeline import write_version
+from ingestion.records import Document, DocumentVersion, Records
 from ingestion.settings import IngestSettings
 from retrieval import Embedder, VectorStore
 
@@ -57,17 +56,8 @@ def index_document(
     if path is None:
         raise FileNotFoundError(f"the stored file of {doc.document_id!r} version {doc.active} is gone")
     filename = doc.filename if safe_name(doc.filename) == path.name else path.name
-    job = Job(
-        id=f"reindex:{doc.document_id}",
-        tenant=doc.tenant,
-        document_id=doc.document_id,
-        version=doc.active,
-        filename=filename,
-        path=str(path),
-    )
-    pieces: list[TextChunk] = chunk_document(job, embedder, settings)
-    metadata = {**doc.metadata, "filename": filename}
-    total = write_chunks(job, pieces, metadata, store=store, embedder=embedder, settings=settings)
+    version = DocumentVersion(doc.tenant, doc.document_id, doc.active, filename, str(path))
+    total = write_version(version, doc.metadata, store=store, embedder=embedder, settings=settings)
     store.delete_document(doc.tenant, doc.document_id, except_versions=[doc.active])
     return total
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import RecordsDep, TenantDep, UploadsDep
 from api.errors import ApiError, status_for
@@ -108,7 +109,9 @@ async def upload(
         name = upload_file.filename or "upload"
         data = await upload_file.read(uploads.settings.max_file_bytes + 1)
         try:
-            job = uploads.accept(tenant, name, data, document_id=document_id, metadata=meta)
+            job = await run_in_threadpool(
+                uploads.accept, tenant, name, data, document_id=document_id, metadata=meta
+            )
         except (IngestError, ValueError) as exc:
             status = status_for(exc) if isinstance(exc, IngestError) else 422
             rejected.append(Rejected(filename=name, status=status, error=str(exc)))

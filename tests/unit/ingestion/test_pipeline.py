@@ -8,9 +8,11 @@ import pytest
 
 from ingestion import pipeline
 from ingestion.errors import DocumentNotFoundError, DocumentTooLargeError, UnsupportedFormatError
+from ingestion.parsers import Section
 from ingestion.records import JobState, Records
 from ingestion.settings import IngestSettings
 from ingestion.uploads import Uploads
+from retrieval import Chunk
 from retrieval.memory_store import InMemoryStore
 from tests.unit.fakes import HashEmbedder, RecordingSender
 
@@ -24,11 +26,15 @@ def run(uploads: Uploads, store: InMemoryStore, embedder: HashEmbedder, settings
         job = uploads.records.get_job(job_id)
         if name == "sieve.ingest":
             work = lambda job=job: pipeline.ingest(  # noqa: E731
-                job, records=uploads.records, store=store, embedder=embedder, settings=settings
+                job.document_version,
+                records=uploads.records,
+                store=store,
+                embedder=embedder,
+                settings=settings,
             )
         else:
             work = lambda job=job: pipeline.delete(  # noqa: E731
-                job, records=uploads.records, store=store, files=uploads.files
+                job.tenant, job.document_id, records=uploads.records, store=store, files=uploads.files
             )
         pipeline.run_job(job, uploads.records, work)
 
@@ -76,7 +82,13 @@ def test_ingest_then_reingest_is_idempotent(
         run(uploads, store, embedder, ingest_settings)
     assert store.count("t", "bees") == done.chunks_total
     # Running the same job twice (a redelivery) changes nothing either.
-    pipeline.ingest(first, records=uploads.records, store=store, embedder=embedder, settings=ingest_settings)
+    pipeline.ingest(
+        first.document_version,
+        records=uploads.records,
+        store=store,
+        embedder=embedder,
+        settings=ingest_settings,
+    )
     assert store.count("t", "bees") == done.chunks_total
 
 
@@ -91,7 +103,9 @@ def test_new_version_replaces_and_late_old_job_does_not_win(
     assert doc.active == v2.version
     assert store.count("t", "doc") == doc.chunks
     # v1's job redelivered late: it must neither reactivate v1 nor leave its chunks behind.
-    pipeline.ingest(v1, records=uploads.records, store=store, embedder=embedder, settings=ingest_settings)
+    pipeline.ingest(
+        v1.document_version, records=uploads.records, store=store, embedder=embedder, settings=ingest_settings
+    )
     assert uploads.records.get_document("t", "doc").active == v2.version
     assert store.count("t", "doc") == doc.chunks
 
@@ -132,3 +146,34 @@ def test_tenants_do_not_share_documents(
     with pytest.raises(DocumentNotFoundError):
         uploads.records.get_document("b", "doc")
     assert store.count("b") == 0 and store.count("a") > 0
+
+
+def test_write_chunks_batches_across_documents_and_reports_progress(
+    store: InMemoryStore, embedder: HashEmbedder
+) -> None:
+    """What evaluation uses: many small documents, chunked lazily, embedded in full batches."""
+    budget = pipeline.ChunkBudget.of(embedder, chunk_tokens=8, chunk_overlap=100)
+    assert budget.tokens == 8 and budget.overlap == 2  # the overlap is at most a quarter of a chunk
+    embedded: list[int] = []
+    original = embedder.embed_documents
+
+    def counting(texts):  # type: ignore[no-untyped-def]
+        embedded.append(len(texts))
+        return original(texts)
+
+    embedder.embed_documents = counting  # type: ignore[method-assign]
+    corpus = {f"d{i}": "bees dance where the flowers grow " * (i + 1) for i in range(5)}
+
+    def chunks():  # type: ignore[no-untyped-def]
+        for doc_id, text in corpus.items():
+            for p in budget.split([Section(text)], embedder):
+                yield Chunk(tenant="t", document_id=doc_id, version="eval", position=p.position, text=p.text)
+
+    progress: list[int] = []
+    written = pipeline.write_chunks(
+        chunks(), store=store, embedder=embedder, batch=4, progress=progress.append
+    )
+    assert written.chunks == sum(embedded) == sum(store.count("t", d) for d in corpus) > 8
+    assert embedded[:-1] == [4] * (len(embedded) - 1) and 0 < embedded[-1] <= 4
+    assert progress == [min(4 * (i + 1), written.chunks) for i in range(len(embedded))]
+    assert written.embed_s >= 0 and written.upsert_s >= 0

@@ -10,13 +10,13 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from ingestion import pipeline
+from ingestion import keyspace, pipeline
 from ingestion.indexes import BuildState, BuildStatus, Indexes, IndexSpec, ReindexBusyError
 from ingestion.records import Records
 from ingestion.reindex import Rebuild, drop_previous
 from ingestion.settings import IngestSettings
 from ingestion.uploads import Uploads
-from ingestion.worker import make_celery
+from ingestion.worker import WorkerContext, make_celery, worker_context
 from retrieval import RetrievalSettings, VectorStore
 from retrieval.memory_store import InMemoryStore
 from tests.unit.fakes import HashEmbedder
@@ -44,12 +44,18 @@ class SaltedEmbedder(HashEmbedder):
 def ingest(uploads: Uploads, store: VectorStore, embedder: HashEmbedder, name: str, data: bytes) -> None:
     """Accept an upload and run its job on ``store``, as a worker writing to the serving index does."""
     job = uploads.accept("t1", name, data, document_id=name, metadata={"src": "unit"})
-    pipeline.ingest(job, records=uploads.records, store=store, embedder=embedder, settings=uploads.settings)
+    pipeline.ingest(
+        job.document_version,
+        records=uploads.records,
+        store=store,
+        embedder=embedder,
+        settings=uploads.settings,
+    )
 
 
 def delete(uploads: Uploads, store: VectorStore, name: str) -> None:
     job = uploads.delete("t1", name)
-    pipeline.delete(job, records=uploads.records, store=store, files=uploads.files)
+    pipeline.delete(job.tenant, job.document_id, records=uploads.records, store=store, files=uploads.files)
 
 
 def documents(store: VectorStore, tenant: str = "t1") -> dict[str, set[str]]:
@@ -71,7 +77,7 @@ def old_store(uploads: Uploads, embedder: HashEmbedder) -> InMemoryStore:
     store.ensure_collection(embedder_name=embedder.name, dimension=embedder.dimension)
     for name, data in DOCS.items():
         ingest(uploads, store, embedder, name, data)
-    uploads.records.client.sadd("sieve:docs:t2", "ghost")  # a tenant whose only document is gone
+    uploads.records.client.sadd(keyspace.documents("t2"), "ghost")  # a tenant whose only document is gone
     return store
 
 
@@ -195,16 +201,16 @@ def test_drop_previous_drops_the_old_collection_only_when_asked(
 @pytest.fixture
 def worker(ingest_settings: IngestSettings, records: Records, embedder: HashEmbedder):  # type: ignore[no-untyped-def]
     """A Celery app whose processes build stores per collection (shared, like one Milvus) and embedders by
-    model, as ``build_embedder`` would."""
+    model, as ``retrieval.make_embedder`` does."""
     stores: dict[str, InMemoryStore] = {}
-    celery = make_celery(
+    context = WorkerContext(
         ingest_settings,
         RetrievalSettings(milvus_uri="memory://", embedder="test"),
         embedder_factory=lambda s: SaltedEmbedder() if s.embedder_model == "v2" else HashEmbedder(),
         store_factory=lambda s: stores.setdefault(s.collection, InMemoryStore()),
+        records=records,
     )
-    celery.conf.sieve_resources._records = records
-    return celery, stores
+    return make_celery(context=context), stores
 
 
 def test_the_worker_task_rebuilds_and_its_next_jobs_write_to_the_new_index(worker, uploads: Uploads) -> None:  # type: ignore[no-untyped-def]
@@ -227,28 +233,28 @@ def test_the_worker_task_rebuilds_and_its_next_jobs_write_to_the_new_index(worke
     assert "late.txt" in documents(stores["sieve_chunks_v2"]) and "late.txt" not in documents(
         stores["sieve_chunks"]
     )
-    assert isinstance(celery.conf.sieve_resources.embedder, SaltedEmbedder)
+    assert isinstance(worker_context(celery).embedder, SaltedEmbedder)
     celery.tasks["sieve.reindex"].apply(args=[build.id])  # redelivered after it ended: nothing happens
     assert indexes.generation() == 1
 
 
 def test_a_job_that_runs_across_a_switch_runs_again_on_the_new_index(worker, uploads: Uploads) -> None:  # type: ignore[no-untyped-def]
     celery, stores = worker
-    resources = celery.conf.sieve_resources
+    context = worker_context(celery)
     indexes = Indexes(uploads.records.client)
-    resources.refresh()
+    context.refresh()
     stores["sieve_chunks_v2"] = InMemoryStore()
     stores["sieve_chunks_v2"].ensure_collection(embedder_name=SaltedEmbedder.name, dimension=64)
     original = pipeline.settle
     calls: list[str] = []
 
-    def settle_then_switch(job, **kwargs):  # type: ignore[no-untyped-def]
-        original(job, **kwargs)
+    def settle_then_switch(version, **kwargs):  # type: ignore[no-untyped-def]
+        original(version, **kwargs)
         if not calls:  # the rebuild's last pass ran before this activation; the switch comes right after
             indexes.switch(
                 IndexSpec(collection="sieve_chunks_v2", embedder="test", embedder_model="v2"), default=OLD
             )
-        calls.append(job.id)
+        calls.append(version.version)
 
     job = uploads.accept("t1", "bees.txt", DOCS["bees.txt"], document_id="bees.txt", metadata={})
     with pytest.MonkeyPatch.context() as patch:
