@@ -23,7 +23,7 @@ from ingestion.errors import (
     EmptyDocumentError,
     IngestError,
     ParseError,
-    QueueUnavailableError,
+    RedisUnavailableError,
     UnsupportedFormatError,
 )
 from ingestion.indexes import ReindexBusyError
@@ -66,7 +66,7 @@ STATUS: list[tuple[type[BaseException], int]] = [
     (StoreUnavailableError, 503),
     (EmbedderMismatchError, 503),
     (ModelLoadError, 503),
-    (QueueUnavailableError, 503),
+    (RedisUnavailableError, 503),
     (RerankUnavailableError, 503),
 ]
 

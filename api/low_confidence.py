@@ -9,7 +9,7 @@ from api import metrics
 from api.review import ReviewCandidate, ReviewItem, ReviewSink, assess, rule_key
 from api.search_models import SearchRequest, SearchResponse
 from api.settings import ApiSettings
-from ingestion.errors import QueueUnavailableError
+from ingestion.errors import RedisUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def flag_if_low_confidence(
     )
     try:
         item_id = review.add(item)
-    except QueueUnavailableError as exc:
+    except RedisUnavailableError as exc:
         logger.warning("could not queue a low-confidence search for review: %s", exc)
         return None
     metrics.LOW_CONFIDENCE.inc()

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import redis
 
+from ingestion import keyspace
+
 logger = logging.getLogger(__name__)
 
-PREFIX = "sieve:"
 
 # KEYS[1] the bucket; ARGV rate, burst, cost, [now in seconds: tests pass a clock; else Redis TIME].
 # Returns {allowed (0/1), seconds to wait (a string: Lua numbers become integers in replies)}.
@@ -102,7 +103,7 @@ class RateLimiter:
         if self._clock is not None:
             args.append(self._clock())
         try:
-            allowed, wait = self._script(keys=[f"{PREFIX}ratelimit:{tenant}"], args=args)
+            allowed, wait = self._script(keys=[keyspace.ratelimit(tenant)], args=args)
         except redis.RedisError as exc:
             logger.warning("rate limiter unavailable, letting the request through: %s", exc)
             return Decision(True, 0, limit)

@@ -27,10 +27,12 @@ from typing import Any, Literal, Protocol
 import redis
 from pydantic import BaseModel, Field, computed_field
 
-from ingestion.errors import QueueUnavailableError
+from ingestion import keyspace
+from ingestion.errors import RedisUnavailableError
+from ingestion.keyspace import redis_call
 
-STREAM = "sieve:review"
-LABELS = "sieve:review:labels"
+STREAM = keyspace.REVIEW_STREAM
+LABELS = keyspace.REVIEW_LABELS
 GROUP = "reviewers"
 State = Literal["pending", "labelled"]
 
@@ -196,14 +198,6 @@ def check_label(item: ReviewItem, positives: Sequence[str], by: str) -> Label:
     return Label(positives=list(dict.fromkeys(positives)), labelled_by=by)
 
 
-def _redis(fn: Callable[[], Any]) -> Any:
-    """Run a Redis call; the client's replies are loosely typed, so they come back as ``Any``."""
-    try:
-        return fn()
-    except redis.RedisError as exc:
-        raise QueueUnavailableError(f"Redis is unreachable: {exc}") from exc
-
-
 class ReviewQueue:
     """The durable ``ReviewSink``: a Redis Stream with a consumer group, and a hash of labels."""
 
@@ -223,7 +217,7 @@ class ReviewQueue:
 
     def _items(self, entries: Sequence[tuple[str, dict[str, str]]]) -> list[ReviewItem]:
         ids = [entry_id for entry_id, _ in entries]
-        labels: list[str | None] = _redis(lambda: self._r.hmget(LABELS, ids)) if ids else []
+        labels: list[str | None] = redis_call(lambda: self._r.hmget(LABELS, ids)) if ids else []
         return [
             ReviewItem.model_validate_json(fields["item"]).model_copy(
                 update={"id": entry_id, "label": Label.model_validate_json(raw) if raw else None}
@@ -238,11 +232,11 @@ class ReviewQueue:
             self._ensure_group()
             return str(self._r.xadd(STREAM, {"tenant": item.tenant, "item": body}))
 
-        return _redis(write)
+        return redis_call(write)
 
     def get(self, item_id: str) -> ReviewItem:
         parse_id(item_id)
-        found = self._items(_redis(lambda: self._r.xrange(STREAM, min=item_id, max=item_id)))
+        found = self._items(redis_call(lambda: self._r.xrange(STREAM, min=item_id, max=item_id)))
         if not found:
             raise ReviewNotFoundError(f"no review item {item_id!r}")
         return found[0]
@@ -250,7 +244,7 @@ class ReviewQueue:
     def _scan(self, start: tuple[int, int], batch: int = 200) -> Iterator[ReviewItem]:
         low = f"{start[0]}-{start[1]}"
         while True:
-            entries: list[tuple[str, dict[str, str]]] = _redis(
+            entries: list[tuple[str, dict[str, str]]] = redis_call(
                 partial(self._r.xrange, STREAM, min=low, max="+", count=batch)
             )
             yield from self._items(entries)
@@ -281,7 +275,7 @@ class ReviewQueue:
             pipe.xack(STREAM, GROUP, item_id)
             pipe.execute()
 
-        _redis(write)
+        redis_call(write)
         return item.model_copy(update={"label": label})
 
     def claim(self, reviewer: str, *, count: int = 10, idle_s: float = 600) -> list[ReviewItem]:
@@ -304,4 +298,4 @@ class ReviewQueue:
                 items += unlabelled(entries)
             return items
 
-        return _redis(take)
+        return redis_call(take)

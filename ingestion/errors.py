@@ -6,8 +6,7 @@ IngestError
 ├── EmptyDocumentError       the file parsed but holds no text
 ├── DocumentTooLargeError    the upload exceeds the configured size limit (413)
 ├── DocumentNotFoundError    no such document or job for this tenant (404)
-├── RedisUnavailableError    Redis (the broker, the job store, the document registry) cannot be reached (503);
-│                            ``QueueUnavailableError`` is its former name, kept for the API's imports
+├── RedisUnavailableError    Redis (the broker, the job store, the document registry) cannot be reached (503)
 └── ReindexBusyError         (``ingestion.indexes``) a rebuild is already running (409)
 """
 
@@ -38,6 +37,3 @@ class DocumentNotFoundError(IngestError):
 
 class RedisUnavailableError(IngestError):
     """Redis (broker, job store or document registry) is unreachable or failed a command."""
-
-
-QueueUnavailableError = RedisUnavailableError  # the former name (api.errors, api.review, api.routes.search)

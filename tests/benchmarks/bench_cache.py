@@ -81,7 +81,11 @@ def ingest(client: TestClient, res: Resources) -> int:
     for _, (job_id,) in sender.sent:
         job = res.records.get_job(job_id)
         chunks += pipeline.ingest(
-            job, records=res.records, store=res.store, embedder=res.embedder, settings=res.settings.ingest
+            job.document_version,
+            records=res.records,
+            store=res.store,
+            embedder=res.embedder,
+            settings=res.settings.ingest,
         )
     sender.sent.clear()
     return chunks

@@ -80,7 +80,7 @@ class Harness:
             job = res.records.get_job(job_id)
             if name == "sieve.ingest":
                 pipeline.ingest(
-                    job,
+                    job.document_version,
                     records=res.records,
                     store=res.models.current().store,
                     embedder=res.models.current().embedder,
@@ -88,7 +88,11 @@ class Harness:
                 )
             else:
                 pipeline.delete(
-                    job, records=res.records, store=res.models.current().store, files=res.uploads.files
+                    job.tenant,
+                    job.document_id,
+                    records=res.records,
+                    store=res.models.current().store,
+                    files=res.uploads.files,
                 )
         sender.sent.clear()
 

@@ -67,7 +67,7 @@ def index(res: Resources, tenant: str, texts: dict[str, str]) -> None:
     for _, (job_id,) in sender.sent:
         job = res.records.get_job(job_id)
         pipeline.ingest(
-            job,
+            job.document_version,
             records=res.records,
             store=res.models.current().store,
             embedder=res.models.current().embedder,

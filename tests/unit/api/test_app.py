@@ -49,7 +49,7 @@ def drain(res: Resources) -> None:
                 job,
                 res.records,
                 lambda job=job: pipeline.ingest(
-                    job,
+                    job.document_version,
                     records=res.records,
                     store=res.models.current().store,
                     embedder=res.models.current().embedder,

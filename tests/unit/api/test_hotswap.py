@@ -18,7 +18,7 @@ from api.settings import ApiSettings
 from ingestion.indexes import BuildState, Indexes
 from ingestion.records import Records
 from ingestion.settings import IngestSettings
-from ingestion.worker import make_celery
+from ingestion.worker import WorkerContext, make_celery
 from reranking import RerankSettings, RerankUnavailableError
 from retrieval import RetrievalSettings, VectorStore
 from retrieval.memory_store import InMemoryStore
@@ -196,12 +196,14 @@ def test_a_rebuild_serves_the_old_index_until_the_switch_and_the_new_one_after(
     assert (name, args) == ("sieve.reindex", [build["id"]])
 
     celery = make_celery(
-        res.settings.ingest,
-        res.settings.retrieval,
-        embedder_factory=embedder_for,
-        store_factory=lambda s: stores.setdefault(s.collection, InMemoryStore()),
+        context=WorkerContext(
+            res.settings.ingest,
+            res.settings.retrieval,
+            embedder_factory=embedder_for,
+            store_factory=lambda s: stores.setdefault(s.collection, InMemoryStore()),
+            records=res.records,
+        )
     )
-    celery.conf.sieve_resources._records = res.records
     served: list[tuple[str, str]] = []
 
     def during_rebuild(*args: Any, **kwargs: Any) -> Any:  # search and /info while the worker builds

@@ -208,10 +208,10 @@ def test_bad_labels_are_422(harness: Harness, body: dict, fragment: str) -> None
 def test_a_review_queue_down_does_not_fail_the_search(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ingestion.errors import QueueUnavailableError
+    from ingestion.errors import RedisUnavailableError
 
     def down(*a: object) -> str:
-        raise QueueUnavailableError("Redis is unreachable")
+        raise RedisUnavailableError("Redis is unreachable")
 
     monkeypatch.setattr(harness.res.review, "add", down)
     assert harness.search(T1, UNSURE[0])["hits"]
