@@ -1,6 +1,6 @@
-"""What a rerank-gate decision is: the learned ``Fusion`` of stage-1 and rerank scores and the ``GateDecision``
-stored per tenant. Shared by the runtime gate (``api.rerank_gate``), which reads decisions, and gate learning
-(``api.relevance``), which makes them; it imports neither.
+"""What a rerank-gate decision is: the learned ``Fusion`` of stage-1 and rerank scores and the
+``GateDecision`` stored per tenant. Shared by the runtime gate (``api.rerank_gate``), which reads
+decisions, and gate learning (``api.relevance``), which makes them; it imports neither.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, Protocol
@@ -28,7 +28,6 @@ import redis
 from pydantic import BaseModel, Field, computed_field
 
 from ingestion import keyspace
-from ingestion.errors import RedisUnavailableError
 from ingestion.keyspace import redis_call
 
 STREAM = keyspace.REVIEW_STREAM

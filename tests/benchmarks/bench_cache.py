@@ -83,8 +83,8 @@ def ingest(client: TestClient, res: Resources) -> int:
         chunks += pipeline.ingest(
             job.document_version,
             records=res.records,
-            store=res.store,
-            embedder=res.embedder,
+            store=res.models.current().store,
+            embedder=res.models.current().embedder,
             settings=res.settings.ingest,
         )
     sender.sent.clear()
@@ -165,7 +165,7 @@ def main() -> None:
                     client.get("/health").raise_for_status()
                     floor.append((time.perf_counter() - sent) * 1000)
                     time.sleep(1 / args.rate)
-                names = (res.embedder.name, res.reranker.name)
+                names = (res.models.current().embedder.name, res.models.current().reranker.name)
         finally:
             stack.stop()
 
