@@ -153,10 +153,10 @@ def main() -> None:
             with TestClient(create_app(settings, resources_factory=factory)) as client:
                 res = holder["res"]
                 chunks = ingest(client, res)
-                res.cache.ttl_s = 0
+                res.search.cache.ttl_s = 0
                 run(client, queries, rate=1000, requests=args.warmup)
                 off = run(client, queries, rate=args.rate, requests=args.requests)
-                res.cache.ttl_s = 300
+                res.search.cache.ttl_s = 300
                 res.records.bump_index_version("bench")  # start the cached run with nothing cached
                 on = run(client, queries, rate=args.rate, requests=args.requests)
                 floor = []
