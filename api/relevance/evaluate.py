@@ -22,7 +22,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,8 @@ from api.relevance.eval_probe import TENANT, probe_query
 from api.relevance.gate import RERANK_ONLY, QueryRun, learn_fusion
 from api.relevance.gate import decide as decide_gate
 from api.rerank_gate import RerankerIdentity, reranker_identity
-from ingestion.chunking import chunk_sections
 from ingestion.parsers import Section
+from ingestion.pipeline import ChunkBudget, write_chunks
 from reranking import Reranker
 from retrieval import Chunk, Embedder, VectorStore
 from retrieval.fusion import SEARCH_MODES
@@ -81,50 +81,40 @@ def _progress(console: Console) -> Progress:
 def build_index(
     dataset: BeirDataset, store: VectorStore, embedder: Embedder, options: EvalOptions, console: Console
 ) -> dict[str, Any]:
-    """Chunk, embed and write the corpus; returns counts and the time of each step."""
-    budget = max(8, min(options.chunk_tokens, embedder.max_tokens))
-    overlap = min(options.chunk_overlap, budget // 4)
+    """Chunk, embed and write the corpus with the ingestion pipeline's own budget and writer (what a
+    worker does with an upload); returns counts and the time of each step."""
+    budget = ChunkBudget.of(embedder, chunk_tokens=options.chunk_tokens, chunk_overlap=options.chunk_overlap)
     store.ensure_collection(embedder_name=embedder.name, dimension=embedder.dimension)
-    timing = {"chunk_s": 0.0, "embed_s": 0.0, "upsert_s": 0.0}
-    pending: list[Chunk] = []
+    chunk_s = 0.0
 
-    def flush() -> None:
-        started = time.perf_counter()
-        vectors = embedder.embed_documents([chunk.text for chunk in pending])
-        timing["embed_s"] += time.perf_counter() - started
-        started = time.perf_counter()
-        store.upsert(pending, vectors)
-        timing["upsert_s"] += time.perf_counter() - started
-        pending.clear()
-
-    chunks = 0
     with _progress(console) as bar:
         task = bar.add_task("indexing documents", total=len(dataset.corpus))
-        for doc_id in dataset.corpus:
-            started = time.perf_counter()
-            pieces = chunk_sections(
-                [Section(dataset.document_text(doc_id))],
-                count_tokens=embedder.count_tokens,
-                chunk_tokens=budget,
-                overlap_tokens=overlap,
-            )
-            timing["chunk_s"] += time.perf_counter() - started
-            pending += [
-                Chunk(tenant=TENANT, document_id=doc_id, version="eval", position=p.position, text=p.text)
-                for p in pieces
-            ]
-            chunks += len(pieces)
-            if len(pending) >= options.batch:
-                flush()
-            bar.advance(task)
-        if pending:
-            flush()
+
+        def chunks() -> Iterator[Chunk]:
+            nonlocal chunk_s
+            for doc_id in dataset.corpus:
+                started = time.perf_counter()
+                pieces = budget.split([Section(dataset.document_text(doc_id))], embedder)
+                chunk_s += time.perf_counter() - started
+                for piece in pieces:
+                    yield Chunk(
+                        tenant=TENANT,
+                        document_id=doc_id,
+                        version="eval",
+                        position=piece.position,
+                        text=piece.text,
+                    )
+                bar.advance(task)
+
+        written = write_chunks(chunks(), store=store, embedder=embedder, batch=options.batch)
     return {
         "documents": len(dataset.corpus),
-        "chunks": chunks,
-        "chunk_tokens": budget,
-        "overlap": overlap,
-        **timing,
+        "chunks": written.chunks,
+        "chunk_tokens": budget.tokens,
+        "overlap": budget.overlap,
+        "chunk_s": chunk_s,
+        "embed_s": written.embed_s,
+        "upsert_s": written.upsert_s,
     }
 
 
