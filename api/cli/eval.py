@@ -3,6 +3,10 @@ summary and, with ``--gate --apply``, store the rerank gate's decision."""
 
 from __future__ import annotations
 
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +15,8 @@ from rich.table import Table
 
 from api.cli.common import RedisOpt, command_line, console, setup_logging
 from api.cli.gate import gate_store
+from api.cli.stack import Stack, free_port
+from retrieval import VectorStore
 
 
 def eval_command(
@@ -81,20 +87,21 @@ def eval_command(
         gate_alpha=gate_alpha,
     )
     try:
-        report = run(
-            folder,
-            out,
-            milvus_uri=milvus_uri,
-            qrels=qrels,
-            split=split,
-            max_queries=queries,
-            corpus_limit=corpus_limit,
-            options=options,
-            keep_index=keep_index,
-            gate_train_queries=gate_train_queries,
-            console=console,
-            command=command_line(),
-        )
+        with eval_store(milvus_uri, keep=keep_index) as (store, label):
+            report = run(
+                folder,
+                out,
+                store=store,
+                store_label=label,
+                qrels=qrels,
+                split=split,
+                max_queries=queries,
+                corpus_limit=corpus_limit,
+                options=options,
+                gate_train_queries=gate_train_queries,
+                console=console,
+                command=command_line(),
+            )
     except ValueError as exc:  # a folder not in the BEIR layout, an unknown mode or split
         raise typer.BadParameter(str(exc)) from exc
     table = Table("configuration", "nDCG@10", "R@50", "R@100", "MRR@10")
@@ -119,3 +126,31 @@ def eval_command(
     elif apply:
         console.print("[red]nothing to apply:[/] no gate decision (pass --gate, configure RERANK_BACKEND)")
         raise typer.Exit(1)
+
+
+@contextmanager
+def eval_store(milvus_uri: str | None, *, keep: bool = False) -> Iterator[tuple[VectorStore, str]]:
+    """A store on a fresh collection: at ``milvus_uri`` (``memory://`` for in-process), else on a Milvus Lite
+    server started here in a temporary folder (``Stack.start_milvus``) and stopped
+    afterwards."""
+    from retrieval.settings import RetrievalSettings
+    from retrieval.store import make_store
+
+    collection = f"sieve_eval_{uuid.uuid4().hex[:10]}"
+    with tempfile.TemporaryDirectory(prefix="sieve-eval-") as home:
+        stack = None
+        if milvus_uri is None:
+            stack = Stack(home=Path(home), milvus_port=free_port())
+            stack.start_milvus()
+            milvus_uri = stack.milvus_uri
+        store = make_store(RetrievalSettings(milvus_uri=milvus_uri, collection=collection))
+        try:
+            yield store, f"{type(store).__name__} at {milvus_uri}, collection {collection}"
+        finally:
+            drop, close = getattr(store, "drop", None), getattr(store, "close", None)
+            if drop is not None and not keep and stack is None:
+                drop()
+            if close is not None:
+                close()
+            if stack is not None:
+                stack.stop()

@@ -4,10 +4,7 @@ parsing."""
 from __future__ import annotations
 
 import random
-import tempfile
-import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,35 +17,6 @@ from api.relevance.eval_options import EvalOptions
 from api.relevance.evaluate import evaluate
 from api.rerank_gate import reranker_identity
 from retrieval import VectorStore
-
-
-@contextmanager
-def eval_store(milvus_uri: str | None, *, keep: bool = False) -> Iterator[tuple[VectorStore, str]]:
-    """A store on a fresh collection: at ``milvus_uri`` (``memory://`` for in-process), else on a Milvus Lite
-    server started here in a temporary folder (``api.cli.stack.Stack.start_milvus``) and stopped
-    afterwards."""
-    from api.cli.stack import Stack, free_port
-    from retrieval.settings import RetrievalSettings
-    from retrieval.store import make_store
-
-    collection = f"sieve_eval_{uuid.uuid4().hex[:10]}"
-    with tempfile.TemporaryDirectory(prefix="sieve-eval-") as home:
-        stack = None
-        if milvus_uri is None:
-            stack = Stack(home=Path(home), milvus_port=free_port())
-            stack.start_milvus()
-            milvus_uri = stack.milvus_uri
-        store = make_store(RetrievalSettings(milvus_uri=milvus_uri, collection=collection))
-        try:
-            yield store, f"{type(store).__name__} at {milvus_uri}, collection {collection}"
-        finally:
-            drop, close = getattr(store, "drop", None), getattr(store, "close", None)
-            if drop is not None and not keep and stack is None:
-                drop()
-            if close is not None:
-                close()
-            if stack is not None:
-                stack.stop()
 
 
 def parse_weights(text: str | None) -> tuple[float, float] | None:
@@ -97,18 +65,19 @@ def run(
     folder: Path,
     out: Path,
     *,
-    milvus_uri: str | None = None,
+    store: VectorStore,
+    store_label: str,
     qrels: str | None = None,
     split: str = "all",
     max_queries: int | None = None,
     corpus_limit: int | None = None,
     options: EvalOptions | None = None,
-    keep_index: bool = False,
     gate_train_queries: int = 100,
     console: Console | None = None,
     command: str = "",
 ) -> dict[str, Any]:
-    """What ``sieve eval`` does: load the folder, build the configured embedder and reranker, evaluate.
+    """What ``sieve eval`` does: load the folder, build the configured embedder and reranker, evaluate on
+    ``store`` (a fresh collection the caller provides and cleans up).
 
     With ``options.gate`` the table runs on the eval split (the held-out queries the gate decides on) and the
     fusion is learned on ``gate_train_queries`` train-split queries."""
@@ -140,17 +109,16 @@ def run(
     rerank_settings = RerankSettings()
     embedder, reranker = build_embedder(), make_reranker(rerank_settings)
     identity = reranker_identity(reranker, rerank_settings)
-    with eval_store(milvus_uri, keep=keep_index) as (store, label):
-        return evaluate(
-            dataset,
-            out,
-            store=store,
-            embedder=embedder,
-            reranker=reranker,
-            options=options,
-            console=console,
-            store_label=label,
-            command=command,
-            train=train,
-            identity=identity,
-        )
+    return evaluate(
+        dataset,
+        out,
+        store=store,
+        embedder=embedder,
+        reranker=reranker,
+        options=options,
+        console=console,
+        store_label=store_label,
+        command=command,
+        train=train,
+        identity=identity,
+    )
