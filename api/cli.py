@@ -172,11 +172,10 @@ def worker(
     pool: Annotated[str, typer.Option(help="prefork on CPU; solo or threads on a GPU")] = "prefork",
 ) -> None:
     """Run a Celery ingestion worker."""
-    from api.models import build_embedder
     from ingestion.worker import make_celery
 
     _logging()
-    celery = make_celery(embedder_factory=build_embedder)
+    celery = make_celery()
     celery.worker_main(
         [
             "worker",

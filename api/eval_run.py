@@ -25,8 +25,8 @@ def eval_store(milvus_uri: str | None, *, keep: bool = False) -> Iterator[tuple[
     """A store on a fresh collection: at ``milvus_uri`` (``memory://`` for in-process), else on a Milvus Lite
     server started here in a temporary folder (``api.stack.Stack.start_milvus``) and stopped afterwards."""
     from api.stack import Stack, free_port
+    from retrieval.backends import make_store
     from retrieval.settings import RetrievalSettings
-    from retrieval.store import make_store
 
     collection = f"sieve_eval_{uuid.uuid4().hex[:10]}"
     with tempfile.TemporaryDirectory(prefix="sieve-eval-") as home:
@@ -110,9 +110,9 @@ def run(
     With ``options.gate`` the table runs on the eval split (the held-out queries the gate decides on) and the
     fusion is learned on ``gate_train_queries`` train-split queries."""
     from api.beir import load_beir
-    from api.models import build_embedder
     from ingestion.settings import IngestSettings
     from reranking import RerankSettings, make_reranker
+    from retrieval.backends import make_embedder
 
     console = console or Console(stderr=True)
     ingest = IngestSettings()
@@ -135,7 +135,7 @@ def run(
         + (f"; the rerank gate learns on {len(train.queries)} train queries" if train is not None else "")
     )
     rerank_settings = RerankSettings()
-    embedder, reranker = build_embedder(), make_reranker(rerank_settings)
+    embedder, reranker = make_embedder(), make_reranker(rerank_settings)
     identity = reranker_identity(reranker, rerank_settings)
     with eval_store(milvus_uri, keep=keep_index) as (store, label):
         return evaluate(

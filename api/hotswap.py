@@ -24,10 +24,10 @@ from pydantic import BaseModel, Field
 from api.errors import ApiError
 from api.gate_store import RerankGate, reranker_identity
 from api.serving import Serving
+from engine.hub import model_revision
 from ingestion.indexes import Indexes, IndexSpec, settings_spec
 from reranking import Reranker, RerankError, RerankSettings
 from retrieval import Embedder, EmbedderMismatchError, RetrievalError, RetrievalSettings, VectorStore
-from retrieval.embedder import model_revision
 
 if TYPE_CHECKING:
     from api.resources import Resources

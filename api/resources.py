@@ -11,18 +11,24 @@ from celery import Celery
 from api.cache import SearchCache
 from api.gate_store import GateStore, RerankGate, reranker_identity
 from api.hotswap import HotSwap, StoreFactory
-from api.models import build_embedder
 from api.ratelimit import RateLimiter
 from api.review import ReviewQueue, ReviewSink
 from api.search import SearchService
 from api.settings import ApiSettings
+from engine.hub import model_revision
 from ingestion.indexes import Indexes, IndexSpec, settings_spec
 from ingestion.records import Records
 from ingestion.settings import IngestSettings
 from ingestion.uploads import Uploads
 from reranking import Reranker, RerankSettings, make_reranker
-from retrieval import Embedder, RetrievalSettings, StoreUnavailableError, VectorStore, make_store
-from retrieval.embedder import model_revision
+from retrieval import (
+    Embedder,
+    RetrievalSettings,
+    StoreUnavailableError,
+    VectorStore,
+    make_embedder,
+    make_store,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +77,7 @@ def build_resources(
     indexes = Indexes(records.client)
     spec = serving_index(settings.retrieval, indexes)
     retrieval = spec.settings(settings.retrieval)
-    embedder = embedder or build_embedder(retrieval)
+    embedder = embedder or make_embedder(retrieval)
     embedder.warm_up()
     store = store or store_factory(retrieval)
     try:
@@ -117,7 +123,7 @@ def build_resources(
         resources,
         indexes=indexes,
         spec=spec.model_copy(update={"embedder_name": embedder.name}),
-        embedder_factory=build_embedder,
+        embedder_factory=make_embedder,
         reranker_factory=make_reranker,
         store_factory=store_factory,
         poll_s=api.index_poll_s,

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from api import metrics
 from api.gate_store import gate_summary
 from api.serving import ServingDep
-from retrieval.embedder import model_revision
+from engine.hub import model_revision
 
 router = APIRouter(tags=["operations"])
 
@@ -55,7 +55,7 @@ def _revision(ref: str) -> str | None:
 @router.get("/info", response_model=Info, response_model_exclude_none=True)
 def info(serving: ServingDep, request: Request) -> Info:
     reranker, rerank = serving.reranker, serving.rerank
-    max_tokens = getattr(reranker, "max_tokens", None)  # the model backends have it, ``none`` does not
+    max_tokens = reranker.max_tokens  # None for ``none`` and ``remote``
     models = {
         "reranker": ModelInfo(
             name=reranker.name,

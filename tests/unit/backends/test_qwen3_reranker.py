@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from engine.prompts import QWEN3_RERANKER_INSTRUCTION
 from reranking.backends.qwen3 import (
-    DEFAULT_INSTRUCTION,
     PREFIX,
     SUFFIX,
     Qwen3Reranker,
@@ -116,7 +116,7 @@ def _docs(n: int, seed: int = 11) -> list[str]:
 def test_template_strings_are_the_model_cards() -> None:
     assert PREFIX == CARD_PREFIX
     assert SUFFIX == CARD_SUFFIX
-    assert DEFAULT_INSTRUCTION == CARD_INSTRUCTION
+    assert QWEN3_RERANKER_INSTRUCTION == CARD_INSTRUCTION
     assert format_body("q", "d", "i") == "<Instruct>: i\n<Query>: q\n<Document>: d"
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from reranking.reranker import NoneReranker, RankedHit, Reranker, make_reranker
+from reranking.backends import make_reranker
+from reranking.reranker import NoneReranker, RankedHit, Reranker
 from reranking.settings import RerankSettings
 
 QUERY = "what is the capital of France?"
