@@ -156,14 +156,3 @@ class TestFactories:
             engine_reranker.rank(reranker_contract.QUERY, reranker_contract.DOCS)
         with pytest.raises(as_retrieval, match="refused"):
             engine_embedder.embed_documents(["honey bees"])
-
-    def test_a_closed_engine_is_unavailable(self, tiny_qwen3_reranker_dir, tiny_qwen3_embedding_dir) -> None:
-        reranker = EngineReranker(model=str(tiny_qwen3_reranker_dir), device="cpu")
-        embedder = EngineEmbedder(model=str(tiny_qwen3_embedding_dir), device="cpu")
-        for served in (reranker, embedder):
-            served.warm_up()
-            served.engine.close()
-        with pytest.raises(RerankUnavailableError):
-            reranker.rank(reranker_contract.QUERY, reranker_contract.DOCS)
-        with pytest.raises(EmbedderUnavailableError):
-            embedder.embed_queries(["honey bees"])

@@ -39,6 +39,11 @@ class TestRerankerContract:
         assert isinstance(reranker, Reranker)
         assert isinstance(reranker.name, str) and reranker.name
         assert isinstance(reranker.reorders, bool)
+        # what the API's /info and the gate's identity read: None where the backend has no budget or revision
+        assert reranker.max_tokens is None or (
+            isinstance(reranker.max_tokens, int) and reranker.max_tokens > 0
+        )
+        assert reranker.revision is None or isinstance(reranker.revision, str)
 
     def test_warm_up_is_idempotent(self, reranker: Reranker) -> None:
         before = reranker.rank(QUERY, DOCS)
