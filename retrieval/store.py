@@ -1,6 +1,7 @@
 """The ``VectorStore`` protocol and the filter check every store makes.
 
-Stores and the factory (``make_store``) live in ``retrieval.backends``.
+The stores are ``retrieval.memory_store`` and ``retrieval.milvus_store``; the factory (``make_store``, a
+name → factory table) lives in ``retrieval.backends``.
 
 Every read and write names a tenant; an implementation must never return another tenant's chunks.
 """

@@ -1,5 +1,6 @@
-"""Backends of the retrieval stage and their factories: embedders (the only modules of ``retrieval`` that
-import torch) and vector stores.
+"""Backends of the retrieval stage and their factories: the embedders (the only modules of ``retrieval``
+that import torch) and the tables that pick an embedder and a vector store (``retrieval.memory_store``,
+``retrieval.milvus_store``).
 
 ``EMBEDDERS`` maps each ``RETRIEVAL_EMBEDDER`` name to a factory, ``STORES`` each kind of
 ``RETRIEVAL_MILVUS_URI`` (``memory://`` or a Milvus) to one; a factory imports its backend only when it is

@@ -131,11 +131,11 @@ class TestFactories:
         np.testing.assert_allclose(got, qwen3_embedder.embed_documents(texts), atol=1e-4)
 
     @pytest.mark.parametrize(
-        ("raised", "as_rerank", "as_retrieval"),
+        ("raised", "as_rerank", "as_retrieval", "status"),
         [
-            (EngineOverloadedError, RerankOverloadedError, EmbedderOverloadedError),  # 429
-            (EngineUnavailableError, RerankUnavailableError, EmbedderUnavailableError),  # 503
-            (EngineInputError, RerankInputError, EmbedderInputError),  # 400
+            (EngineOverloadedError, RerankOverloadedError, EmbedderOverloadedError, 429),
+            (EngineUnavailableError, RerankUnavailableError, EmbedderUnavailableError, 503),
+            (EngineInputError, RerankInputError, EmbedderInputError, 400),
         ],
     )
     def test_engine_errors_become_the_stages_errors(
@@ -146,13 +146,18 @@ class TestFactories:
         raised,
         as_rerank,
         as_retrieval,
+        status: int,
     ) -> None:
+        """Each stage's own error, with the HTTP status the API gave the engine's errors before the split."""
+        from api.errors import status_for
+
         def refuse(*args: object, **kwargs: object) -> None:
             raise raised("refused")
 
         monkeypatch.setattr(engine_reranker.engine, "run", refuse)
         monkeypatch.setattr(engine_embedder.engine, "run_many", refuse)
-        with pytest.raises(as_rerank, match="refused"):
+        with pytest.raises(as_rerank, match="refused") as reranked:
             engine_reranker.rank(reranker_contract.QUERY, reranker_contract.DOCS)
-        with pytest.raises(as_retrieval, match="refused"):
+        with pytest.raises(as_retrieval, match="refused") as embedded:
             engine_embedder.embed_documents(["honey bees"])
+        assert status_for(reranked.value) == status_for(embedded.value) == status
