@@ -29,7 +29,10 @@ from ingestion.errors import (
 from ingestion.indexes import ReindexBusyError
 from reranking.errors import RerankError, RerankInputError, RerankOverloadedError, RerankUnavailableError
 from retrieval.errors import (
+    EmbedderInputError,
     EmbedderMismatchError,
+    EmbedderOverloadedError,
+    EmbedderUnavailableError,
     InvalidFilterError,
     ModelLoadError,
     RetrievalError,
@@ -60,14 +63,17 @@ STATUS: list[tuple[type[BaseException], int]] = [
     (ParseError, 422),
     (EmptyDocumentError, 422),
     (RerankInputError, 400),
+    (EmbedderInputError, 400),
     (LimitExceededError, 413),
     (OverloadedError, 429),
     (RerankOverloadedError, 429),
+    (EmbedderOverloadedError, 429),
     (StoreUnavailableError, 503),
     (EmbedderMismatchError, 503),
     (ModelLoadError, 503),
     (RedisUnavailableError, 503),
     (RerankUnavailableError, 503),
+    (EmbedderUnavailableError, 503),
 ]
 
 

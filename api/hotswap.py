@@ -24,10 +24,10 @@ from starlette.concurrency import run_in_threadpool
 from api.errors import ApiError
 from api.rerank_gate import RerankGate, reranker_identity
 from api.snapshot import ModelRegistry, ModelSnapshot
+from engine.hub import model_revision
 from ingestion.indexes import Indexes, IndexSpec, settings_spec
 from reranking import Reranker, RerankError, RerankSettings
 from retrieval import Embedder, EmbedderMismatchError, RetrievalError, RetrievalSettings, VectorStore
-from retrieval.embedder import model_revision
 
 logger = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ import redis
 from pydantic import BaseModel, ValidationError
 
 from api.gate_decision import Fusion, GateDecision
+from engine.hub import model_revision
 from ingestion import keyspace
 from reranking import Reranker, RerankSettings
-from retrieval.embedder import model_revision
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class RerankerIdentity:
 
 
 def revision_of(ref: str) -> str | None:
-    """``retrieval.embedder.model_revision`` (a trained folder's card, a hub snapshot's commit); for another
+    """``engine.hub.model_revision`` (a trained folder's card, a hub snapshot's commit); for another
     local folder a fingerprint of its files (names, sizes, modification times), so that a model retrained in
     place is a new revision; else None."""
     revision = model_revision(ref)
@@ -68,7 +68,7 @@ def reranker_identity(reranker: Reranker, settings: RerankSettings | None = None
     model = None
     if settings is not None:
         model = (settings.url if settings.backend == "remote" else settings.model) or None
-    revision = getattr(reranker, "revision", None)
+    revision = reranker.revision
     if not isinstance(revision, str) or not revision:
         revision = revision_of(model) if model and settings and settings.backend != "remote" else None
     return RerankerIdentity(reranker.name, model, revision)

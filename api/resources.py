@@ -12,20 +12,26 @@ from celery import Celery
 
 from api.cache import SearchCache
 from api.hotswap import HotSwap, StoreFactory
-from api.models import build_embedder
 from api.ratelimit import RateLimiter
 from api.rerank_gate import GateStore, RerankGate, reranker_identity
 from api.review import ReviewQueue, ReviewSink
 from api.search import SearchService
 from api.settings import ApiSettings
 from api.snapshot import ModelRegistry, ModelSnapshot
+from engine.hub import model_revision
 from ingestion.indexes import Indexes, IndexSpec, settings_spec
 from ingestion.records import Records
 from ingestion.settings import IngestSettings
 from ingestion.uploads import Uploads
 from reranking import Reranker, RerankSettings, make_reranker
-from retrieval import Embedder, RetrievalSettings, StoreUnavailableError, VectorStore, make_store
-from retrieval.embedder import model_revision
+from retrieval import (
+    Embedder,
+    RetrievalSettings,
+    StoreUnavailableError,
+    VectorStore,
+    make_embedder,
+    make_store,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +78,7 @@ def build_resources(
     indexes = Indexes(records.client)
     spec = serving_index(settings.retrieval, indexes)
     retrieval = spec.settings(settings.retrieval)
-    embedder = embedder or build_embedder(retrieval)
+    embedder = embedder or make_embedder(retrieval)
     embedder.warm_up()
     store = store or store_factory(retrieval)
     try:
@@ -118,7 +124,7 @@ def build_resources(
             models,
             indexes=indexes,
             retrieval=settings.retrieval,
-            embedder_factory=build_embedder,
+            embedder_factory=make_embedder,
             reranker_factory=make_reranker,
             store_factory=store_factory,
             poll_s=api.index_poll_s,

@@ -1,10 +1,12 @@
 """Stage 2: reorder candidate passages for a query. Strings in, ``(index, score)`` out.
 
-``reranking`` is a leaf package so that it can run as its own GPU service.
+``reranking`` imports no other stage (only ``engine``), so that it can run as its own GPU service. Backends
+and ``make_reranker`` (a name → factory table) live in ``reranking.backends``.
 """
 
+from reranking.backends import make_reranker
 from reranking.errors import RerankError, RerankOverloadedError, RerankUnavailableError
-from reranking.reranker import NoneReranker, RankedHit, Reranker, make_reranker
+from reranking.reranker import NoneReranker, RankedHit, Reranker
 from reranking.settings import RerankSettings
 
 __all__ = [

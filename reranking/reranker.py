@@ -1,4 +1,7 @@
-"""The ``Reranker`` protocol, the honest ``none`` backend and the factory."""
+"""The ``Reranker`` protocol, the honest ``none`` backend and what every backend's ``rank`` shares.
+
+Backends and the factory (``make_reranker``, a name → factory table) live in ``reranking/backends/``.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from reranking.errors import RerankError, RerankInputError
-from reranking.settings import RerankSettings
+from reranking.errors import RerankInputError
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,15 @@ class Reranker(Protocol):
     def reorders(self) -> bool:
         """False for the ``none`` backend: the order is stage 1's and the scores are not relevance."""
 
+    @property
+    def max_tokens(self) -> int | None:
+        """The longest (query, document) input the model reads; None where the backend has no budget of its
+        own (``none``, ``remote``) or uses its model's."""
+
+    @property
+    def revision(self) -> str | None:
+        """The model's revision (a trained folder's card, a hub snapshot's commit); None when unknown."""
+
     def warm_up(self) -> None: ...
 
     def rank(
@@ -65,6 +76,8 @@ class NoneReranker:
 
     name = "none"
     reorders = False
+    max_tokens: int | None = None
+    revision: str | None = None
 
     def warm_up(self) -> None:
         return None
@@ -79,54 +92,3 @@ class NoneReranker:
     ) -> list[RankedHit]:
         hits = [RankedHit(i, 1.0 / (1 + i)) for i in range(len(documents))]
         return hits if top_k is None else hits[:top_k]
-
-
-def make_reranker(settings: RerankSettings | None = None) -> Reranker:
-    settings = settings or RerankSettings()
-    backend = settings.backend.lower()
-    if backend == "none":
-        return NoneReranker()
-    if backend in {"cross-encoder", "crossencoder"}:
-        from reranking.backends.cross_encoder import CrossEncoderReranker
-
-        if not settings.model:
-            raise RerankError(
-                "RERANK_MODEL must name a cross-encoder folder or hub id for backend=cross-encoder"
-            )
-        return CrossEncoderReranker(
-            model=settings.model,
-            device=settings.device,
-            max_tokens=settings.max_tokens or None,
-            batch_size=settings.batch_size,
-        )
-    on_gpu = settings.device.lower().startswith("cuda")
-    if backend == "qwen3-transformers" or (backend in {"qwen3", "qwen3-reranker"} and not on_gpu):
-        from reranking.backends.qwen3 import Qwen3Reranker
-
-        return Qwen3Reranker(
-            model=settings.model or "Qwen/Qwen3-Reranker-0.6B",
-            device=settings.device,
-            max_tokens=settings.max_tokens or None,
-            batch_size=settings.batch_size,
-            default_instruction=settings.instruction,
-        )
-    # On a GPU, qwen3 is served by the inference engine: same input, name and score scale as Qwen3Reranker.
-    if backend in {"qwen3", "qwen3-reranker", "engine", "qwen3-engine"}:
-        from reranking.backends.engine_adapters import EngineReranker
-
-        return EngineReranker(
-            model=settings.model or "Qwen/Qwen3-Reranker-0.6B",
-            device=settings.device,
-            max_tokens=settings.max_tokens or None,
-            default_instruction=settings.instruction,
-        )
-    if backend == "remote":
-        from reranking.backends.remote import RemoteReranker
-
-        if not settings.url:
-            raise RerankError("RERANK_URL must name the rerank server (http://host:port) for backend=remote")
-        return RemoteReranker(settings.url, timeout_s=settings.timeout_s)
-    raise RerankError(
-        f"unknown rerank backend {settings.backend!r}: "
-        "set RERANK_BACKEND to none, cross-encoder, qwen3, qwen3-engine, qwen3-transformers or remote"
-    )

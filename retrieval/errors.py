@@ -5,7 +5,10 @@ RetrievalError
 ├── EmbedderMismatchError    the index was built by another embedder than the configured one (503 / startup)
 ├── InvalidFilterError       a search filter that cannot be expressed safely (400)
 ├── UnsupportedSearchError   a search mode the store or collection cannot run, e.g. bm25 on Milvus 2.3 (400)
-└── ModelLoadError           an embedding model cannot be loaded from the configured path or hub id
+├── ModelLoadError           an embedding model cannot be loaded from the configured path or hub id (503)
+├── EmbedderInputError       text the embedder cannot take as given (400)
+├── EmbedderOverloadedError  the embedder's bounded queue (the GPU inference engine's) is full (429)
+└── EmbedderUnavailableError a loaded embedder cannot serve right now (closed, failed, timed out) (503)
 """
 
 
@@ -31,3 +34,15 @@ class UnsupportedSearchError(RetrievalError):
 
 class ModelLoadError(RetrievalError):
     """A model could not be loaded; the message names the setting to change."""
+
+
+class EmbedderInputError(RetrievalError):
+    """The embedder cannot take the input as given."""
+
+
+class EmbedderOverloadedError(RetrievalError):
+    """The embedder's queue is full; the caller should retry later."""
+
+
+class EmbedderUnavailableError(RetrievalError):
+    """The embedder cannot serve right now (its engine was closed, failed or did not answer in time)."""

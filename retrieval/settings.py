@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine.prompts import QWEN3_EMBEDDING_INSTRUCTION
+
 
 class RetrievalSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RETRIEVAL_", extra="ignore")
@@ -37,4 +39,4 @@ class RetrievalSettings(BaseSettings):
     embedder_max_tokens: int = 0  # 0: the model's own maximum
     embedder_dimension: int = 0  # 0: the model's full dimension (Qwen3 MRL prefix otherwise)
     embedder_batch_size: int = 32
-    query_instruction: str = "Given a web search query, retrieve relevant passages that answer the query"
+    query_instruction: str = QWEN3_EMBEDDING_INSTRUCTION

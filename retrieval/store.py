@@ -1,4 +1,7 @@
-"""The ``VectorStore`` protocol and its factory.
+"""The ``VectorStore`` protocol and the filter check every store makes.
+
+The stores are ``retrieval.memory_store`` and ``retrieval.milvus_store``; the factory (``make_store``, a
+name → factory table) lives in ``retrieval.backends``.
 
 Every read and write names a tenant; an implementation must never return another tenant's chunks.
 """
@@ -13,7 +16,6 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from retrieval.errors import InvalidFilterError
-from retrieval.settings import RetrievalSettings
 from retrieval.types import Candidate, Chunk
 
 FILTER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -101,14 +103,3 @@ def validate_filters(filters: Mapping[str, Any] | None) -> dict[str, FilterValue
                 raise InvalidFilterError(f"filter {key!r} is not valid Unicode text") from exc
         clean[key] = value
     return clean
-
-
-def make_store(settings: RetrievalSettings | None = None) -> VectorStore:
-    settings = settings or RetrievalSettings()
-    if settings.milvus_uri.startswith("memory://"):
-        from retrieval.memory_store import InMemoryStore
-
-        return InMemoryStore()
-    from retrieval.milvus_store import MilvusStore
-
-    return MilvusStore(settings)

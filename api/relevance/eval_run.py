@@ -81,10 +81,10 @@ def run(
 
     With ``options.gate`` the table runs on the eval split (the held-out queries the gate decides on) and the
     fusion is learned on ``gate_train_queries`` train-split queries."""
-    from api.models import build_embedder
     from api.relevance.beir import load_beir
     from ingestion.settings import IngestSettings
     from reranking import RerankSettings, make_reranker
+    from retrieval.backends import make_embedder
 
     console = console or Console(stderr=True)
     ingest = IngestSettings()
@@ -107,7 +107,7 @@ def run(
         + (f"; the rerank gate learns on {len(train.queries)} train queries" if train is not None else "")
     )
     rerank_settings = RerankSettings()
-    embedder, reranker = build_embedder(), make_reranker(rerank_settings)
+    embedder, reranker = make_embedder(), make_reranker(rerank_settings)
     identity = reranker_identity(reranker, rerank_settings)
     return evaluate(
         dataset,

@@ -17,9 +17,9 @@ from pydantic import BaseModel, Field
 from api.deps import ResourcesDep, SwapDep
 from api.errors import ApiError
 from api.hotswap import ReloadRequest, ReloadResponse
+from engine.hub import model_revision
 from ingestion.indexes import RUNNING, BuildState, BuildStatus, collection_name
 from ingestion.reindex import drop_previous
-from retrieval.embedder import model_revision
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 REINDEX_TASK = "sieve.reindex"

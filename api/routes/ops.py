@@ -14,7 +14,7 @@ from api import metrics
 from api.principal import KeyTenantDep
 from api.rerank_gate import gate_summary
 from api.serving import ModelsDep, ServingDep
-from retrieval.embedder import model_revision
+from engine.hub import model_revision
 
 router = APIRouter(tags=["operations"])
 
@@ -56,7 +56,7 @@ def _revision(ref: str) -> str | None:
 @router.get("/info", response_model=Info, response_model_exclude_none=True)
 def info(serving: ServingDep, models: ModelsDep, tenant: KeyTenantDep) -> Info:
     reranker, rerank = models.reranker, models.rerank
-    max_tokens = getattr(reranker, "max_tokens", None)  # the model backends have it, ``none`` does not
+    max_tokens = reranker.max_tokens  # None for ``none`` and ``remote``
     found = {
         "reranker": ModelInfo(
             name=reranker.name,

@@ -13,7 +13,6 @@ truncated by the tokenizer (longest first).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from reranking.backends.base import hub_offline, model_identity
+from engine.hub import model_identity, model_revision, offline_kwargs
 from reranking.errors import RerankUnavailableError
 from reranking.reranker import RankedHit, best_first, check_rank_request
 
@@ -57,6 +56,16 @@ class CrossEncoderReranker:
     def name(self) -> str:
         identity = model_identity(self._model_ref)
         return f"cross-encoder:{identity}"
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The configured token budget per pair; None: the model's own maximum."""
+        return self._max_tokens
+
+    @property
+    def revision(self) -> str | None:
+        """A trained folder's or hub snapshot's revision (``engine.hub.model_revision``); None if unknown."""
+        return model_revision(self._model_ref)
 
     def warm_up(self) -> None:
         if self._model is not None:
@@ -103,8 +112,7 @@ class CrossEncoderReranker:
         from sentence_transformers import CrossEncoder
 
         source = self._model_ref
-        local = os.path.isdir(source)
-        kwargs: dict[str, Any] = {} if local or not hub_offline() else {"local_files_only": True}
+        kwargs: dict[str, Any] = offline_kwargs(source)
         if self._max_tokens is not None:
             kwargs["max_length"] = self._max_tokens
         started = time.perf_counter()

@@ -18,7 +18,6 @@ template, tokenize, windows), ``score_sequences`` (forward), and the reduction t
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -28,7 +27,8 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from reranking.backends.base import hub_offline, model_identity
+from engine.hub import model_identity, model_revision, offline_kwargs
+from engine.prompts import QWEN3_RERANKER_INSTRUCTION
 from reranking.errors import RerankInputError, RerankUnavailableError
 from reranking.reranker import RankedHit, best_first, check_rank_request
 
@@ -39,7 +39,6 @@ PREFIX = (
     'Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
 )
 SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 DEFAULT_MAX_LENGTH = 8192
 MIN_WINDOW_TOKENS = 16  # fewer document tokens than this per window: the query itself is too long
 WINDOW_OVERLAP = 8  # consecutive windows share 1/WINDOW_OVERLAP of a window
@@ -70,7 +69,7 @@ class Qwen3Reranker:
         device: str = "cpu",
         max_tokens: int | None = None,
         batch_size: int = 16,
-        default_instruction: str = DEFAULT_INSTRUCTION,
+        default_instruction: str = QWEN3_RERANKER_INSTRUCTION,
         setting_name: str = "RERANK_MODEL",
     ) -> None:
         if max_tokens is not None and max_tokens < 1:
@@ -100,6 +99,11 @@ class Qwen3Reranker:
     @property
     def max_tokens(self) -> int:
         return self._max_length
+
+    @property
+    def revision(self) -> str | None:
+        """A trained folder's or hub snapshot's revision (``engine.hub.model_revision``); None if unknown."""
+        return model_revision(self._model_ref)
 
     @property
     def head_token_ids(self) -> tuple[int, int]:
@@ -210,8 +214,7 @@ class Qwen3Reranker:
 
     # -- loading -----------------------------------------------------------------------------------------
     def _hub_kwargs(self) -> dict[str, Any]:
-        local = os.path.isdir(self._model_ref)
-        return {} if local or not hub_offline() else {"local_files_only": True}
+        return offline_kwargs(self._model_ref)
 
     def _unavailable(self, exc: Exception) -> RerankUnavailableError:
         return RerankUnavailableError(

@@ -51,6 +51,16 @@ class RemoteReranker:
     def name(self) -> str:
         return f"remote:{self.url}"
 
+    @property
+    def max_tokens(self) -> int | None:
+        """None: the server applies its own model's budget."""
+        return None
+
+    @property
+    def revision(self) -> str | None:
+        """None: the model's revision is the server's to report."""
+        return None
+
     def warm_up(self) -> None:
         """Nothing to load; says in the log whether the server answers (search degrades while it does not)."""
         try:

@@ -30,7 +30,8 @@ from typing import Any
 
 import torch
 
-from reranking.backends.qwen3 import DEFAULT_INSTRUCTION, Qwen3Reranker, _left_pad
+from engine.prompts import QWEN3_RERANKER_INSTRUCTION
+from reranking.backends.qwen3 import Qwen3Reranker, _left_pad
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class RerankerTrainConfig:
     device: str = "cpu"
     lora_r: int = 16
     max_tokens: int = 512
-    instruction: str = DEFAULT_INSTRUCTION
+    instruction: str = QWEN3_RERANKER_INSTRUCTION
 
 
 def reranker_kind(base: str) -> str | None:

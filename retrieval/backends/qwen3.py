@@ -24,19 +24,15 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 
-from retrieval.backends.base import LazyEmbedder, load_kwargs, model_identity
+from engine.hub import model_identity, offline_kwargs
+from engine.prompts import QWEN3_EMBEDDING_INSTRUCTION, format_query
+from retrieval.backends.base import LazyEmbedder
 from retrieval.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 DEFAULT_MAX_LENGTH = 8192
 EOS_TOKEN = "<|endoftext|>"
-
-
-def format_query(query: str, instruction: str) -> str:
-    """The official query template ``Instruct: {instruction}\\nQuery:{query}`` (no space after ``Query:``)."""
-    return f"Instruct: {instruction}\nQuery:{query}"
 
 
 def _left_pad(
@@ -65,7 +61,7 @@ class Qwen3Embedder(LazyEmbedder):
         max_tokens: int | None = None,
         dimension: int | None = None,
         batch_size: int = 32,
-        default_instruction: str = DEFAULT_INSTRUCTION,
+        default_instruction: str = QWEN3_EMBEDDING_INSTRUCTION,
         setting_name: str = "RETRIEVAL_EMBEDDER_MODEL",
     ) -> None:
         if max_tokens is not None and max_tokens < 1:
@@ -106,7 +102,7 @@ class Qwen3Embedder(LazyEmbedder):
     # -- internals ---------------------------------------------------------------------------------------
     def _load(self) -> None:
         source = self._model_ref
-        kwargs = load_kwargs(source)
+        kwargs = offline_kwargs(source)
         dtype = torch.bfloat16 if str(self._device).startswith("cuda") else torch.float32
         started = time.perf_counter()
         try:

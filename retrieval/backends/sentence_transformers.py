@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.backends.base import LazyEmbedder, hub_offline
+from engine.hub import offline_kwargs
+from retrieval.backends.base import LazyEmbedder
 from retrieval.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -107,8 +108,7 @@ class SentenceTransformerEmbedder(LazyEmbedder):
         from sentence_transformers import SentenceTransformer
 
         source = str(_bundled_model_path()) if self._model_ref is None else self._model_ref
-        local = Path(source).expanduser().is_dir()
-        kwargs: dict[str, Any] = {} if local or not hub_offline() else {"local_files_only": True}
+        kwargs: dict[str, Any] = offline_kwargs(str(Path(source).expanduser()))
         started = time.perf_counter()
         try:
             model = SentenceTransformer(source, device=self._device, **kwargs)

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retrieval.backends.qwen3 import DEFAULT_INSTRUCTION, EOS_TOKEN, format_query
+from engine.prompts import QWEN3_EMBEDDING_INSTRUCTION, format_query
+from retrieval.backends.qwen3 import EOS_TOKEN
 from retrieval.backends.sentence_transformers import _bundled_model_path
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class EmbedderTrainConfig:
     device: str = "cpu"
     lora_r: int = 16
     max_seq_length: int | None = None
-    instruction: str = DEFAULT_INSTRUCTION
+    instruction: str = QWEN3_EMBEDDING_INSTRUCTION
 
 
 def resolve_base(base: str | None) -> str:

@@ -42,9 +42,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import transformers  # noqa: E402
 
-from reranking.backends.attention import attention  # noqa: E402
-from reranking.backends.engine import Engine  # noqa: E402
-from reranking.backends.runner import PackedQwen3  # noqa: E402
+from engine.attention import attention  # noqa: E402
+from engine.engine import Engine  # noqa: E402
+from engine.runner import PackedQwen3  # noqa: E402
 from tests.support.models import QWEN3_06B  # noqa: E402
 
 TINY = dict(
@@ -231,7 +231,7 @@ def attention_table(runner: PackedQwen3, lengths, device: str) -> list[tuple[str
     rows = []
     names = ["flash", "efficient"]
     try:
-        from reranking.backends.triton_kernels import ATTENTION_CONFIGS, attention_items
+        from engine.triton_kernels import ATTENTION_CONFIGS, attention_items
 
         names = [*ATTENTION_CONFIGS, *names]
     except ImportError:
@@ -298,7 +298,7 @@ def _time(fn, reps: int = 20) -> float:
 
 def as_engine_runs(runner: PackedQwen3, seqs: list[list[int]], share: bool = True) -> tuple[list, object]:
     """The batch as the engine hands it to the runner: the common head once, then each pair's rest."""
-    from reranking.backends.engine import common_prefix
+    from engine.engine import common_prefix
 
     ids = np.concatenate([np.asarray(x, dtype=np.int64) for x in seqs])
     offsets = np.concatenate([[0], np.cumsum([len(x) for x in seqs])])
@@ -356,7 +356,7 @@ VARIANTS: dict[str, dict] = {
 def launch_check(runner: PackedQwen3, seqs: list[list[int]], reps: int = 10) -> list[tuple[str, float]]:
     """Host time to enqueue one eager forward against its whole time (equal: the CPU is the bottleneck),
     and the host cost of single launches."""
-    from reranking.backends import triton_kernels as tk
+    from engine import triton_kernels as tk
 
     enqueue, total = [], []
     segments, prefix_of = as_engine_runs(runner, seqs)
@@ -390,7 +390,7 @@ def launch_check(runner: PackedQwen3, seqs: list[list[int]], reps: int = 10) -> 
         ]
         name = runner.attention
         if name.startswith("triton"):
-            from reranking.backends.triton_kernels import ATTENTION_CONFIGS, attention_items
+            from engine.triton_kernels import ATTENTION_CONFIGS, attention_items
 
             items = torch.from_numpy(
                 attention_items(cu.cpu().numpy(), ATTENTION_CONFIGS[name].block_m)

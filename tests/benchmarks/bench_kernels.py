@@ -33,10 +33,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import transformers  # noqa: E402
 
-from reranking.backends import triton_kernels as tk  # noqa: E402
-from reranking.backends.attention import time_ms, uniform_attention  # noqa: E402
-from reranking.backends.engine import Engine  # noqa: E402
-from reranking.backends.runner import PackedQwen3  # noqa: E402
+from engine import triton_kernels as tk  # noqa: E402
+from engine.attention import time_ms, uniform_attention  # noqa: E402
+from engine.engine import Engine  # noqa: E402
+from engine.runner import PackedQwen3  # noqa: E402
 from tests.benchmarks.bench_engine import (  # noqa: E402
     NO,
     YES,

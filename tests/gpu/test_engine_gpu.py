@@ -19,7 +19,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from reranking.backends.engine import Engine  # noqa: E402
+from engine.engine import Engine  # noqa: E402
 from tests.support.models import QWEN3_06B  # noqa: E402
 
 pytestmark = [

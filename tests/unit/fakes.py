@@ -62,7 +62,8 @@ class OverlapReranker:
 
     name = "test:overlap"
     reorders = True
-    max_tokens = 512
+    max_tokens: int | None = 512
+    revision: str | None = None
 
     def __init__(self, *, fail: BaseException | None = None, delay_s: float = 0.0) -> None:
         self.fail = fail

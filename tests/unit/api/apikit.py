@@ -35,6 +35,8 @@ class ScriptedReranker:
 
     name = "qwen3-reranker:scripted"
     reorders = True
+    max_tokens: int | None = None
+    revision: str | None = None
 
     def __init__(self) -> None:
         self.unsure: set[str] = set()

@@ -163,6 +163,8 @@ class CountingReranker:
 
     name = "test:counting"
     reorders = True
+    max_tokens: int | None = None
+    revision: str | None = None
 
     def __init__(self) -> None:
         self.pairs: list[tuple[str, str]] = []

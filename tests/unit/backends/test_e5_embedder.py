@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.embedder import make_embedder
+from retrieval.backends import make_embedder
 from retrieval.errors import ModelLoadError
 from retrieval.settings import RetrievalSettings
 

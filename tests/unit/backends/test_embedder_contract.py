@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.embedder import Embedder, make_embedder
+from retrieval.backends import make_embedder
+from retrieval.embedder import Embedder
 from retrieval.settings import RetrievalSettings
 
 TEXTS = ["The capital of France is Paris.", "", "北京是中国的首都。", "def f(x):\n    return x", "word " * 50]

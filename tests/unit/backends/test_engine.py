@@ -15,10 +15,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from reranking.backends.engine import Engine, common_prefix
-from reranking.backends.engine_adapters import EngineEmbedder, EngineReranker
-from reranking.backends.graphs import graph_inputs, pack
-from reranking.errors import RerankInputError, RerankOverloadedError, RerankUnavailableError
+from engine.engine import Engine, common_prefix
+from engine.errors import EngineInputError, EngineOverloadedError, EngineUnavailableError
+from engine.graphs import graph_inputs, pack
+from reranking.backends.qwen3_engine import EngineReranker
+from reranking.errors import RerankInputError
+from retrieval.backends.qwen3_engine import EngineEmbedder
 
 TOL = 1e-4
 QUERY = "what is the capital of France?"
@@ -207,7 +209,7 @@ class TestPacking:
             batches = list(engine.stats.recent_batch_tokens)
             assert batches and max(batches) <= 50
             assert max(engine.stats.recent_batch_requests) > 1  # packing across requests happened
-            with pytest.raises(RerankInputError):
+            with pytest.raises(EngineInputError):
                 engine.submit([[1] * 51])  # one sequence longer than the budget
         finally:
             engine.close()
@@ -222,23 +224,23 @@ class TestQueue:
             engine.warm_up()
             engine.pause()
             first = engine.submit([[5] * 30, [6] * 30])
-            with pytest.raises(RerankOverloadedError):
+            with pytest.raises(EngineOverloadedError):
                 engine.submit([[7] * 50])
-            with pytest.raises(RerankInputError):
+            with pytest.raises(EngineInputError):
                 engine.submit([[7] * 60, [8] * 60])  # larger than the whole queue: never fits
             engine.resume()
             assert first.result(timeout=60).shape == (2,)
             assert engine.submit([[7] * 50]).result(timeout=60).shape == (1,)  # room again
         finally:
             engine.close()
-        with pytest.raises(RerankUnavailableError):
+        with pytest.raises(EngineUnavailableError):
             engine.submit([[1, 2, 3]])
 
     def test_rejects_bad_input(self, engine: Engine) -> None:
         assert engine.run([]).shape == (0,)
-        with pytest.raises(RerankInputError):
+        with pytest.raises(EngineInputError):
             engine.submit([[]])
-        with pytest.raises(RerankInputError):
+        with pytest.raises(EngineInputError):
             engine.submit([[151669]])  # outside the vocabulary
 
     def test_warm_up_is_idempotent(self, engine: Engine) -> None:
@@ -250,7 +252,7 @@ class TestQueue:
 
     def test_warm_up_runs_on_the_batcher_thread(self, tiny_causal, monkeypatch) -> None:
         # cuDNN keeps attention plans per thread: warm-up must build them where the batches run
-        from reranking.backends.runner import PackedQwen3
+        from engine.runner import PackedQwen3
 
         seen: list[tuple[str, int]] = []
         monkeypatch.setattr(
@@ -268,7 +270,7 @@ class TestQueue:
             e.close()
 
     def test_a_failed_warm_up_raises_in_the_caller(self, tiny_causal, monkeypatch) -> None:
-        from reranking.backends.runner import PackedQwen3
+        from engine.runner import PackedQwen3
 
         def fail(self, tokens: int) -> None:
             raise RuntimeError("no kernel for this GPU")

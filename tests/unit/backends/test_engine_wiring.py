@@ -1,9 +1,10 @@
 """The inference engine in the product: the factories that choose it, and the two contracts it must keep.
 
-The engine runs here on CPU (fp32, eager) behind ``make_reranker`` (``RERANK_BACKEND=qwen3-engine``; plain
-``qwen3`` picks it on a "cuda" device) and ``api.models.build_embedder`` (``RETRIEVAL_EMBEDDER=qwen3-engine``;
-plain ``qwen3`` on a "cuda" device). Building is cheap and loads nothing, so the GPU choice is checked on a
-machine without one.
+The engine runs here on CPU (fp32, eager) behind ``reranking.backends.make_reranker``
+(``RERANK_BACKEND=qwen3-engine``; plain ``qwen3`` picks it on a "cuda" device) and
+``retrieval.backends.make_embedder`` (``RETRIEVAL_EMBEDDER=qwen3-engine``; plain ``qwen3`` on a "cuda"
+device). Building is cheap and loads nothing, so the GPU choice is checked on a machine without one. The
+adapters turn the engine's errors into their stage's (overloaded 429, unavailable 503 in ``api.errors``).
 """
 
 from __future__ import annotations
@@ -16,12 +17,23 @@ import pytest
 
 import tests.unit.backends.test_embedder_contract as embedder_contract
 import tests.unit.backends.test_reranker_contract as reranker_contract
-from api.models import LoadErrorsAsModelLoad, build_embedder, uses_engine
-from reranking.backends.engine_adapters import EngineEmbedder, EngineReranker
+from engine.errors import EngineInputError, EngineOverloadedError, EngineUnavailableError
+from reranking import RerankOverloadedError, RerankUnavailableError
+from reranking.backends import make_reranker
 from reranking.backends.qwen3 import Qwen3Reranker
-from reranking.reranker import make_reranker
+from reranking.backends.qwen3_engine import EngineReranker
+from reranking.errors import RerankInputError
 from reranking.settings import RerankSettings
-from retrieval import ModelLoadError, RetrievalSettings
+from retrieval import (
+    EmbedderInputError,
+    EmbedderOverloadedError,
+    EmbedderUnavailableError,
+    ModelLoadError,
+    RetrievalSettings,
+)
+from retrieval.backends import make_embedder
+from retrieval.backends.qwen3 import Qwen3Embedder
+from retrieval.backends.qwen3_engine import EngineEmbedder
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +46,14 @@ def engine_reranker(tiny_qwen3_reranker_dir: Path) -> Iterator[EngineReranker]:
 
 
 @pytest.fixture(scope="module")
-def engine_embedder(tiny_qwen3_embedding_dir: Path) -> Iterator[LoadErrorsAsModelLoad]:
-    embedder = build_embedder(
+def engine_embedder(tiny_qwen3_embedding_dir: Path) -> Iterator[EngineEmbedder]:
+    embedder = make_embedder(
         RetrievalSettings(embedder="qwen3-engine", embedder_model=str(tiny_qwen3_embedding_dir))
     )
-    assert isinstance(embedder, LoadErrorsAsModelLoad)
+    assert isinstance(embedder, EngineEmbedder)
     embedder.warm_up()
     yield embedder
-    embedder.inner.engine.close()
+    embedder.engine.close()
 
 
 class TestEngineRerankerContract(reranker_contract.TestRerankerContract):
@@ -52,7 +64,7 @@ class TestEngineRerankerContract(reranker_contract.TestRerankerContract):
 
 class TestEngineEmbedderContract(embedder_contract.TestEmbedderContract):
     @pytest.fixture
-    def embedder(self, engine_embedder: LoadErrorsAsModelLoad) -> LoadErrorsAsModelLoad:
+    def embedder(self, engine_embedder: EngineEmbedder) -> EngineEmbedder:
         return engine_embedder
 
 
@@ -76,15 +88,19 @@ class TestFactories:
         assert [h.index for h in got] == [h.index for h in want]
         np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=1e-4)
 
-    def test_build_embedder_picks_the_engine_for_qwen3_on_a_gpu(self) -> None:
-        assert uses_engine(RetrievalSettings(embedder="qwen3", embedder_device="cuda"))
-        assert uses_engine(RetrievalSettings(embedder="qwen3-engine"))
-        assert not uses_engine(RetrievalSettings(embedder="qwen3", embedder_device="cpu"))
-        assert not uses_engine(RetrievalSettings(embedder="minilm", embedder_device="cuda"))
-        built = build_embedder(
-            RetrievalSettings(embedder="qwen3", embedder_device="cuda", embedder_dimension=32)
-        )
-        assert isinstance(built, LoadErrorsAsModelLoad) and isinstance(built.inner, EngineEmbedder)
+    def test_make_embedder_picks_the_engine_for_qwen3_on_a_gpu(self, tiny_qwen3_embedding_dir: Path) -> None:
+        model = str(tiny_qwen3_embedding_dir)
+
+        def built(kind: str, device: str) -> object:
+            return make_embedder(
+                RetrievalSettings(embedder=kind, embedder_model=model, embedder_device=device)
+            )
+
+        assert isinstance(built("qwen3", "cuda"), EngineEmbedder)
+        assert isinstance(built("qwen3", "cuda:1"), EngineEmbedder)
+        assert isinstance(built("qwen3-engine", "cpu"), EngineEmbedder)
+        assert isinstance(built("qwen3", "cpu"), Qwen3Embedder)
+        assert not isinstance(built("minilm", "cuda"), EngineEmbedder)
 
     def test_engine_embeddings_equal_qwen3_embedder(self, engine_embedder, qwen3_embedder) -> None:
         texts = embedder_contract.TEXTS
@@ -94,7 +110,7 @@ class TestFactories:
         )
 
     def test_engine_embedder_load_errors_are_model_load_errors(self, tmp_path: Path) -> None:
-        embedder = build_embedder(
+        embedder = make_embedder(
             RetrievalSettings(embedder="qwen3-engine", embedder_model=str(tmp_path / "none"))
         )
         with pytest.raises(ModelLoadError, match="RETRIEVAL_EMBEDDER_MODEL"):
@@ -104,7 +120,7 @@ class TestFactories:
 
     def test_many_documents_in_one_call(self, engine_embedder, qwen3_embedder) -> None:
         """A GPU worker embeds a whole document's chunks in one call: the engine slices it by its queue."""
-        engine = engine_embedder.inner.engine
+        engine = engine_embedder.engine
         texts = [f"passage {i}: " + "honey bees dance " * (i % 7 + 1) for i in range(40)]
         limit = engine.max_queued_tokens
         engine.max_queued_tokens = 64  # slices of 16 tokens: many slices, two in flight
@@ -114,18 +130,34 @@ class TestFactories:
             engine.max_queued_tokens = limit
         np.testing.assert_allclose(got, qwen3_embedder.embed_documents(texts), atol=1e-4)
 
-    def test_worker_builds_its_embedder_with_the_given_factory(self) -> None:
-        from ingestion.worker import make_celery
-        from tests.unit.fakes import HashEmbedder
+    @pytest.mark.parametrize(
+        ("raised", "as_rerank", "as_retrieval", "status"),
+        [
+            (EngineOverloadedError, RerankOverloadedError, EmbedderOverloadedError, 429),
+            (EngineUnavailableError, RerankUnavailableError, EmbedderUnavailableError, 503),
+            (EngineInputError, RerankInputError, EmbedderInputError, 400),
+        ],
+    )
+    def test_engine_errors_become_the_stages_errors(
+        self,
+        engine_reranker,
+        engine_embedder,
+        monkeypatch: pytest.MonkeyPatch,
+        raised,
+        as_rerank,
+        as_retrieval,
+        status: int,
+    ) -> None:
+        """Each stage's own error, with the HTTP status the API gave the engine's errors before the split."""
+        from api.errors import status_for
 
-        built: list[RetrievalSettings] = []
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise raised("refused")
 
-        def factory(settings: RetrievalSettings) -> HashEmbedder:
-            built.append(settings)
-            return HashEmbedder()
-
-        retrieval = RetrievalSettings(milvus_uri="memory://", embedder="qwen3", embedder_device="cuda")
-        celery = make_celery(retrieval=retrieval, embedder_factory=factory)
-        assert built == []  # nothing loads until a worker process asks
-        assert isinstance(celery.conf.sieve_resources.embedder, HashEmbedder)
-        assert built == [retrieval]
+        monkeypatch.setattr(engine_reranker.engine, "run", refuse)
+        monkeypatch.setattr(engine_embedder.engine, "run_many", refuse)
+        with pytest.raises(as_rerank, match="refused") as reranked:
+            engine_reranker.rank(reranker_contract.QUERY, reranker_contract.DOCS)
+        with pytest.raises(as_retrieval, match="refused") as embedded:
+            engine_embedder.embed_documents(["honey bees"])
+        assert status_for(reranked.value) == status_for(embedded.value) == status

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 
-from retrieval.backends.qwen3 import DEFAULT_INSTRUCTION, Qwen3Embedder, format_query
+from engine.prompts import QWEN3_EMBEDDING_INSTRUCTION, format_query
+from retrieval.backends.qwen3 import Qwen3Embedder
 from retrieval.errors import ModelLoadError
 
 QUERIES = ["what is the capital of France?", "how do plants make energy", "北京", "x"]
@@ -79,7 +80,7 @@ def test_documents_match_reference(qwen3_embedder: Qwen3Embedder, reference: Ref
 def test_queries_match_reference_with_instruction(
     qwen3_embedder: Qwen3Embedder, reference: Reference
 ) -> None:
-    expected = reference.embed([f"Instruct: {DEFAULT_INSTRUCTION}\nQuery:{q}" for q in QUERIES])
+    expected = reference.embed([f"Instruct: {QWEN3_EMBEDDING_INSTRUCTION}\nQuery:{q}" for q in QUERIES])
     assert np.abs(qwen3_embedder.embed_queries(QUERIES) - expected).max() < TOL
     custom = "Given a claim, find documents that refute it"
     expected = reference.embed([f"Instruct: {custom}\nQuery:{q}" for q in QUERIES])

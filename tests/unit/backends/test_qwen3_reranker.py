@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from engine.prompts import QWEN3_RERANKER_INSTRUCTION
 from reranking.backends.qwen3 import (
-    DEFAULT_INSTRUCTION,
     PREFIX,
     SUFFIX,
     Qwen3Reranker,
@@ -116,7 +116,7 @@ def _docs(n: int, seed: int = 11) -> list[str]:
 def test_template_strings_are_the_model_cards() -> None:
     assert PREFIX == CARD_PREFIX
     assert SUFFIX == CARD_SUFFIX
-    assert DEFAULT_INSTRUCTION == CARD_INSTRUCTION
+    assert QWEN3_RERANKER_INSTRUCTION == CARD_INSTRUCTION
     assert format_body("q", "d", "i") == "<Instruct>: i\n<Query>: q\n<Document>: d"
 
 
@@ -231,3 +231,13 @@ def test_unreachable_hub_id_fails_fast_naming_the_setting() -> None:
     with pytest.raises(RerankUnavailableError, match="RERANK_MODEL"):
         reranker.warm_up()
     assert time.perf_counter() - started < 5.0
+
+
+def test_revision_is_a_trained_folders_and_unknown_for_a_bare_hub_id(tmp_path: Path) -> None:
+    """What the runtime gate binds a decision to (``api.gate_store.reranker_identity``)."""
+    from reranking.backends.cross_encoder import CrossEncoderReranker
+
+    (tmp_path / "sieve-model.json").write_text('{"revision": "r3"}', encoding="utf-8")
+    assert Qwen3Reranker(model=str(tmp_path)).revision == "r3"
+    assert CrossEncoderReranker(model=str(tmp_path)).revision == "r3"
+    assert Qwen3Reranker(model="Qwen/Qwen3-Reranker-0.6B").revision is None

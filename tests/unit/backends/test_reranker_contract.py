@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from reranking.reranker import NoneReranker, RankedHit, Reranker, make_reranker
+from reranking.backends import make_reranker
+from reranking.reranker import NoneReranker, RankedHit, Reranker
 from reranking.settings import RerankSettings
 
 QUERY = "what is the capital of France?"
@@ -38,6 +39,11 @@ class TestRerankerContract:
         assert isinstance(reranker, Reranker)
         assert isinstance(reranker.name, str) and reranker.name
         assert isinstance(reranker.reorders, bool)
+        # what the API's /info and the gate's identity read: None where the backend has no budget or revision
+        assert reranker.max_tokens is None or (
+            isinstance(reranker.max_tokens, int) and reranker.max_tokens > 0
+        )
+        assert reranker.revision is None or isinstance(reranker.revision, str)
 
     def test_warm_up_is_idempotent(self, reranker: Reranker) -> None:
         before = reranker.rank(QUERY, DOCS)

@@ -39,9 +39,9 @@ def _patch_lang_tensor(tensor, scope):  # type: ignore[no-untyped-def]
 
 _interpreter._patch_lang_tensor = _patch_lang_tensor
 
-from reranking.backends import qwen3_math  # noqa: E402
-from reranking.backends import triton_kernels as tk  # noqa: E402
-from reranking.backends.attention import attention  # noqa: E402
+from engine import qwen3_math  # noqa: E402
+from engine import triton_kernels as tk  # noqa: E402
+from engine.attention import attention  # noqa: E402
 
 TOL = 1e-4
 
@@ -130,7 +130,7 @@ def test_varlen_attention_equals_the_exact_loop(config: str) -> None:
 @pytest.mark.parametrize("config", ["triton-m64n64", "triton-gqa-m32n32", "gqa-m32n64"])
 def test_varlen_attention_after_a_shared_prefix(config: str) -> None:
     """Sequences 1 and 3 continue sequence 0 (a shared prefix of 70 rows); sequence 2 stands alone."""
-    from reranking.backends.attention import prefixed_attention
+    from engine.attention import prefixed_attention
 
     lengths = [70, 5, 90, 1]
     _, q, k, v, cu = _packed(lengths, 4, 2, 16)
@@ -168,7 +168,7 @@ def test_attention_items_cover_every_block_once() -> None:
 def test_whole_forward_equals_the_torch_path(tiny_qwen3_reranker_dir) -> None:
     from transformers import AutoModelForCausalLM
 
-    from reranking.backends.runner import PackedQwen3
+    from engine.runner import PackedQwen3
 
     causal = AutoModelForCausalLM.from_pretrained(tiny_qwen3_reranker_dir, dtype=torch.float32).eval()
     rng = random.Random(3)

@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from reranking import RankedHit, RerankError, RerankOverloadedError, RerankSettings, RerankUnavailableError
+from reranking.backends import make_reranker
 from reranking.backends.remote import RemoteReranker
 from reranking.errors import RerankInputError
-from reranking.reranker import make_reranker
 
 URL = "http://rerank.test:8101"
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from retrieval.backends import make_store
 from retrieval.memory_store import InMemoryStore
 from retrieval.settings import RetrievalSettings
-from retrieval.store import VectorStore, make_store
+from retrieval.store import VectorStore
 from tests.unit.retrieval.store_contract import VectorStoreContract
 
 

@@ -44,6 +44,8 @@ class ShortestFirst:
 
     name = "test:shortest-first"
     reorders = True
+    max_tokens: int | None = None
+    revision: str | None = None
 
     def warm_up(self) -> None:
         return None

@@ -51,7 +51,7 @@ def attention(
     groups = q.shape[1] // k.shape[1]
     causal = cu_q is cu_k
     if backend.startswith("triton"):
-        from reranking.backends.triton_kernels import ATTENTION_CONFIGS, varlen_attention
+        from engine.triton_kernels import ATTENTION_CONFIGS, varlen_attention
 
         if not causal or items is None:
             raise ValueError("the Triton kernel runs causal attention over its work items only")
@@ -238,7 +238,7 @@ def _after_shared_head(
 ) -> Callable[[], Any]:
     """The Triton kernel ``name`` over ``lengths`` laid out as the engine lays out pairs after a shared head:
     the head once, then each sequence's own tokens, which see the head's keys first."""
-    from reranking.backends.triton_kernels import ATTENTION_CONFIGS, varlen_attention
+    from engine.triton_kernels import ATTENTION_CONFIGS, varlen_attention
 
     q, k, v, cu = make_batch([head] + [n - head for n in lengths])
     table = torch.tensor([[0, 0]] + [[0, head]] * len(lengths), dtype=torch.int32, device=cu.device)

@@ -1,8 +1,8 @@
 """One inference engine for Qwen3-shaped models: the scheduler in front of ``runner.PackedQwen3``.
 
 Callers tokenize in their own threads and ``submit`` token-id sequences, which are checked and turned into
-one numpy array there; the request joins a bounded queue (``RerankOverloadedError`` when the queued tokens
-would pass ``max_queued_tokens``; a request larger than the whole queue is a ``RerankInputError``). A worker
+one numpy array there; the request joins a bounded queue (``EngineOverloadedError`` when the queued tokens
+would pass ``max_queued_tokens``; a request larger than the whole queue is an ``EngineInputError``). A worker
 thread takes sequences first come, first served into batches of at most ``token_budget`` tokens (a request
 may span batches), sorts each batch longest first, packs it without padding and launches the forward; a
 second thread waits for each batch's results, copied to pinned host memory, and resolves the futures, so the
@@ -11,8 +11,9 @@ worker thread also runs the warm-up (cuDNN's attention plans are cached per thre
 of the full token budget. On CUDA the forward is bf16 with fused Triton kernels and replays CUDA graphs for
 small batches; on CPU it is fp32 and eager, and matches the transformers backends to float rounding.
 
-Users: ``engine_adapters.EngineReranker`` (``head="score"``) and ``engine_adapters.EngineEmbedder``
-(``head="embedding"``).
+Users: ``reranking.backends.qwen3_engine.EngineReranker`` (``head="score"``) and
+``retrieval.backends.qwen3_engine.EngineEmbedder`` (``head="embedding"``), which turn the errors of
+``engine.errors`` into their stage's.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import collections
 import contextlib
 import itertools
 import logging
-import os
 import queue
 import threading
 from collections.abc import Sequence
@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from reranking.backends.base import hub_offline
-from reranking.backends.qwen3_math import extract_weights
-from reranking.backends.runner import GRAPH_SEQUENCES, GRAPH_TOKENS, PackedQwen3
-from reranking.errors import RerankInputError, RerankOverloadedError, RerankUnavailableError
+from engine.errors import EngineInputError, EngineOverloadedError, EngineUnavailableError
+from engine.hub import offline_kwargs
+from engine.qwen3_math import extract_weights
+from engine.runner import GRAPH_SEQUENCES, GRAPH_TOKENS, PackedQwen3
 
 logger = logging.getLogger(__name__)
 
@@ -92,11 +92,6 @@ def common_prefix(ids: np.ndarray, offsets: np.ndarray) -> int:
 def _on_device(device: torch.device) -> Any:
     """The thread's current CUDA device set to ``device`` (Triton launches on the current device)."""
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-
-
-def offline_kwargs(model: str) -> dict[str, Any]:
-    """``local_files_only`` for a hub id while the hub is switched off, so a miss fails at once."""
-    return {"local_files_only": True} if hub_offline() and not os.path.isdir(model) else {}
 
 
 class Engine:
@@ -216,7 +211,7 @@ class Engine:
         try:
             return cls.from_pretrained(self._model, dtype=self._dtype, **offline_kwargs(self._model)).eval()
         except Exception as exc:  # noqa: BLE001 - every load failure becomes one error
-            raise RerankUnavailableError(
+            raise EngineUnavailableError(
                 f"cannot load the Qwen3 model {self._model!r} ({type(exc).__name__}: {exc})"
             ) from exc
 
@@ -237,7 +232,7 @@ class Engine:
             self._cond.notify_all()
         for request in pending:
             if not request.future.done():
-                request.future.set_exception(RerankUnavailableError("the engine was closed"))
+                request.future.set_exception(EngineUnavailableError("the engine was closed"))
         self._done.put(None)
         for thread in self._threads:
             thread.join(timeout=10)
@@ -255,24 +250,24 @@ class Engine:
         limit, vocab = self.max_sequence_tokens, runner.w.vocab
         lens = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
         if lens.min() < 1 or lens.max() > limit:
-            raise RerankInputError(f"a sequence has {lens.max()} tokens; the engine takes 1 to {limit}")
+            raise EngineInputError(f"a sequence has {lens.max()} tokens; the engine takes 1 to {limit}")
         ids = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int64, count=int(lens.sum()))
         if ids.min() < 0 or ids.max() >= vocab:
-            raise RerankInputError(f"token ids must lie in [0, {vocab})")
+            raise EngineInputError(f"token ids must lie in [0, {vocab})")
         offsets = np.zeros(len(lens) + 1, dtype=np.int64)
         np.cumsum(lens, out=offsets[1:])
         tokens = int(offsets[-1])
         if tokens > self.max_queued_tokens:
-            raise RerankInputError(
+            raise EngineInputError(
                 f"a request of {tokens} tokens exceeds the queue ({self.max_queued_tokens})"
             )
         prefix = common_prefix(ids, offsets) if self.share_prefix and runner.shares_prefix else 0
         request = _Request(ids, offsets, future, out, remaining=len(sequences), prefix=prefix)
         with self._cond:
             if self._closed:
-                raise RerankUnavailableError("the engine was closed")
+                raise EngineUnavailableError("the engine was closed")
             if self._queued_tokens + tokens > self.max_queued_tokens:
-                raise RerankOverloadedError(
+                raise EngineOverloadedError(
                     f"the engine queue holds {self._queued_tokens} tokens (limit {self.max_queued_tokens})"
                 )
             self._pending.append(request)
@@ -281,16 +276,36 @@ class Engine:
         return future
 
     def run(self, sequences: Sequence[Sequence[int]], timeout: float | None = None) -> np.ndarray:
-        """``submit(...).result()``: a timeout becomes ``RerankUnavailableError``."""
+        """``submit(...).result()``: a timeout becomes ``EngineUnavailableError``."""
         return self.wait(self.submit(sequences), timeout)
 
     @staticmethod
     def wait(future: Future[np.ndarray], timeout: float | None = None) -> np.ndarray:
-        """A submitted request's result; a timeout becomes ``RerankUnavailableError``."""
+        """A submitted request's result; a timeout becomes ``EngineUnavailableError``."""
         try:
             return future.result(timeout=timeout)
         except TimeoutError as exc:
-            raise RerankUnavailableError(f"the engine did not answer within {timeout}s") from exc
+            raise EngineUnavailableError(f"the engine did not answer within {timeout}s") from exc
+
+    def run_many(self, sequences: Sequence[Sequence[int]], timeout: float | None = None) -> np.ndarray:
+        """Any number of sequences: submitted in slices of at most a quarter of the queue, two in flight, so a
+        large job neither overflows the queue nor shuts out other callers; results in input order."""
+        limit = max(1, self.max_queued_tokens // 4)
+        slices, start, tokens = [], 0, 0
+        for i, seq in enumerate(sequences):
+            if tokens + len(seq) > limit and i > start:
+                slices.append((start, i))
+                start, tokens = i, 0
+            tokens += len(seq)
+        slices.append((start, len(sequences)))
+        outs: list[np.ndarray] = []
+        pending: collections.deque[Future[np.ndarray]] = collections.deque()
+        for a, b in slices:
+            pending.append(self.submit(sequences[a:b]))
+            if len(pending) == 2:
+                outs.append(self.wait(pending.popleft(), timeout))
+        outs.extend(self.wait(f, timeout) for f in pending)
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
     # -- worker threads --------------------------------------------------------------------------------------
     def _take_batch(self) -> list[tuple[_Request, int, int]]:
@@ -413,8 +428,8 @@ class Engine:
     def _fail(self, parts: list[tuple[_Request, int, int]], exc: Exception) -> None:
         error = (
             exc
-            if isinstance(exc, RerankUnavailableError)
-            else RerankUnavailableError(f"engine failure: {exc}")
+            if isinstance(exc, EngineUnavailableError)
+            else EngineUnavailableError(f"engine failure: {exc}")
         )
         for request, _, _ in parts:
             if not request.future.done():

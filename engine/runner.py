@@ -15,7 +15,7 @@ faster (``products``). Batches of equal lengths may run dense cuDNN attention, w
 first batch of each (sequences, length) shape (logged; up to ~1 s where its kernel is new). Large batches
 launch eagerly (the GPU stays busy while Python issues the next layer); small ones replay CUDA graphs
 captured at warm-up (``graphs``). A batch's integer inputs reach the device in one copy from a pinned
-staging buffer (``Uploads``).
+staging buffer (``PinnedStagingRing``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reranking.backends.attention import (
+from engine.attention import (
     VARLEN,
     attention,
     choose_attention,
@@ -39,8 +39,8 @@ from reranking.backends.attention import (
     time_ms,
     uniform_attention,
 )
-from reranking.backends.graphs import Graphs, pack
-from reranking.backends.qwen3_math import HEADS, Weights, head_out, layer_functions
+from engine.graphs import Graphs, pack
+from engine.qwen3_math import HEADS, Weights, head_out, layer_functions
 
 logger = logging.getLogger(__name__)
 
@@ -70,11 +70,12 @@ class Shared:
     last_items: torch.Tensor | None
 
 
-class Uploads:
-    """A batch's integer inputs to the device in one copy: numpy arrays written into a pinned staging buffer
-    (a ring of them, one per batch that may still be copying), each part on a 16-byte boundary (Triton
-    specialises a kernel on its pointers' alignment: a batch must not compile a new variant), then one
-    host-to-device copy; the device views come back in order. On CPU: the arrays as tensors."""
+class PinnedStagingRing:
+    """A ring of pinned host staging buffers (one per batch that may still be copying) that brings a batch's
+    integer inputs to the device in one copy: numpy arrays written into the ring's next buffer, each part on a
+    16-byte boundary (Triton specialises a kernel on its pointers' alignment: a batch must not compile a new
+    variant), then one host-to-device copy; the device views come back in order. On CPU: the arrays as
+    tensors."""
 
     def __init__(self, device: torch.device, ring: int = 4) -> None:
         self.device = device
@@ -147,7 +148,7 @@ class PackedQwen3:
         if products not in ("auto", "cublas"):
             if not _triton_available():
                 raise ValueError(f"products={products!r} is a Triton product, and Triton is not installed")
-            from reranking.backends.triton_kernels import GEMM_CONFIGS
+            from engine.triton_kernels import GEMM_CONFIGS
 
             if products not in GEMM_CONFIGS:
                 raise ValueError(f"products must be auto, cublas or one of {sorted(GEMM_CONFIGS)}")
@@ -174,7 +175,7 @@ class PackedQwen3:
             {"coordinate_descent_tuning": True} if inductor_options is None else inductor_options
         )
         self._use_graphs = cuda_graphs and self.cuda
-        self._uploads = Uploads(self.device)
+        self._staging_ring = PinnedStagingRing(self.device)
         self.graphs = Graphs(graph_tokens, graph_sequences)
 
     @property
@@ -187,7 +188,7 @@ class PackedQwen3:
     @mlp_gemm.setter
     def mlp_gemm(self, name: str | None) -> None:
         if name is not None and not self._wgu_pairs:
-            from reranking.backends.triton_kernels import interleave_gate_up
+            from engine.triton_kernels import interleave_gate_up
 
             self._wgu_pairs = [interleave_gate_up(layer.wgu) for layer in self.w.layers]
         elif name is None:
@@ -258,7 +259,7 @@ class PackedQwen3:
                        last: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """Attention after a shared prefix; with ``last``: only those rows (the outputs', in order)."""
         if self.attention.startswith("triton"):
-            from reranking.backends.triton_kernels import ATTENTION_CONFIGS, varlen_attention
+            from engine.triton_kernels import ATTENTION_CONFIGS, varlen_attention
 
             work = items if last is None else shared.last_items
             assert work is not None
@@ -306,7 +307,7 @@ class PackedQwen3:
                       shared: Shared | None = None) -> torch.Tensor:  # fmt: skip
         """The Triton path. Residual adds happen in the products' epilogues (``addmm_`` into the residual
         stream), so each norm reads one tensor; q/k norm + RoPE read cos/sin by position."""
-        from reranking.backends import triton_kernels as tk
+        from engine import triton_kernels as tk
 
         w, b = self.w, len(last)
         heads, kv, dim, eps = w.heads, w.kv_heads, w.head_dim, w.eps
@@ -341,14 +342,14 @@ class PackedQwen3:
         return x
 
     def _items(self, cu: np.ndarray, capacity: int | None = None) -> torch.Tensor:
-        from reranking.backends.triton_kernels import ATTENTION_CONFIGS, attention_items
+        from engine.triton_kernels import ATTENTION_CONFIGS, attention_items
 
         return torch.from_numpy(attention_items(cu, ATTENTION_CONFIGS[self.attention].block_m, capacity))
 
     def _capacity(self, tokens: int, slots: int) -> int:
         if not self.attention.startswith("triton"):
             return 0
-        from reranking.backends.triton_kernels import ATTENTION_CONFIGS, items_capacity
+        from engine.triton_kernels import ATTENTION_CONFIGS, items_capacity
 
         return items_capacity(tokens, slots, ATTENTION_CONFIGS[self.attention].block_m)
 
@@ -378,10 +379,10 @@ class PackedQwen3:
         if graph is None:
             parts = [ids, positions, cu[1:].astype(np.int64) - 1, cu]
             if triton_attention:
-                from reranking.backends.triton_kernels import ATTENTION_CONFIGS, attention_items
+                from engine.triton_kernels import ATTENTION_CONFIGS, attention_items
 
                 parts.append(attention_items(cu, ATTENTION_CONFIGS[self.attention].block_m))
-            dev = self._uploads.upload(parts)
+            dev = self._staging_ring.upload(parts)
             items = dev[4] if triton_attention else None
             out = self.forward(dev[0], dev[1], dev[3], dev[2], max_len, items)
         else:
@@ -410,11 +411,11 @@ class PackedQwen3:
         table = np.stack([pre_start, pre_len], axis=1).astype(np.int32)
         parts = [ids, positions, last_rows, cu, table]
         if self.attention.startswith("triton"):
-            from reranking.backends.triton_kernels import ATTENTION_CONFIGS, attention_items, last_items
+            from engine.triton_kernels import ATTENTION_CONFIGS, attention_items, last_items
 
             block_m = ATTENTION_CONFIGS[self.attention].block_m
             parts += [attention_items(cu, block_m), last_items(cu, outputs, block_m)]
-        dev = self._uploads.upload(parts)
+        dev = self._staging_ring.upload(parts)
         dev_cu, dev_table = dev[3], dev[4]
         items = work_last = None
         if self.attention.startswith("triton"):
@@ -442,7 +443,7 @@ class PackedQwen3:
             if self.attention == "auto":
                 candidates = VARLEN
                 if self.kernels == "triton":  # Triton is there: its attention kernels are candidates too
-                    from reranking.backends.triton_kernels import ATTENTION_CONFIGS
+                    from engine.triton_kernels import ATTENTION_CONFIGS
 
                     candidates = (*ATTENTION_CONFIGS, *VARLEN)
             w = self.w
@@ -488,7 +489,7 @@ class PackedQwen3:
     def _check_items(self, name: str, cu: torch.Tensor) -> torch.Tensor | None:
         if not name.startswith("triton"):
             return None
-        from reranking.backends.triton_kernels import ATTENTION_CONFIGS, attention_items
+        from engine.triton_kernels import ATTENTION_CONFIGS, attention_items
 
         block_m = ATTENTION_CONFIGS[name].block_m
         return torch.from_numpy(attention_items(cu.cpu().numpy(), block_m)).to(cu.device)
@@ -496,7 +497,7 @@ class PackedQwen3:
     def _choose_products(self) -> None:
         """The gate/up product: SwiGLU in a Triton product's epilogue, or cuBLAS then ``silu_mul``, whichever
         is faster here on 4096 + 16384 rows (``products`` forces one)."""
-        from reranking.backends import triton_kernels as tk
+        from engine import triton_kernels as tk
 
         if self.products == "cublas":
             return
