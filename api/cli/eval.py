@@ -134,7 +134,7 @@ def eval_store(milvus_uri: str | None, *, keep: bool = False) -> Iterator[tuple[
     server started here in a temporary folder (``Stack.start_milvus``) and stopped
     afterwards."""
     from retrieval.settings import RetrievalSettings
-    from retrieval.store import make_store
+    from retrieval.backends import make_store
 
     collection = f"sieve_eval_{uuid.uuid4().hex[:10]}"
     with tempfile.TemporaryDirectory(prefix="sieve-eval-") as home:
