@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from api.deps import ResourcesDep
 from api.serving import ModelsDep
+from api.stack_state import ready_report
 
 router = APIRouter(tags=["health"])
 
@@ -31,7 +32,10 @@ def ready(resources: ResourcesDep, models: ModelsDep) -> JSONResponse:
     checks["embedder"] = embedder.name
     checks["reranker"] = models.reranker.name
     ok = all(v == "ok" for k, v in checks.items() if k in ("vector_store", "redis"))
-    return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+    body: dict[str, object] = {"ready": ok, "checks": checks}
+    if (stack := ready_report()) is not None:  # under `sieve up`: its processes, restarts, last exits
+        body["stack"] = stack
+    return JSONResponse(body, status_code=200 if ok else 503)
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
