@@ -1,5 +1,4 @@
-"""``sieve ingest``, ``sieve search`` and ``sieve status``: a running API from a shell
-(``api.cli.client``)."""
+"""``sieve ingest`` and ``sieve search``: a running API from a shell (``api.cli.client``)."""
 
 from __future__ import annotations
 
@@ -72,14 +71,3 @@ def search(
     console.print(table)
     timings = ", ".join(f"{k} {v:.1f} ms" for k, v in result["timings_ms"].items())
     console.print(f"rerank: {result['rerank']['backend']} · {timings}")
-
-
-def status(url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = "") -> None:
-    """Readiness of the stack and the documents of your tenant."""
-    api = client(url, key)
-    console.print_json(data=api.ready())
-    docs = api.documents()
-    table = Table("document", "chunks", "version", "pending")
-    for doc in docs:
-        table.add_row(doc["document_id"], str(doc["chunks"]), doc["version"], doc["pending_version"] or "")
-    console.print(table)

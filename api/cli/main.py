@@ -1,8 +1,8 @@
 """``sieve``: run the embedded stack, the API, a worker; ingest, search and check status from a shell;
 measure, gate and train. This module builds the typer app; each command group lives in a module of its own:
 
-    serve     up, serve, rerank-server, worker
-    ingest    ingest, search, status (a running API through ``api.cli.client``)
+    serve     up, down, status, serve, rerank-server, worker
+    ingest    ingest, search (a running API through ``api.cli.client``)
     eval      eval (``api.relevance``)
     reindex   reindex, reload (admin routes)
     review    review clusters
@@ -14,19 +14,31 @@ Commands import what is heavy (models, the app, Celery) when they run, so ``impo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
+from api.cli.common import HomeOpt, set_home
 from api.cli.eval import eval_command
 from api.cli.gate import gate_app
-from api.cli.ingest import ingest, search, status
+from api.cli.ingest import ingest, search
 from api.cli.reindex import reindex, reload
 from api.cli.review import review_app
-from api.cli.serve import rerank_server, serve, up, worker
+from api.cli.serve import down, rerank_server, serve, status, up, worker
 from api.cli.train import train_app
 
 app = typer.Typer(help="Sieve: two-stage retrieval for RAG.", no_args_is_help=True)
 
+
+@app.callback()
+def main(home: HomeOpt = None) -> None:
+    """Sieve: two-stage retrieval for RAG. Every command finds the embedded stack through its home (--home,
+    SIEVE_HOME, the nearest .sieve/ upward, then ~/.local/share/sieve)."""
+    set_home(Path(home) if home else None)
+
+
 app.command()(up)
+app.command()(down)
 app.command()(serve)
 app.command("rerank-server")(rerank_server)
 app.command()(worker)

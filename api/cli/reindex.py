@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from api.cli.common import HOME, UrlOpt, console
+from api.cli.common import UrlOpt, console, stack_file, stored_key
 
 AdminKeyOpt = Annotated[
     str, typer.Option(envvar="API_ADMIN_KEY", help="The admin key (default: the embedded stack's)")
@@ -18,10 +18,12 @@ AdminKeyOpt = Annotated[
 
 def _admin(url: str, key: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     if not key:
-        stored = HOME / "admin_key"
-        if not stored.exists():
-            raise typer.BadParameter("no admin key: pass --key, set API_ADMIN_KEY, or start `sieve up` first")
-        key = stored.read_text().strip()
+        key = stored_key("admin_key") or ""
+        if not key:
+            raise typer.BadParameter(
+                "no admin key: pass --key, set API_ADMIN_KEY, or start `sieve up` first "
+                f"(no key in {stack_file('admin_key')})"
+            )
     response = httpx.request(
         method, f"{url.rstrip('/')}{path}", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=600
     )

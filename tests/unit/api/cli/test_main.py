@@ -9,6 +9,7 @@ from api.cli import app
 
 COMMANDS = [
     "up",
+    "down",
     "serve",
     "rerank-server",
     "worker",
