@@ -218,7 +218,13 @@ def status(
         f"API at {url}: {'ready' if ready.get('ready') else '[red]not ready[/]'} · {line}", highlight=False
     )
     if key or stored_key("api_key", home):
-        docs = client(url, key or stored_key("api_key", home) or "").documents()
+        from api.cli.client import SieveClientError
+
+        try:
+            docs = client(url, key or stored_key("api_key", home) or "").documents()
+        except SieveClientError as exc:
+            console.print(f"[red]documents: {exc}[/]", highlight=False)
+            raise typer.Exit(1) from exc
         table = Table("document", "chunks", "version", "pending")
         for doc in docs:
             table.add_row(
