@@ -133,8 +133,8 @@ def eval_store(milvus_uri: str | None, *, keep: bool = False) -> Iterator[tuple[
     """A store on a fresh collection: at ``milvus_uri`` (``memory://`` for in-process), else on a Milvus Lite
     server started here in a temporary folder (``Stack.start_milvus``) and stopped
     afterwards."""
-    from retrieval.settings import RetrievalSettings
     from retrieval.backends import make_store
+    from retrieval.settings import RetrievalSettings
 
     collection = f"sieve_eval_{uuid.uuid4().hex[:10]}"
     with tempfile.TemporaryDirectory(prefix="sieve-eval-") as home:
