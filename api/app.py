@@ -33,7 +33,7 @@ def create_app(
         resources = factory(settings)
         try:
             resources.uploads.recover()
-        except Exception as exc:  # Redis down at start: jobs stay pending until the next start
+        except Exception as exc:  # noqa: BLE001 - Redis or broker down at start: jobs wait for the next start
             logger.warning("could not re-enqueue pending jobs: %s", exc)
         if not settings.api.keys:
             logger.warning("no API keys configured (API_KEYS): every request will be refused with 401")

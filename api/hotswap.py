@@ -25,6 +25,7 @@ from api.errors import ApiError
 from api.rerank_gate import RerankGate, reranker_identity
 from api.snapshot import ModelRegistry, ModelSnapshot
 from engine.hub import model_revision
+from ingestion.errors import RedisUnavailableError
 from ingestion.indexes import Indexes, IndexSpec, settings_spec
 from reranking import Reranker, RerankError, RerankSettings
 from retrieval import Embedder, EmbedderMismatchError, RetrievalError, RetrievalSettings, VectorStore
@@ -163,7 +164,7 @@ class HotSwap:
         """Notice a switch of the serving index cheaply (one Redis GET) and follow it; whether it switched."""
         try:
             generation = self.indexes.generation()
-        except Exception as exc:  # Redis down: keep serving what serves
+        except RedisUnavailableError as exc:  # Redis down: keep serving what serves
             logger.debug("could not read the serving index: %s", exc)
             return False
         if generation == self._generation:
@@ -188,7 +189,7 @@ class HotSwap:
                 embedder.warm_up()
                 store = self.store_factory(settings)
                 store.ensure_collection(embedder_name=embedder.name, dimension=embedder.dimension)
-            except Exception:
+            except Exception:  # noqa: BLE001 - the index watch must live on: the old index serves, retried
                 logger.exception("could not switch to the new serving index; the old one keeps serving")
                 return False
             self.models.publish(current.replace(embedder=embedder, store=store, index=spec))
@@ -204,7 +205,7 @@ class HotSwap:
         try:
             build = self.indexes.build()
             previous = self.indexes.previous()
-        except Exception:  # Redis down: what this process knows
+        except RedisUnavailableError:  # Redis down: what this process knows
             return found
         if build is not None:
             found["rebuild"] = build.model_dump(mode="json")

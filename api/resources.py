@@ -19,6 +19,7 @@ from api.search import SearchService
 from api.settings import ApiSettings
 from api.snapshot import ModelRegistry, ModelSnapshot
 from engine.hub import model_revision
+from ingestion.errors import RedisUnavailableError
 from ingestion.indexes import Indexes, IndexSpec, settings_spec
 from ingestion.records import Records
 from ingestion.settings import IngestSettings
@@ -137,6 +138,6 @@ def serving_index(settings: RetrievalSettings, indexes: Indexes) -> IndexSpec:
     default = settings_spec(settings, model_revision(settings.embedder_model) or "")
     try:
         return indexes.serving(default)
-    except Exception as exc:  # start anyway: /ready says not ready until Redis is back
+    except RedisUnavailableError as exc:  # start anyway: /ready says not ready until Redis is back
         logger.warning("could not read the serving index (Redis): %s; using RETRIEVAL_COLLECTION", exc)
         return default

@@ -9,7 +9,7 @@ Queue: ``ReviewSink`` is the seam. ``ReviewQueue`` is the product one: a Redis S
 (durable with the embedded stack's append-only file; entry ids are the item ids, in time order) with the
 consumer group ``reviewers`` from which labelling workers ``claim`` items; labels live in the hash
 ``sieve:review:labels`` (a labelled item is acknowledged in the group). ``api.review_memory.MemoryReviewSink``
-is for tests; ``tests/unit/api/review_contract.py`` holds both to the same behaviour.
+is for tests; ``tests/contract/review_sink.py`` holds both to the same behaviour.
 
 Errors: ``ReviewError`` > ``ReviewNotFoundError`` (unknown id, or another tenant's), ``ReviewLabelError``
 (a label that names passages the item does not have).

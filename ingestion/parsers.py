@@ -269,7 +269,7 @@ def _parse_pdf(data: bytes, name: str) -> list[Section]:
     for number, page in enumerate(pages, start=1):
         try:
             text = _normalise(page.extract_text() or "")
-        except Exception as exc:  # one bad page should not lose the rest of the document
+        except Exception as exc:  # noqa: BLE001 - pypdf raises many types on a bad page; keep the others
             logger.warning("%s: could not extract text from page %d: %s", name, number, _short_reason(exc))
             failures.append(_short_reason(exc))
             continue

@@ -205,7 +205,7 @@ def ingest_task(self: IngestTask, job_id: str) -> None:
         pipeline.run_job(job, records, work)
     except PERMANENT as exc:
         self.fail_job(job_id, exc)
-    except Exception as exc:  # transient: store or Redis down, model hiccup
+    except Exception as exc:  # noqa: BLE001 - the task's boundary: the rest is retried, a bounded few times
         self.retry_job(job_id, exc)
 
 
@@ -225,7 +225,7 @@ def delete_task(self: IngestTask, job_id: str) -> None:
 
     try:
         pipeline.run_job(job, records, work)
-    except Exception as exc:  # transient: store or Redis down
+    except Exception as exc:  # noqa: BLE001 - the task's boundary: retried a bounded number of times
         self.retry_job(job_id, exc)
 
 
@@ -250,7 +250,7 @@ def reindex_task(self: IngestTask, build_id: str) -> None:
     except (ModelLoadError, ReindexBusyError) as exc:
         logger.warning("rebuild %s failed: %s", build_id, exc)
         indexes.update_build(build_id, state=BuildState.FAILED, error=str(exc)[:2000])
-    except Exception as exc:  # store or Redis down: start over (the new collection is rebuilt from empty)
+    except Exception as exc:  # noqa: BLE001 - the task's boundary: retried from empty, a bounded few times
         self.retry_or_give_up(
             exc,
             what=f"rebuild {build_id}",

@@ -6,7 +6,7 @@ formula and defaults: k1 1.2, b 0.75, idf ``log(1 + (N - n + 0.5) / (n + 0.5))``
 tokens, each CJK character a token of its own (a stand-in for jieba; statistics over the tenant's chunks,
 where Milvus takes them over the collection); ``hybrid`` fuses both with ``retrieval.fusion``. Never a
 product default: ``make_store`` returns it only for a ``memory://`` URI. The contract suite
-(``tests/unit/retrieval/store_contract.py``) keeps it in step with ``MilvusStore``.
+(``tests/contract/vector_store.py``) keeps it in step with ``MilvusStore``.
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ def wait_for(
         try:
             if check():
                 return
-        except Exception:  # not up yet
+        except Exception:  # noqa: BLE001 - a readiness probe: any failure means not up yet
             pass
         time.sleep(0.2)
     raise StackError(f"{what} did not become ready within {timeout:.0f} s")

@@ -27,7 +27,7 @@ def ready(resources: ResourcesDep, models: ModelsDep) -> JSONResponse:
         try:
             probe()
             checks[name] = "ok"
-        except Exception as exc:  # any failure means not ready; the reason is shown to the operator
+        except Exception as exc:  # noqa: BLE001 - a health probe: any failure means not ready, reason shown
             checks[name] = f"unavailable: {exc}"
     checks["embedder"] = embedder.name
     checks["reranker"] = models.reranker.name

@@ -39,7 +39,7 @@ from ingestion import pipeline  # noqa: E402
 from ingestion.settings import IngestSettings  # noqa: E402
 from reranking import RerankSettings  # noqa: E402
 from retrieval import RetrievalSettings  # noqa: E402
-from tests.unit.fakes import RecordingSender  # noqa: E402
+from tests.support.fakes import RecordingSender  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[2] / "api" / "sample"
 AUTH = {"Authorization": "Bearer bench-key"}

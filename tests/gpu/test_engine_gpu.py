@@ -21,6 +21,7 @@ transformers = pytest.importorskip("transformers")
 
 from engine.engine import Engine  # noqa: E402
 from tests.support.models import QWEN3_06B  # noqa: E402
+from tests.support.reporting import report  # noqa: E402
 
 pytestmark = [
     pytest.mark.gpu,
@@ -28,7 +29,7 @@ pytestmark = [
 ]
 
 NO, YES = 2152, 9693
-# Bounds picked from measurement on an H200 (see the printed report), with headroom: bf16 rounding, not a bug.
+# Bounds picked from measurement on an H200 (see the figures reported), headroom: bf16 rounding, not a bug.
 MAX_MARGIN_GAP = 0.1  # |(logit_yes - logit_no) engine - fp32|; measured 0.035 (transformers bf16: 0.036)
 MAX_COSINE_GAP = 1e-3  # 1 - cos(engine, fp32); measured 1.5e-4 (transformers bf16: 3.1e-3)
 
@@ -72,7 +73,7 @@ def reference(model, sequences):
 
 
 def _report(title: str, rows: dict[str, float]) -> None:
-    print(f"\n[gpu engine] {title}: " + ", ".join(f"{k} {v:.4g}" for k, v in rows.items()))
+    report(f"[gpu engine] {title}: " + ", ".join(f"{k} {v:.4g}" for k, v in rows.items()))
 
 
 def _triton() -> bool:

@@ -24,9 +24,11 @@ pytest.importorskip("peft")
 from reranking.backends.qwen3 import Qwen3Reranker  # noqa: E402
 from reranking.backends.training import RerankerTrainConfig, train_reranker  # noqa: E402
 from tests.support.models import QWEN3_06B  # noqa: E402
+from tests.support.reporting import report  # noqa: E402
 
 pytestmark = [
     pytest.mark.gpu,
+    pytest.mark.slow,  # a training run
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
 ]
 
@@ -89,8 +91,8 @@ def test_qwen3_reranker_lora_on_the_gpu(tmp_path: Path) -> None:
     stats = train_reranker("qwen3", str(base), groups, tmp_path / "out", tmp_path / "ck", config)
     seconds = time.perf_counter() - started
     after = _margin(Qwen3Reranker(model=str(tmp_path / "out"), device="cuda"), groups)
-    print(
-        f"\n[gpu training] qwen3 LoRA, 0.6B shape: {stats['steps']} steps of {config.batch_size} groups "
+    report(
+        f"[gpu training] qwen3 LoRA, 0.6B shape: {stats['steps']} steps of {config.batch_size} groups "
         f"({stats['pairs']} pairs) in {seconds:.1f}s, loss {stats['train_loss']:.3f}; "
         f"P(yes) margin positive - negative {before:.3f} -> {after:.3f}"
     )

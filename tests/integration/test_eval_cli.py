@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from api.cli import app
-from tests.unit.api.relevance.tiny_beir import write_tiny_beir
+from tests.support.tiny_beir import write_tiny_beir
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from pymilvus import DataType, MilvusClient
 from retrieval.errors import UnsupportedSearchError
 from retrieval.milvus_store import DIMENSION_PROPERTY, EMBEDDER_PROPERTY, MilvusStore
 from retrieval.settings import RetrievalSettings
+from tests.contract.vector_store import DIM, EMBEDDER, make_chunk, put, unit
 from tests.support.services import start_milvus_lite
-from tests.unit.retrieval.store_contract import DIM, EMBEDDER, make_chunk, put, unit
 
 pytestmark = pytest.mark.integration
 

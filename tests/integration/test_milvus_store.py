@@ -14,8 +14,8 @@ import pytest
 from retrieval.errors import StoreUnavailableError
 from retrieval.milvus_store import MilvusStore
 from retrieval.settings import RetrievalSettings
+from tests.contract.vector_store import DIM, EMBEDDER, VectorStoreContract, make_chunk, put, unit
 from tests.support.services import ServiceStartError, free_port, start_milvus_lite, start_milvus_server
-from tests.unit.retrieval.store_contract import DIM, EMBEDDER, VectorStoreContract, make_chunk, put, unit
 
 pytestmark = pytest.mark.integration
 

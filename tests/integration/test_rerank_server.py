@@ -20,7 +20,7 @@ from api.app import create_app
 from api.cli.stack import free_port, wait_for
 from ingestion.settings import IngestSettings
 from reranking import RerankSettings
-from tests.unit.api import compat_harness as harness
+from tests.support import compat_harness as harness
 
 pytestmark = pytest.mark.integration
 

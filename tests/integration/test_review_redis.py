@@ -14,8 +14,8 @@ import redis
 from api.cli.stack import Stack, free_port
 from api.ratelimit import RateLimiter
 from api.review import ReviewQueue, ReviewSink
-from tests.unit.api.apikit import ADMIN, T1, running
-from tests.unit.api.review_contract import ReviewSinkContract
+from tests.contract.review_sink import ReviewSinkContract
+from tests.support.apikit import ADMIN, T1, running
 
 pytestmark = pytest.mark.integration
 

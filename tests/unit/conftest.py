@@ -10,7 +10,7 @@ from ingestion.records import Records
 from ingestion.settings import IngestSettings
 from ingestion.uploads import Uploads
 from retrieval.memory_store import InMemoryStore
-from tests.unit.fakes import HashEmbedder, RecordingSender
+from tests.support.fakes import HashEmbedder, RecordingSender
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.resources import Resources, Settings, build_resources
 from api.settings import ApiSettings
-from ingestion import pipeline
 from ingestion.records import Records
 from ingestion.settings import IngestSettings
 from retrieval.memory_store import InMemoryStore
-from tests.unit.api import compat_harness as harness
-from tests.unit.fakes import HashEmbedder, RecordingSender
+from tests.support import compat_harness as harness
+from tests.support.compat_harness import drain
+from tests.support.fakes import HashEmbedder, RecordingSender
 
 AUTH = {"Authorization": "Bearer k1"}
 
@@ -38,25 +38,6 @@ def app_parts(
 
     with TestClient(create_app(settings, resources_factory=factory)) as client:
         yield client, holder["r"]
-
-
-def drain(res: Resources) -> None:
-    sender = res.uploads.sender
-    for name, (job_id,) in sender.sent:  # type: ignore[attr-defined]
-        job = res.records.get_job(job_id)
-        if name == "sieve.ingest":
-            pipeline.run_job(
-                job,
-                res.records,
-                lambda job=job: pipeline.ingest(
-                    job.document_version,
-                    records=res.records,
-                    store=res.models.current().store,
-                    embedder=res.models.current().embedder,
-                    settings=res.settings.ingest,
-                ),
-            )
-    sender.sent.clear()  # type: ignore[attr-defined]
 
 
 def test_no_or_bad_key_is_401(app_parts: tuple[TestClient, Resources]) -> None:

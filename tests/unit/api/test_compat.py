@@ -11,23 +11,21 @@ from fastapi.testclient import TestClient
 
 from api.resources import Resources
 from ingestion.settings import IngestSettings
-from tests.unit.api import compat_harness as harness
-from tests.unit.api.compat_harness import AUTH
-from tests.unit.fakes import OverlapReranker
+from tests.support import compat_harness as harness
+from tests.support.compat_harness import AUTH
+from tests.support.fakes import FakeReranker
 
 QUERY = "where do honey bees dance"
 DOCS = ["Tides follow the moon.", "Honey bees dance to show where flowers grow.", "Bees make honey."]
 
 
 @pytest.fixture
-def reranker() -> OverlapReranker:
-    return OverlapReranker()
+def reranker() -> FakeReranker:
+    return FakeReranker()
 
 
 @pytest.fixture
-def parts(
-    ingest_settings: IngestSettings, reranker: OverlapReranker
-) -> Iterator[tuple[TestClient, Resources]]:
+def parts(ingest_settings: IngestSettings, reranker: FakeReranker) -> Iterator[tuple[TestClient, Resources]]:
     with harness.client(
         ingest_settings, reranker, max_rerank_documents=5, max_embedding_inputs=4, max_tokens_per_doc=8
     ) as parts:
@@ -58,7 +56,7 @@ def test_cohere_rerank_shape(client: TestClient, path: str) -> None:
     )
 
 
-def test_rerank_top_n_return_documents_and_instruction(client: TestClient, reranker: OverlapReranker) -> None:
+def test_rerank_top_n_return_documents_and_instruction(client: TestClient, reranker: FakeReranker) -> None:
     body = {
         "query": QUERY,
         "documents": DOCS,
@@ -89,7 +87,7 @@ def test_tei_rerank_shape(client: TestClient) -> None:
 
 
 def test_long_documents_are_cut_by_default_and_refused_without_truncate(
-    client: TestClient, reranker: OverlapReranker
+    client: TestClient, reranker: FakeReranker
 ) -> None:
     long_doc = "one two three four five six seven eight nine ten eleven"
     r = client.post("/v1/rerank", json={"query": "nine", "documents": [long_doc]}, headers=AUTH)
@@ -148,14 +146,14 @@ def test_compat_routes_need_a_key(client: TestClient) -> None:
 
 
 def test_body_over_the_limit_is_413(ingest_settings: IngestSettings) -> None:
-    with harness.client(ingest_settings, OverlapReranker(), max_request_bytes=1000) as (client, _):
+    with harness.client(ingest_settings, FakeReranker(), max_request_bytes=1000) as (client, _):
         r = client.post("/v1/rerank", json={"query": "x", "documents": ["d" * 2000]}, headers=AUTH)
     assert r.status_code == 413 and "1000" in r.json()["error"]["message"]
 
 
 def test_full_queue_is_429_with_retry_after(ingest_settings: IngestSettings) -> None:
     with harness.client(
-        ingest_settings, OverlapReranker(), inference_concurrency=1, inference_queue=0, retry_after_s=3
+        ingest_settings, FakeReranker(), inference_concurrency=1, inference_queue=0, retry_after_s=3
     ) as (client, _):
         serving = client.app_state["serving"]
         with serving.queue.slot():  # the one slot is busy and nothing may wait

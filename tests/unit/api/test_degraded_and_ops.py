@@ -8,9 +8,9 @@ from prometheus_client import REGISTRY
 
 from ingestion.settings import IngestSettings
 from reranking import RerankOverloadedError, RerankUnavailableError
-from tests.unit.api import compat_harness as harness
-from tests.unit.api.compat_harness import AUTH
-from tests.unit.fakes import OverlapReranker
+from tests.support import compat_harness as harness
+from tests.support.compat_harness import AUTH
+from tests.support.fakes import FakeReranker
 
 DOCS = {
     "bees.md": "Honey bees dance to show where flowers grow.",
@@ -23,7 +23,7 @@ def degraded_count(reason: str) -> float:
     return REGISTRY.get_sample_value("sieve_degraded_total", {"reason": reason}) or 0.0
 
 
-def search(ingest: IngestSettings, reranker: OverlapReranker, **api: object) -> dict:
+def search(ingest: IngestSettings, reranker: FakeReranker, **api: object) -> dict:
     with harness.client(ingest, reranker, cache_ttl_s=0, **api) as (client, res):
         harness.index(res, "t1", DOCS)
         r = client.post("/v1/search", json={"query": "where do bees dance", "top_k": 2}, headers=AUTH)
@@ -32,7 +32,7 @@ def search(ingest: IngestSettings, reranker: OverlapReranker, **api: object) -> 
 
 
 def test_a_healthy_rerank_stage_is_not_degraded(ingest_settings: IngestSettings) -> None:
-    body = search(ingest_settings, OverlapReranker())
+    body = search(ingest_settings, FakeReranker())
     assert body["degraded"] is False and body["degraded_reason"] is None
     assert body["rerank"]["applied"] is True and body["hits"][0]["rerank_score"] is not None
 
@@ -53,7 +53,7 @@ def test_a_failing_rerank_stage_gives_stage1_order(
     ingest_settings: IngestSettings, failure: BaseException, kind: str, fragment: str
 ) -> None:
     before = degraded_count(kind)
-    body = search(ingest_settings, OverlapReranker(fail=failure))
+    body = search(ingest_settings, FakeReranker(fail=failure))
     assert body["degraded"] is True and fragment in body["degraded_reason"]
     assert "secret" not in str(body)
     assert body["rerank"] == {"backend": "test:overlap", "applied": False, "note": body["degraded_reason"]}
@@ -65,14 +65,14 @@ def test_a_failing_rerank_stage_gives_stage1_order(
 
 def test_a_late_rerank_stage_misses_its_deadline(ingest_settings: IngestSettings) -> None:
     before = degraded_count("timeout")
-    body = search(ingest_settings, OverlapReranker(delay_s=1.0), rerank_deadline_s=0.05)
+    body = search(ingest_settings, FakeReranker(delay_s=1.0), rerank_deadline_s=0.05)
     assert body["degraded"] is True and "0.05 s deadline" in body["degraded_reason"]
     assert body["timings_ms"]["rerank"] < 900
     assert degraded_count("timeout") == before + 1
 
 
 def test_info_names_models_and_limits(ingest_settings: IngestSettings) -> None:
-    with harness.client(ingest_settings, OverlapReranker(), max_rerank_documents=7) as (client, _):
+    with harness.client(ingest_settings, FakeReranker(), max_rerank_documents=7) as (client, _):
         info = client.get("/info").json()
     assert info["service"] == "sieve-api" and info["version"]
     assert (
@@ -84,7 +84,7 @@ def test_info_names_models_and_limits(ingest_settings: IngestSettings) -> None:
 
 
 def test_metrics_count_requests_stages_and_batches(ingest_settings: IngestSettings) -> None:
-    with harness.client(ingest_settings, OverlapReranker(), cache_ttl_s=0) as (client, res):
+    with harness.client(ingest_settings, FakeReranker(), cache_ttl_s=0) as (client, res):
         harness.index(res, "t1", DOCS)
         client.post("/v1/rerank", json={"query": "bees", "documents": ["a", "b", "c"]}, headers=AUTH)
         client.post("/v1/search", json={"query": "bees"}, headers=AUTH)
@@ -100,7 +100,7 @@ def test_metrics_count_requests_stages_and_batches(ingest_settings: IngestSettin
 
 
 def test_openapi_describes_the_error_body_clients_get(ingest_settings: IngestSettings) -> None:
-    with harness.client(ingest_settings, OverlapReranker()) as (client, _):
+    with harness.client(ingest_settings, FakeReranker()) as (client, _):
         spec = client.get("/openapi.json").json()
         bad = client.post("/v1/rerank", json={}, headers=AUTH).json()
     error = spec["components"]["schemas"]["HTTPValidationError"]

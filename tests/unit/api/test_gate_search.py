@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,12 +17,11 @@ from api.relevance.beir import load_beir  # noqa: E402
 from api.relevance.eval_options import EvalOptions  # noqa: E402
 from api.relevance.evaluate import evaluate  # noqa: E402
 from ingestion.settings import IngestSettings  # noqa: E402
-from reranking import RankedHit  # noqa: E402
 from retrieval.memory_store import InMemoryStore  # noqa: E402
-from tests.unit.api import compat_harness as harness  # noqa: E402
-from tests.unit.api.compat_harness import AUTH  # noqa: E402
-from tests.unit.api.relevance.tiny_beir import write_tiny_beir  # noqa: E402
-from tests.unit.fakes import HashEmbedder, OverlapReranker  # noqa: E402
+from tests.support import compat_harness as harness  # noqa: E402
+from tests.support.compat_harness import AUTH  # noqa: E402
+from tests.support.fakes import FakeReranker, HashEmbedder  # noqa: E402
+from tests.support.tiny_beir import write_tiny_beir  # noqa: E402
 
 DOCS = {
     "bees.md": "Honey bees dance to show where flowers grow.",
@@ -60,7 +58,7 @@ def decision(*, enabled: bool, reranker: str = "test:overlap", revision: str | N
 
 
 def test_no_decision_means_stage_1_only_and_no_rerank_call(ingest_settings: IngestSettings) -> None:
-    reranker = OverlapReranker()
+    reranker = FakeReranker()
     with harness.client(ingest_settings, reranker, rerank_gate="evaluated", cache_ttl_s=0) as (client, res):
         harness.index(res, "t1", DOCS)
         body = client.post("/v1/search", json=QUERY, headers=AUTH).json()
@@ -77,7 +75,7 @@ def test_no_decision_means_stage_1_only_and_no_rerank_call(ingest_settings: Inge
 
 
 def test_a_refusing_decision_says_why_in_each_response(ingest_settings: IngestSettings) -> None:
-    reranker = OverlapReranker()
+    reranker = FakeReranker()
     with harness.client(ingest_settings, reranker, rerank_gate="evaluated", cache_ttl_s=0) as (client, res):
         harness.index(res, "t1", DOCS)
         assert res.gates is not None
@@ -92,7 +90,7 @@ def test_a_refusing_decision_says_why_in_each_response(ingest_settings: IngestSe
 
 
 def test_an_enabled_decision_serves_the_learned_fusion(ingest_settings: IngestSettings) -> None:
-    reranker = OverlapReranker()
+    reranker = FakeReranker()
     with harness.client(ingest_settings, reranker, rerank_gate="evaluated", cache_ttl_s=0) as (client, res):
         harness.index(res, "t1", DOCS)
         assert res.gates is not None
@@ -117,7 +115,7 @@ def test_an_enabled_decision_serves_the_learned_fusion(ingest_settings: IngestSe
 
 
 def test_a_decision_for_another_reranker_revision_does_not_apply(ingest_settings: IngestSettings) -> None:
-    reranker = OverlapReranker()
+    reranker = FakeReranker()
     with harness.client(ingest_settings, reranker, rerank_gate="evaluated", cache_ttl_s=0) as (client, res):
         harness.index(res, "t1", DOCS)
         assert res.gates is not None
@@ -129,7 +127,7 @@ def test_a_decision_for_another_reranker_revision_does_not_apply(ingest_settings
 
 def test_always_is_the_rerank_order_and_off_is_stage_1(ingest_settings: IngestSettings) -> None:
     for mode, applied in (("always", True), ("off", False)):
-        reranker = OverlapReranker()
+        reranker = FakeReranker()
         with harness.client(ingest_settings, reranker, rerank_gate=mode, cache_ttl_s=0) as (client, res):
             harness.index(res, "t1", DOCS)
             body = client.post("/v1/search", json=QUERY, headers=AUTH).json()
@@ -143,7 +141,7 @@ def test_always_is_the_rerank_order_and_off_is_stage_1(ingest_settings: IngestSe
 
 
 def test_applying_a_decision_invalidates_cached_results(ingest_settings: IngestSettings) -> None:
-    reranker = OverlapReranker()
+    reranker = FakeReranker()
     with harness.client(ingest_settings, reranker, rerank_gate="evaluated") as (client, res):
         harness.index(res, "t1", DOCS)
         first = client.post("/v1/search", json=QUERY, headers=AUTH).json()
@@ -158,42 +156,13 @@ def test_applying_a_decision_invalidates_cached_results(ingest_settings: IngestS
     assert third["cached"] is False and third["rerank"]["applied"] is False
 
 
-class CountingReranker:
-    """Prefers shorter passages; records every (query, passage) pair it scores."""
-
-    name = "test:counting"
-    reorders = True
-    max_tokens: int | None = None
-    revision: str | None = None
-
-    def __init__(self) -> None:
-        self.pairs: list[tuple[str, str]] = []
-        self.calls = 0
-
-    def warm_up(self) -> None:
-        return None
-
-    def rank(
-        self,
-        query: str,
-        documents: Sequence[str],
-        *,
-        top_k: int | None = None,
-        instruction: str | None = None,
-    ) -> list[RankedHit]:
-        self.calls += 1
-        self.pairs += [(query, d) for d in documents]
-        hits = sorted((RankedHit(i, 1.0 / len(d)) for i, d in enumerate(documents)), key=lambda h: -h.score)
-        return hits[:top_k] if top_k else hits
-
-
 def test_eval_gate_learns_on_train_decides_on_heldout_and_scores_each_pair_once(tmp_path: Path) -> None:
     everything = load_beir(write_tiny_beir(tmp_path / "tiny"))
     held = replace(everything, queries={q: everything.queries[q] for q in ("q3", "q4")}, split="eval")
     held.qrels = {q: everything.qrels[q] for q in held.queries}
     train = replace(everything, queries={q: everything.queries[q] for q in ("q1", "q2")}, split="train")
     train.qrels = {q: everything.qrels[q] for q in train.queries}
-    reranker = CountingReranker()
+    reranker = FakeReranker("shortest", name="test:counting", max_tokens=None)
     report = evaluate(
         held,
         tmp_path / "out",
@@ -210,7 +179,7 @@ def test_eval_gate_learns_on_train_decides_on_heldout_and_scores_each_pair_once(
         "bm25+rerank+learned",
     ]  # fmt: skip
     assert len(reranker.pairs) == len(set(reranker.pairs))  # no (query, passage) scored twice
-    assert reranker.calls <= 2 * len(train.queries) + 2 * len(held.queries)
+    assert len(reranker.calls) <= 2 * len(train.queries) + 2 * len(held.queries)
     saved = json.loads((tmp_path / "out" / "gate.json").read_text())
     gate = GateDecision.model_validate(saved)
     assert gate.train_queries == 2 and gate.heldout_queries == 2 and gate.stage1_mode == "bm25"

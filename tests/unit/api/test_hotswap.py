@@ -22,23 +22,17 @@ from ingestion.worker import WorkerContext, make_celery
 from reranking import RerankSettings, RerankUnavailableError
 from retrieval import RetrievalSettings, VectorStore
 from retrieval.memory_store import InMemoryStore
-from tests.unit.api.test_app import drain
-from tests.unit.fakes import HashEmbedder, OverlapReranker, RecordingSender
-from tests.unit.ingestion.test_reindex import SaltedEmbedder
+from tests.support.compat_harness import drain
+from tests.support.fakes import FakeReranker, HashEmbedder, RecordingSender, SaltedEmbedder
 
 ADMIN = {"Authorization": "Bearer root"}
 AUTH = {"Authorization": "Bearer k1"}
 
 
-class NamedReranker(OverlapReranker):
-    def __init__(self, name: str, *, fail: bool = False, delay_s: float = 0.0) -> None:
-        super().__init__(delay_s=delay_s)
-        self.name = name
-        self.fail_load = fail
-
-    def warm_up(self) -> None:
-        if self.fail_load:
-            raise RerankUnavailableError(f"cannot load {self.name}: no such folder")
+def named_reranker(name: str, *, fail: bool = False) -> FakeReranker:
+    """A reranker named like its model; ``fail``: one whose model cannot load."""
+    cannot_load = RerankUnavailableError(f"cannot load {name}: no such folder") if fail else None
+    return FakeReranker(name=name, fail_warm_up=cannot_load)
 
 
 def embedder_for(settings: RetrievalSettings) -> HashEmbedder:
@@ -71,13 +65,13 @@ def app_parts(
         res = build_resources(
             s,
             embedder=HashEmbedder(),
-            reranker=NamedReranker("test:m1"),
+            reranker=named_reranker("test:m1"),
             sender=RecordingSender(),
             redis_client=records.client,
             store_factory=store_for,
         )
         res.swap.embedder_factory = embedder_for
-        res.swap.reranker_factory = lambda r: NamedReranker(
+        res.swap.reranker_factory = lambda r: named_reranker(
             f"test:{Path(r.model).name}", fail=r.model == "bad"
         )
         holder["r"] = res

@@ -12,7 +12,7 @@ from redis.retry import Retry
 
 from api.cli.stack import free_port
 from api.ratelimit import RateLimiter
-from tests.unit.api.apikit import ADMIN, T1, T2, running
+from tests.support.apikit import ADMIN, T1, T2, running
 
 
 class Clock:

@@ -12,19 +12,19 @@ from api.settings import ApiSettings
 from reranking import RerankError, RerankSettings
 from reranking.backends.remote import RemoteReranker
 from reranking.errors import RerankInputError
-from tests.unit.fakes import OverlapReranker
+from tests.support.fakes import FakeReranker
 
 QUERY = "where do honey bees dance"
 DOCS = ["Tides follow the moon.", "Honey bees dance to show where flowers grow.", "Bees make honey."]
 
 
 @pytest.fixture
-def model() -> OverlapReranker:
-    return OverlapReranker()
+def model() -> FakeReranker:
+    return FakeReranker()
 
 
 @pytest.fixture
-def server(model: OverlapReranker) -> Iterator[TestClient]:
+def server(model: FakeReranker) -> Iterator[TestClient]:
     settings = RerankServerSettings(api=ApiSettings(max_rerank_documents=3))
     with TestClient(create_rerank_app(settings, reranker=model)) as client:
         yield client
@@ -62,7 +62,7 @@ def test_a_rerank_server_refuses_to_be_remote_itself() -> None:
         pass
 
 
-def test_remote_reranker_round_trip(server: TestClient, model: OverlapReranker) -> None:
+def test_remote_reranker_round_trip(server: TestClient, model: FakeReranker) -> None:
     remote = RemoteReranker("http://testserver", client=server)
     assert remote.rank(QUERY, DOCS) == model.rank(QUERY, DOCS)
     assert remote.rank(QUERY, DOCS, top_k=2, instruction="Find bees") == model.rank(QUERY, DOCS, top_k=2)

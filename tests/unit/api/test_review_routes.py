@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from tests.unit.api.apikit import ADMIN, T1, T2, Harness, running
+from tests.support.apikit import ADMIN, T1, T2, Harness, running
 
 DOCS = {
     "bees": "Honey bees dance to show where the flowers grow.",

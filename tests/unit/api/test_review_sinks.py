@@ -8,7 +8,7 @@ import pytest
 
 from api.review import ReviewQueue, ReviewSink
 from api.review_memory import MemoryReviewSink
-from tests.unit.api.review_contract import ReviewSinkContract
+from tests.contract.review_sink import ReviewSinkContract
 
 
 class TestMemoryReviewSink(ReviewSinkContract):

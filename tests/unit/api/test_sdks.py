@@ -16,8 +16,8 @@ import uvicorn
 from api.app import create_app
 from api.cli.stack import free_port
 from ingestion.settings import IngestSettings
-from tests.unit.api import compat_harness as harness
-from tests.unit.fakes import HashEmbedder, OverlapReranker
+from tests.support import compat_harness as harness
+from tests.support.fakes import FakeReranker, HashEmbedder
 
 QUERY = "where do honey bees dance"
 DOCS = ["Tides follow the moon.", "Honey bees dance to show where flowers grow.", "Bees make honey."]
@@ -28,7 +28,7 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ingest = IngestSettings(data_dir=tmp_path_factory.mktemp("files"))
     app = create_app(
         harness.settings(ingest, max_rerank_documents=5),
-        resources_factory=harness.resources_factory(OverlapReranker()),
+        resources_factory=harness.resources_factory(FakeReranker()),
     )
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from retrieval.memory_store import InMemoryStore
-from tests.unit.fakes import HashEmbedder
+from tests.support.fakes import HashEmbedder
 
 
 @pytest.fixture

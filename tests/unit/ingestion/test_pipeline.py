@@ -14,7 +14,7 @@ from ingestion.settings import IngestSettings
 from ingestion.uploads import Uploads
 from retrieval import Chunk
 from retrieval.memory_store import InMemoryStore
-from tests.unit.fakes import HashEmbedder, RecordingSender
+from tests.support.fakes import HashEmbedder, RecordingSender
 
 TEXT = b"Honey bees dance to tell their hive mates where the flowers are. " * 20
 

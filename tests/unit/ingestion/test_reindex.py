@@ -5,9 +5,6 @@ Workers keep writing to the serving index while it runs; the tests do the same f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
 import pytest
 
 from ingestion import keyspace, pipeline
@@ -19,7 +16,7 @@ from ingestion.uploads import Uploads
 from ingestion.worker import WorkerContext, make_celery, worker_context
 from retrieval import RetrievalSettings, VectorStore
 from retrieval.memory_store import InMemoryStore
-from tests.unit.fakes import HashEmbedder
+from tests.support.fakes import HashEmbedder, SaltedEmbedder
 
 OLD = IndexSpec(collection="sieve_chunks", embedder="test", embedder_model="")
 DOCS = {
@@ -27,18 +24,6 @@ DOCS = {
     "tides.txt": b"Tides rise and fall with the pull of the moon and the sun.",
     "rust.md": b"# Borrowing\n\nThe borrow checker refuses two mutable references at once.",
 }
-
-
-class SaltedEmbedder(HashEmbedder):
-    """Another embedder (another name, other vectors): what a fine-tuned model is to the index."""
-
-    name = "test:hash-bow-salted:64"
-
-    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        return super().embed_documents([f"{t} salt" for t in texts])
-
-    def embed_queries(self, texts: Sequence[str], *, instruction: str | None = None) -> np.ndarray:
-        return self.embed_documents(texts)
 
 
 def ingest(uploads: Uploads, store: VectorStore, embedder: HashEmbedder, name: str, data: bytes) -> None:

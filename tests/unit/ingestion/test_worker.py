@@ -15,26 +15,11 @@ from ingestion.records import JobState, Records
 from ingestion.settings import IngestSettings
 from ingestion.uploads import Uploads
 from ingestion.worker import WorkerContext, make_celery, worker_context
-from retrieval import RetrievalSettings, StoreUnavailableError
+from retrieval import RetrievalSettings
 from retrieval.memory_store import InMemoryStore
-from tests.unit.fakes import HashEmbedder
+from tests.support.fakes import CountingStore, DownStore, HashEmbedder
 
 TEXT = b"Honey bees dance to tell their hive mates where the flowers are. " * 10
-
-
-class DownStore(InMemoryStore):
-    def upsert(self, *args: object, **kwargs: object) -> None:
-        raise StoreUnavailableError("Milvus at http://nowhere is unreachable")
-
-
-class CountingStore(InMemoryStore):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ensured = 0
-
-    def ensure_collection(self, *, embedder_name: str, dimension: int) -> None:
-        self.ensured += 1
-        super().ensure_collection(embedder_name=embedder_name, dimension=dimension)
 
 
 def build_app(
@@ -126,11 +111,7 @@ def test_tasks_share_one_context_per_app(app) -> None:  # type: ignore[no-untype
 def test_a_rebuild_that_keeps_failing_is_retried_then_marked_failed(
     ingest_settings: IngestSettings, records: Records, embedder: HashEmbedder
 ) -> None:
-    class Unopenable(InMemoryStore):
-        def drop(self) -> None:
-            raise StoreUnavailableError("Milvus at http://nowhere is unreachable")
-
-    app = build_app(ingest_settings, records, embedder, Unopenable())
+    app = build_app(ingest_settings, records, embedder, DownStore("drop"))
     indexes = Indexes(records.client)
     build = indexes.start_build(
         BuildStatus(collection="sieve_chunks_v2", embedder="test", embedder_model="v2")

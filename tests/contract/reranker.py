@@ -1,40 +1,21 @@
-"""One contract for every ``Reranker``: tiny Qwen3Reranker, tiny cross-encoder, the ``none`` backend, and
-``RemoteReranker`` in front of a rerank server (in-process) serving the tiny cross-encoder."""
+"""The behaviour every ``Reranker`` shows, run against each implementation.
+
+Subclass ``RerankerContract`` in a ``test_*.py`` module and supply a ``reranker`` fixture: the fast tier runs
+it on the tiny models, the ``none`` backend, ``RemoteReranker`` in front of an in-process rerank server, the
+engine adapter and the test fake (``tests.support.fakes.FakeReranker``), so the fake cannot drift.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from reranking.backends import make_reranker
-from reranking.reranker import NoneReranker, RankedHit, Reranker
-from reranking.settings import RerankSettings
+from reranking.reranker import RankedHit, Reranker
 
 QUERY = "what is the capital of France?"
 DOCS = ["Paris is the capital of France.", "", "Bananas are yellow.", "巴黎是法国的首都。", "Paris " * 30]
 
 
-@pytest.fixture(scope="module")
-def remote_reranker(cross_encoder_reranker: Reranker) -> Iterator[Reranker]:
-    from fastapi.testclient import TestClient
-
-    from api.rerank_server import create_rerank_app
-    from reranking.backends.remote import RemoteReranker
-
-    with TestClient(create_rerank_app(reranker=cross_encoder_reranker)) as server:
-        yield RemoteReranker("http://testserver", client=server)
-
-
-@pytest.fixture(params=["qwen3_reranker", "cross_encoder_reranker", "none", "remote_reranker"])
-def reranker(request: pytest.FixtureRequest) -> Reranker:
-    if request.param == "none":
-        return NoneReranker()
-    return request.getfixturevalue(request.param)
-
-
-class TestRerankerContract:
+class RerankerContract:
     def test_is_a_reranker(self, reranker: Reranker) -> None:
         assert isinstance(reranker, Reranker)
         assert isinstance(reranker.name, str) and reranker.name
@@ -84,24 +65,3 @@ class TestRerankerContract:
         reversed_hits = reranker.rank(QUERY, DOCS[::-1])
         for h in reversed_hits:
             assert abs(h.score - by_index[len(DOCS) - 1 - h.index]) < 1e-5
-
-
-def test_factory_passes_keywords_the_backends_accept(
-    tiny_qwen3_reranker_dir: Path, tiny_cross_encoder_dir: Path
-) -> None:
-    from reranking.backends.cross_encoder import CrossEncoderReranker
-    from reranking.backends.qwen3 import Qwen3Reranker
-
-    qwen = make_reranker(
-        RerankSettings(backend="qwen3", model=str(tiny_qwen3_reranker_dir), max_tokens=512, batch_size=4)
-    )
-    assert isinstance(qwen, Qwen3Reranker) and qwen.max_tokens == 512
-    ce = make_reranker(RerankSettings(backend="cross-encoder", model=str(tiny_cross_encoder_dir)))
-    assert isinstance(ce, CrossEncoderReranker) and len(ce.rank(QUERY, DOCS)) == len(DOCS)
-    assert isinstance(make_reranker(RerankSettings(backend="none")), NoneReranker)
-
-
-def test_remote_scores_are_the_served_model_scores(
-    remote_reranker: Reranker, cross_encoder_reranker: Reranker
-) -> None:
-    assert remote_reranker.rank(QUERY, DOCS, top_k=3) == cross_encoder_reranker.rank(QUERY, DOCS, top_k=3)

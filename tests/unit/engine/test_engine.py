@@ -56,6 +56,7 @@ def engine(tiny_causal) -> Iterator[Engine]:
     e.close()
 
 
+@pytest.mark.slow  # whole forwards of the engine and of transformers, compared
 class TestNumerics:
     def test_scores_equal_qwen3_reranker(self, engine: Engine, qwen3_reranker) -> None:
         seqs = _sequences(0, 12, high=200)

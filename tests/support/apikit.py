@@ -1,9 +1,10 @@
-"""An in-process API over fakes (fakeredis, in-memory store, hashed embedder, a scripted reranker) for the
-tests of the cache, the rate limits and the review queue; ``redis`` may be a real client (integration)."""
+"""An in-process API over fakes (fakeredis, in-memory store, hashed embedder, the fake reranker in its
+scripted-confidence scoring) for the tests of the cache, the rate limits and the review queue; ``redis`` may
+be a real client (integration)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,8 @@ from api.resources import Resources, Settings, build_resources
 from api.settings import ApiSettings
 from ingestion import pipeline
 from ingestion.settings import IngestSettings
-from reranking import RankedHit
 from retrieval.memory_store import InMemoryStore
-from tests.unit.fakes import HashEmbedder, RecordingSender
+from tests.support.fakes import FakeReranker, HashEmbedder, RecordingSender
 
 KEYS = {"k1": "t1", "k2": "t2"}
 ADMIN_KEY = "the-admin-key"
@@ -29,41 +29,11 @@ T2 = {"Authorization": "Bearer k2"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
-class ScriptedReranker:
-    """A rerank backend on the P(yes) scale whose confidence the test sets: stage-1 order, scores from 0.95
-    down in steps of 0.2, or 0.2 down in steps of 0.01 for a query in ``unsure`` (a low-confidence case)."""
-
-    name = "qwen3-reranker:scripted"
-    reorders = True
-    max_tokens: int | None = None
-    revision: str | None = None
-
-    def __init__(self) -> None:
-        self.unsure: set[str] = set()
-        self.calls = 0
-
-    def warm_up(self) -> None:
-        return None
-
-    def rank(
-        self,
-        query: str,
-        documents: Sequence[str],
-        *,
-        top_k: int | None = None,
-        instruction: str | None = None,
-    ) -> list[RankedHit]:
-        self.calls += 1
-        top, step = (0.2, 0.01) if query in self.unsure else (0.95, 0.2)
-        hits = [RankedHit(i, max(0.0, top - step * i)) for i in range(len(documents))]
-        return hits if top_k is None else hits[:top_k]
-
-
 @dataclass
 class Harness:
     client: TestClient
     res: Resources
-    reranker: ScriptedReranker
+    reranker: FakeReranker
     redis: redis.Redis
 
     def upload(self, headers: dict[str, str], document_id: str, text: str) -> None:
@@ -114,7 +84,8 @@ def running(tmp_path: Path, *, client: redis.Redis | None = None, **api: Any) ->
         api=ApiSettings(**api),
         ingest=IngestSettings(data_dir=tmp_path / "files", chunk_tokens=32, chunk_overlap=4, embed_batch=8),
     )
-    reranker = ScriptedReranker()
+    # stage-1 order, 0.95 down in steps of 0.2; a query in ``reranker.unsure`` gets a low-confidence answer
+    reranker = FakeReranker("stage1", max_tokens=None)
     holder: dict[str, Resources] = {}
 
     def factory(s: Settings) -> Resources:

@@ -1,0 +1,65 @@
+"""The ``Reranker`` contract (``tests/contract/reranker.py``) on the tiny Qwen3Reranker, the tiny
+cross-encoder, the ``none`` backend, ``RemoteReranker`` in front of a rerank server (in-process) serving the
+tiny cross-encoder, and the test fake ``FakeReranker`` in its position-independent scorings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reranking.backends import make_reranker
+from reranking.reranker import NoneReranker, Reranker
+from reranking.settings import RerankSettings
+from tests.contract.reranker import DOCS, QUERY, RerankerContract
+from tests.support.fakes import FakeReranker
+
+
+@pytest.fixture(scope="module")
+def remote_reranker(cross_encoder_reranker: Reranker) -> Iterator[Reranker]:
+    from fastapi.testclient import TestClient
+
+    from api.rerank_server import create_rerank_app
+    from reranking.backends.remote import RemoteReranker
+
+    with TestClient(create_rerank_app(reranker=cross_encoder_reranker)) as server:
+        yield RemoteReranker("http://testserver", client=server)
+
+
+@pytest.fixture(
+    params=["qwen3_reranker", "cross_encoder_reranker", "none", "remote_reranker", "fake", "fake-shortest"]
+)
+def reranker(request: pytest.FixtureRequest) -> Reranker:
+    if request.param == "none":
+        return NoneReranker()
+    if request.param == "fake":
+        return FakeReranker()
+    if request.param == "fake-shortest":
+        return FakeReranker("shortest")
+    return request.getfixturevalue(request.param)
+
+
+class TestRerankerContract(RerankerContract):
+    """Every backend of the reranker table, and the one fake."""
+
+
+def test_factory_passes_keywords_the_backends_accept(
+    tiny_qwen3_reranker_dir: Path, tiny_cross_encoder_dir: Path
+) -> None:
+    from reranking.backends.cross_encoder import CrossEncoderReranker
+    from reranking.backends.qwen3 import Qwen3Reranker
+
+    qwen = make_reranker(
+        RerankSettings(backend="qwen3", model=str(tiny_qwen3_reranker_dir), max_tokens=512, batch_size=4)
+    )
+    assert isinstance(qwen, Qwen3Reranker) and qwen.max_tokens == 512
+    ce = make_reranker(RerankSettings(backend="cross-encoder", model=str(tiny_cross_encoder_dir)))
+    assert isinstance(ce, CrossEncoderReranker) and len(ce.rank(QUERY, DOCS)) == len(DOCS)
+    assert isinstance(make_reranker(RerankSettings(backend="none")), NoneReranker)
+
+
+def test_remote_scores_are_the_served_model_scores(
+    remote_reranker: Reranker, cross_encoder_reranker: Reranker
+) -> None:
+    assert remote_reranker.rank(QUERY, DOCS, top_k=3) == cross_encoder_reranker.rank(QUERY, DOCS, top_k=3)
