@@ -64,7 +64,7 @@ def _ingest_sample(stack: Stack) -> threading.Thread:
     def run() -> None:
         try:
             ingest_files(SieveClient(stack.api_url, stack.api_key()), sample_files())
-        except Exception as exc:  # the stack serves anyway: say what went wrong, in one line
+        except Exception as exc:  # noqa: BLE001 - the stack serves anyway: say what went wrong, in one line
             console.print(f"[yellow]sample corpus not ingested:[/] {exc}")
 
     thread = threading.Thread(target=run, name="sample-ingest", daemon=True)

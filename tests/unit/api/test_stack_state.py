@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from api.stack_state import STATE_ENV, read_state, ready_report, write_state
-from tests.unit.api.apikit import running
+from tests.support.apikit import running
 
 
 def test_a_written_state_reads_back_with_its_version(tmp_path: Path) -> None:

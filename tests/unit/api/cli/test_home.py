@@ -106,7 +106,7 @@ def options_app() -> typer.Typer:
 
     @probe.command()
     def show(url: UrlOpt = "http://127.0.0.1:8000", redis_url: RedisOpt = "redis://127.0.0.1:6390/0") -> None:
-        print(url, redis_url)
+        typer.echo(f"{url} {redis_url}")
 
     return probe
 
