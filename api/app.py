@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,11 +13,18 @@ from fastapi import Depends, FastAPI
 
 from api import errors, metrics
 from api.deps import get_tenant
+from api.limits import Admission
 from api.resources import Resources, Settings, build_resources
 from api.routes import admin, documents, embeddings, health, ops, rerank, review, search
-from api.serving import make_serving
+from api.serving import MODEL_ROUTES, inference_gate, make_serving
+from api.settings import UnsafeSettingsError, check_exposure
 
 logger = logging.getLogger(__name__)
+
+
+def search_gate(state: Mapping[str, Any]) -> Admission | None:
+    resources = state.get("resources")
+    return resources.search.admission if isinstance(resources, Resources) else None
 
 
 def create_app(
@@ -30,6 +37,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        try:
+            check_exposure(settings.api, settings.api.host)
+        except UnsafeSettingsError as exc:
+            logger.error("%s", exc)
+            raise
         resources = factory(settings)
         try:
             resources.uploads.recover()
@@ -45,11 +57,20 @@ def create_app(
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
+            await resources.ratelimit.aclose()
             resources.close()
 
     app = FastAPI(title="Sieve", version="0.1.0", lifespan=lifespan)
     errors.install(app)
-    errors.limit_body(app, settings.api.max_request_bytes)
+    errors.limit_body(  # uploads are spooled to disk; any other body is parsed in memory
+        app,
+        settings.api.json_body_cap(),
+        {("POST", "/v1/documents"): settings.api.upload_body_cap()},
+    )
+    errors.shed_when_full(  # 429 before the body, the key and the validation while a queue is full
+        app,
+        {("POST", "/v1/search"): search_gate, **dict.fromkeys(MODEL_ROUTES, inference_gate)},
+    )
     metrics.instrument(app)
 
     app.include_router(health.router)

@@ -3,6 +3,10 @@
 ``get_principal`` is the one place a key is checked and the rate limit applied; ``TenantDep`` (a tenant's
 key) and ``AdminDep`` (the admin key) narrow it, as full-stack-fastapi-template's ``CurrentUser`` and
 ``CurrentSuperuser``. The models are not here: routes read the serving snapshot through ``api.serving``.
+
+All of them are ``async def``: they run on the event loop (a plain ``def`` would wait for a thread of the pool
+that the model and search calls fill), and the rate limit asks Redis without blocking it, so 401, 403 and 429
+are answered at once however busy the pool is.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from ingestion.records import Records
 from ingestion.uploads import Uploads
 
 
-def get_resources(request: Request) -> Resources:
+async def get_resources(request: Request) -> Resources:
     resources: Resources | None = getattr(request.state, "resources", None)
     if resources is None:
         raise ApiError(503, "the service is starting; try again shortly")
@@ -31,7 +35,7 @@ def get_resources(request: Request) -> Resources:
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-def get_principal(resources: ResourcesDep, key: KeyDep) -> Principal:
+async def get_principal(resources: ResourcesDep, key: KeyDep) -> Principal:
     """The caller: 401 without a key or with an unknown one; a tenant within its rate limit (429 with
     ``Retry-After`` when its token bucket is empty)."""
     if key is None:
@@ -40,7 +44,7 @@ def get_principal(resources: ResourcesDep, key: KeyDep) -> Principal:
     if principal is None:
         raise ApiError(401, "unknown API key", headers=UNAUTHORIZED)
     if principal.tenant is not None:
-        decision = resources.ratelimit.check(principal.tenant)
+        decision = await resources.ratelimit.acheck(principal.tenant)
         if not decision.allowed:
             raise ApiError(
                 429,
@@ -55,26 +59,26 @@ def get_principal(resources: ResourcesDep, key: KeyDep) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def get_tenant(principal: PrincipalDep) -> str:
+async def get_tenant(principal: PrincipalDep) -> str:
     """The tenant of the caller's key; 403 for the admin key."""
     if principal.tenant is None:
         raise ApiError(403, "the admin key opens the review routes only; use a tenant's API key here")
     return principal.tenant
 
 
-def get_admin(principal: PrincipalDep) -> Principal:
+async def get_admin(principal: PrincipalDep) -> Principal:
     """The admin; 403 for a tenant's key."""
     if principal.tenant is not None:
         raise ApiError(403, "this route needs the admin key (API_ADMIN_KEY)")
     return principal
 
 
-def get_swap(resources: ResourcesDep, _: Annotated[Principal, Depends(get_admin)]) -> HotSwap:
+async def get_swap(resources: ResourcesDep, _: Annotated[Principal, Depends(get_admin)]) -> HotSwap:
     """The hot swap of the API, for the admin key only."""
     return resources.swap
 
 
-async def get_search(resources: ResourcesDep) -> SearchService:  # async: no trip to the thread pool
+async def get_search(resources: ResourcesDep) -> SearchService:
     return resources.search
 
 

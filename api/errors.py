@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.limits import LimitError, LimitExceededError, OverloadedError
+from api.limits import Admission, LimitError, LimitExceededError, OverloadedError
 from ingestion.errors import (
     DocumentNotFoundError,
     DocumentTooLargeError,
@@ -182,13 +184,131 @@ def install(app: FastAPI) -> None:
         return JSONResponse(body, 500)
 
 
-def limit_body(app: FastAPI, max_bytes: int) -> None:
-    """413 for a request whose declared ``Content-Length`` passes ``max_bytes`` (API_MAX_REQUEST_BYTES)."""
+CLOSE = {"Connection": "close"}  # the server stops reading the rest of the body and drops the connection
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_bytes:
-            body = error_body(413, f"request body is {length} bytes; the limit is {max_bytes}")
-            return JSONResponse(body, 413)
-        return await call_next(request)
+
+class BodyTooLargeError(StarletteHTTPException):
+    """Raised from ``receive()`` once a streamed body passes its cap: an ``HTTPException``, so the framework
+    lets it through its body parsing (which turns other exceptions into 400) to the handler above."""
+
+    def __init__(self, received: int, cap: int, setting: str) -> None:
+        super().__init__(
+            413,
+            f"request body passed the limit of {cap} bytes ({setting}) after {received} bytes",
+            headers=CLOSE,
+        )
+
+
+Cap = tuple[int, str]  # bytes (0: none) and the setting that sets them
+
+
+class BodyLimit:
+    """Pure ASGI middleware: 413 for a body over its cap, without buffering it.
+
+    A declared ``Content-Length`` over the cap is answered before a byte of the body is read; otherwise the
+    bytes are counted as ``receive()`` yields them (a chunked body declares no length) and the request ends
+    with 413 as soon as the count passes the cap, so memory stays flat whatever is sent. ``routes`` gives
+    (method, path) pairs their own cap (uploads); every other request has ``default``.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, default: Cap, routes: dict[tuple[str, str], Cap] | None = None
+    ) -> None:
+        self.app = app
+        self.default = default
+        self.routes = routes or {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cap, setting = self.routes.get((scope["method"], scope["path"]), self.default)
+        if cap <= 0:
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > cap:
+            await _reject(
+                scope, send, f"request body is {declared} bytes; the limit is {cap} bytes ({setting})"
+            )
+            return
+        received = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > cap:
+                    raise BodyTooLargeError(received, cap, setting)
+            return message
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, sending)
+        except BodyTooLargeError as exc:  # an app that let it escape: answer here if nothing was sent
+            if started:
+                raise
+            await _reject(scope, send, exc.detail)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            text = value.decode("latin-1").strip()
+            return int(text) if text.isdigit() else None
+    return None
+
+
+async def _reject(scope: Scope, send: Send, message: str) -> None:
+    response = JSONResponse(error_body(413, message), 413, headers=CLOSE)
+    await response(scope, _nothing, send)
+
+
+async def _nothing() -> Message:
+    return {"type": "http.disconnect"}
+
+
+Gate = Callable[[Mapping[str, Any]], Admission | None]  # the lifespan's state -> a route's admission gate
+
+
+class Shed:
+    """Pure ASGI middleware, the front door of load shedding: 429 with ``Retry-After`` for a request whose
+    route's admission gate is full right now (``Admission.shed``), before its body is read, its key checked or
+    its JSON validated, so that refusing costs next to nothing while the box is saturated. Overload is
+    answered before authentication, as a load balancer would. A request let in meets the gate itself."""
+
+    def __init__(self, app: ASGIApp, *, gates: dict[tuple[str, str], Gate]) -> None:
+        self.app = app
+        self.gates = gates
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        find = (
+            self.gates.get((scope.get("method", ""), scope.get("path", "")))
+            if scope["type"] == "http"
+            else None
+        )
+        gate = find(scope.get("state") or {}) if find is not None else None
+        refused = gate.shed() if gate is not None else None
+        if refused is None:
+            await self.app(scope, receive, send)
+            return
+        response = JSONResponse(
+            error_body(429, str(refused)), 429, headers={"Retry-After": str(refused.retry_after_s)}
+        )
+        await response(scope, _nothing, send)
+
+
+def shed_when_full(app: FastAPI, gates: dict[tuple[str, str], Gate]) -> None:
+    """429 at the door for these (method, path) routes while their gate is full."""
+    app.add_middleware(Shed, gates=gates)
+
+
+def limit_body(app: FastAPI, default: Cap, routes: dict[tuple[str, str], Cap] | None = None) -> None:
+    """Cap request bodies: ``default`` (bytes, setting) for every route, ``routes`` for some (uploads)."""
+    app.add_middleware(BodyLimit, default=default, routes=routes)

@@ -13,6 +13,9 @@ can count with ``from api import metrics; metrics.DEGRADED.labels(reason="timeou
 | ``sieve_inference_queue_depth`` | gauge | | requests waiting for an inference slot |
 | ``sieve_inference_inflight`` | gauge | | model calls running |
 | ``sieve_overloaded_total`` | counter | | requests refused with 429: the inference queue was full |
+| ``sieve_search_queue_depth`` | gauge | | searches waiting for a search slot |
+| ``sieve_search_inflight`` | gauge | | searches running |
+| ``sieve_search_overloaded_total`` | counter | | searches refused with 429: the search queue was full |
 | ``sieve_degraded_total`` | counter | reason | stage-1 answers: timeout, unavailable, overloaded, error |
 | ``sieve_low_confidence_total`` | counter | | searches flagged for review (low best score / spread) |
 | ``sieve_search_cache_total`` | counter | result | search cache lookups: hit, miss |
@@ -21,10 +24,10 @@ can count with ``from api import metrics; metrics.DEGRADED.labels(reason="timeou
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -43,6 +46,11 @@ BATCH_SIZE = Histogram("sieve_batch_size", "Items in one model call", ["kind"], 
 QUEUE_DEPTH = Gauge("sieve_inference_queue_depth", "Requests waiting for an inference slot")
 INFLIGHT = Gauge("sieve_inference_inflight", "Model calls running")
 OVERLOADED = Counter("sieve_overloaded", "Requests refused with 429 because the inference queue was full")
+SEARCH_QUEUE_DEPTH = Gauge("sieve_search_queue_depth", "Searches waiting for a search slot")
+SEARCH_INFLIGHT = Gauge("sieve_search_inflight", "Searches running")
+SEARCH_OVERLOADED = Counter(
+    "sieve_search_overloaded", "Searches refused with 429 because the search queue was full"
+)
 DEGRADED = Counter(
     "sieve_degraded", "Searches answered in stage-1 order because the rerank stage failed", ["reason"]
 )
@@ -59,18 +67,35 @@ def render() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
-def instrument(app: FastAPI) -> None:
-    """Count and time every request by its route template (``/v1/jobs/{job_id}``, not the raw path)."""
+class Instrument:
+    """Pure ASGI middleware: counts and times every request by its route template (``/v1/jobs/{job_id}``,
+    not the raw path). No task or stream per request, unlike ``@app.middleware("http")``: it adds next to
+    nothing to a request's time on the event loop, a fast 429 included."""
 
-    @app.middleware("http")
-    async def _measure(request: Request, call_next: Any) -> Any:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
         status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, sending)
         finally:
-            route = getattr(request.scope.get("route"), "path", None) or "unmatched"
-            HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
-            HTTP_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
+            HTTP_SECONDS.labels(scope["method"], route).observe(time.perf_counter() - started)
+
+
+def instrument(app: FastAPI) -> None:
+    """Count and time every request (``sieve_http_requests_total``, ``sieve_http_request_seconds``)."""
+    app.add_middleware(Instrument)

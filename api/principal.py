@@ -1,5 +1,8 @@
 """Who calls: the API key of a request (``Authorization: Bearer KEY`` or ``X-API-Key: KEY``) resolved to a
-tenant or the admin (``API_KEYS``, ``API_ADMIN_KEY``). The dependencies built on it are in ``api.deps``."""
+tenant or the admin (``API_KEYS``, ``API_ADMIN_KEY``). The dependencies built on it are in ``api.deps``.
+
+Every dependency here is ``async def`` and does no I/O: FastAPI runs a plain ``def`` dependency in the thread
+pool, and a key check must never wait behind model calls that fill it."""
 
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ class Principal:
         return "admin" if self.tenant is None else self.tenant
 
 
-def presented_key(
+async def presented_key(
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> str | None:
@@ -56,7 +59,7 @@ def identify(settings: ApiSettings, key: str) -> Principal | None:
     return None
 
 
-def get_key_tenant(serving: ServingDep, key: KeyDep) -> str | None:
+async def get_key_tenant(serving: ServingDep, key: KeyDep) -> str | None:
     """The tenant of the caller's key, if it is one; never an error and no rate limit (``/info``)."""
     principal = identify(serving.api, key) if key else None
     return principal.tenant if principal is not None else None

@@ -6,6 +6,10 @@ Redis (``sieve:ratelimit:{tenant}``), so every API process behind a balancer sha
 the clock of Redis (``TIME``), so the API hosts' clocks do not matter. A rate or burst of 0 means no limit.
 When Redis cannot be reached the request is let through (a warning is logged): the limit protects the
 service, it is not a reason to refuse all traffic.
+
+The API checks on its event loop (``await acheck``) through an asyncio Redis client (``async_client``: short
+timeouts, no retries), never in the thread pool: a 429 must not wait behind the model calls that fill it.
+``check`` is the same for threads and scripts.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from ingestion import keyspace
 
@@ -84,8 +91,11 @@ class RateLimiter:
         burst: int,
         overrides: Mapping[str, tuple[float, int]] | None = None,
         clock: Callable[[], float] | None = None,
+        aclient: redis.asyncio.Redis | None = None,
     ) -> None:
         self._r = client
+        self._aclient = aclient
+        self._ascript = aclient.register_script(TOKEN_BUCKET) if aclient is not None else None
         self.default = Limit(rate, burst)
         self.overrides = {tenant: Limit(r, b) for tenant, (r, b) in (overrides or {}).items()}
         self._clock = clock
@@ -94,19 +104,60 @@ class RateLimiter:
     def limit_for(self, tenant: str) -> Limit:
         return self.overrides.get(tenant, self.default)
 
+    def _args(self, limit: Limit) -> list[float | int]:
+        args: list[float | int] = [limit.rate, limit.burst, 1]
+        if self._clock is not None:
+            args.append(self._clock())
+        return args
+
     def check(self, tenant: str) -> Decision:
         """Take one token from the tenant's bucket, if it has one."""
         limit = self.limit_for(tenant)
         if not limit.enabled:
             return Decision(True, 0, limit)
-        args: list[float | int] = [limit.rate, limit.burst, 1]
-        if self._clock is not None:
-            args.append(self._clock())
         try:
-            allowed, wait = self._script(keys=[keyspace.ratelimit(tenant)], args=args)
+            reply = self._script(keys=[keyspace.ratelimit(tenant)], args=self._args(limit))
         except redis.RedisError as exc:
-            logger.warning("rate limiter unavailable, letting the request through: %s", exc)
+            return _unavailable(limit, exc)
+        return _decision(limit, reply)
+
+    async def acheck(self, tenant: str) -> Decision:
+        """``check`` on the event loop without blocking it, through the asyncio client. A limiter built
+        without one (over an in-memory client, in tests) calls ``check`` inline."""
+        limit = self.limit_for(tenant)
+        if not limit.enabled:
             return Decision(True, 0, limit)
-        if int(allowed):
-            return Decision(True, 0, limit)
-        return Decision(False, max(1, math.ceil(float(wait))), limit)
+        if self._ascript is None:
+            return self.check(tenant)
+        try:
+            reply = await self._ascript(keys=[keyspace.ratelimit(tenant)], args=self._args(limit))
+        except redis.RedisError as exc:
+            return _unavailable(limit, exc)
+        return _decision(limit, reply)
+
+    async def aclose(self) -> None:
+        if self._aclient is not None:
+            await self._aclient.aclose()
+
+
+def _decision(limit: Limit, reply: list[object]) -> Decision:
+    allowed, wait = reply
+    if int(str(allowed)):
+        return Decision(True, 0, limit)
+    return Decision(False, max(1, math.ceil(float(str(wait)))), limit)
+
+
+def _unavailable(limit: Limit, exc: Exception) -> Decision:
+    logger.warning("rate limiter unavailable, letting the request through: %s", exc)
+    return Decision(True, 0, limit)
+
+
+def async_client(url: str) -> redis.asyncio.Redis:
+    """The limiter's asyncio client: Redis down or slow lets requests through within half a second."""
+    return redis.asyncio.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+        retry=Retry(NoBackoff(), 0),
+    )

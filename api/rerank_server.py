@@ -3,25 +3,32 @@
 It serves the configured local backend (``RERANK_BACKEND`` qwen3, cross-encoder or engine; ``RERANK_MODEL``,
 ``RERANK_DEVICE``) through the same compatible routes as the API (``/v1/rerank``, ``/v2/rerank``,
 ``/rerank``), plus ``/health``, ``/ready``, ``/info`` and ``/metrics``. Caps and the inference queue come from
-the ``API_*`` settings. There are no API keys here: it is an internal service, reached by the query API with
-``RERANK_BACKEND=remote`` and ``RERANK_URL``; do not expose it. The model loads before the port opens.
+the ``API_*`` settings. It is an internal service, reached by the query API with ``RERANK_BACKEND=remote``
+and ``RERANK_URL``. There are no API keys here but one shared token, ``RERANK_SERVER_TOKEN``: when it is set,
+every route but ``/health`` and ``/ready`` asks for ``Authorization: Bearer <token>`` (401 otherwise), and the
+API's remote backend sends it. On loopback the token is optional; on any other address the server refuses to
+start without one (or with a placeholder or one shorter than 16 characters). The model loads before the port
+opens.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 
 from api import errors, metrics
+from api.errors import ApiError
+from api.principal import UNAUTHORIZED
 from api.routes import ops, rerank
-from api.serving import ModelsDep, make_serving
-from api.settings import ApiSettings
+from api.serving import MODEL_ROUTES, ModelsDep, inference_gate, make_serving
+from api.settings import GENERATE, ApiSettings, UnsafeSettingsError, is_loopback, weak_secret
 from api.snapshot import ModelRegistry, ModelSnapshot
 from reranking import Reranker, RerankError, RerankSettings, make_reranker
 
@@ -34,6 +41,36 @@ SERVICE = "sieve-rerank-server"
 class RerankServerSettings:
     api: ApiSettings = field(default_factory=ApiSettings)
     rerank: RerankSettings = field(default_factory=RerankSettings)
+    host: str = "127.0.0.1"  # the address it listens on (``sieve rerank-server --host``)
+
+
+def check_exposure(settings: RerankServerSettings) -> None:
+    """Refuse to listen on a non-loopback address without a strong ``RERANK_SERVER_TOKEN``."""
+    if is_loopback(settings.host):
+        return
+    token = settings.rerank.server_token
+    why = "is not set" if not token else weak_secret(token)
+    if why:
+        raise UnsafeSettingsError(
+            f"refusing to serve the rerank server on {settings.host}: RERANK_SERVER_TOKEN {why}; {GENERATE} "
+            "and give the API the same RERANK_SERVER_TOKEN (or bind to 127.0.0.1)"
+        )
+
+
+def token_check(token: str) -> Any:
+    """A dependency: 401 unless the request carries ``Authorization: Bearer <token>``."""
+
+    async def require_token(request: Request) -> None:
+        presented = request.headers.get("authorization", "")
+        scheme, _, value = presented.partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(value.strip().encode(), token.encode()):
+            raise ApiError(
+                401,
+                "this rerank server needs its token: send 'Authorization: Bearer <RERANK_SERVER_TOKEN>'",
+                headers=UNAUTHORIZED,
+            )
+
+    return require_token
 
 
 def create_rerank_app(
@@ -44,6 +81,11 @@ def create_rerank_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        try:
+            check_exposure(settings)
+        except UnsafeSettingsError as exc:
+            logger.error("%s", exc)
+            raise
         model = reranker
         if model is None:
             if settings.rerank.backend.lower() == "remote":
@@ -56,7 +98,8 @@ def create_rerank_app(
 
     app = FastAPI(title="Sieve rerank server", version="0.1.0", lifespan=lifespan)
     errors.install(app)
-    errors.limit_body(app, settings.api.max_request_bytes)
+    errors.limit_body(app, settings.api.json_body_cap())
+    errors.shed_when_full(app, dict.fromkeys(MODEL_ROUTES, inference_gate))
     metrics.instrument(app)
 
     @app.get("/health", tags=["health"])
@@ -67,6 +110,8 @@ def create_rerank_app(
     def ready(models: ModelsDep) -> dict[str, Any]:
         return {"ready": True, "checks": {"reranker": models.reranker.name}}
 
-    app.include_router(rerank.router)
-    app.include_router(ops.router)
+    token = settings.rerank.server_token
+    guarded = [Depends(token_check(token))] if token else []
+    app.include_router(rerank.router, dependencies=guarded)
+    app.include_router(ops.router, dependencies=guarded)
     return app

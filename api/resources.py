@@ -8,11 +8,12 @@ import logging
 from dataclasses import dataclass, field
 
 import redis
+import redis.asyncio
 from celery import Celery
 
 from api.cache import SearchCache
 from api.hotswap import HotSwap, StoreFactory
-from api.ratelimit import RateLimiter
+from api.ratelimit import RateLimiter, async_client
 from api.rerank_gate import GateStore, RerankGate, reranker_identity
 from api.review import ReviewQueue, ReviewSink
 from api.search import SearchService
@@ -70,10 +71,13 @@ def build_resources(
     reranker: Reranker | None = None,
     sender: object | None = None,
     redis_client: redis.Redis | None = None,
+    async_redis_client: redis.asyncio.Redis | None = None,
     store_factory: StoreFactory = make_store,
 ) -> Resources:
     """Build and warm up everything; parts passed in (tests) are used as they are. The embedder and the
-    collection are the serving index's (``ingestion.indexes``): the settings' until a rebuild switched."""
+    collection are the serving index's (``ingestion.indexes``): the settings' until a rebuild switched.
+    The rate limiter asks Redis from the event loop through an asyncio client: ``async_redis_client``, else
+    one on ``INGEST_REDIS_URL`` unless ``redis_client`` was passed (then it calls that one inline)."""
     api = settings.api
     records = Records(settings.ingest.redis_url, client=redis_client)
     indexes = Indexes(records.client)
@@ -117,7 +121,12 @@ def build_resources(
             default_fusion=settings.retrieval.fusion,
         ),
         RateLimiter(
-            records.client, rate=api.rate_limit_per_s, burst=api.rate_limit_burst, overrides=api.rate_limits
+            records.client,
+            rate=api.rate_limit_per_s,
+            burst=api.rate_limit_burst,
+            overrides=api.rate_limits,
+            aclient=async_redis_client
+            or (async_client(settings.ingest.redis_url) if redis_client is None else None),
         ),
         review,
         gates,

@@ -3,7 +3,9 @@
 ``SearchService.search(models, tenant, request)`` runs it on one model snapshot (``api.snapshot``):
 
 1. bounds from the settings (``API_MAX_QUERY_CHARS``, ``API_DEFAULT_TOP_K``, ``API_DEFAULT_CANDIDATES``,
-   ``API_MAX_CANDIDATES``; 422 naming the field);
+   ``API_MAX_CANDIDATES``; 422 naming the field), before anything touches the store or a model;
+   the route then waits for a slot of the search queue (``admission``, ``API_SEARCH_*``) on the event loop
+   and runs the rest (``run``) in a thread;
 2. the cache (``api.cache``): a hit is answered at once, marked ``cached``;
 3. stage 1: embed the query, candidates from the vector store (which checks the filters), only the versions
    that are served;
@@ -26,6 +28,7 @@ from pydantic import ValidationError
 
 from api import metrics
 from api.cache import SearchCache
+from api.limits import Admission
 from api.low_confidence import flag_if_low_confidence
 from api.rerank_gate import Verdict
 from api.review import ReviewSink
@@ -85,6 +88,17 @@ class SearchService:
         self.default_fusion = default_fusion
         # Stage 2 runs here so that a deadline can be kept; threads start on first use.
         self._rerank_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rerank")
+        self.admission = Admission(
+            settings.search_concurrency,
+            settings.search_queue,
+            timeout_s=settings.search_queue_timeout_s,
+            retry_after_s=settings.retry_after_s,
+            name="search queue",
+            settings="API_SEARCH_CONCURRENCY, API_SEARCH_QUEUE",
+            depth=metrics.SEARCH_QUEUE_DEPTH,
+            inflight=metrics.SEARCH_INFLIGHT,
+            refused=metrics.SEARCH_OVERLOADED,
+        )
 
     def close(self) -> None:
         """Stop the stage-2 threads (a call still running is not waited for)."""
@@ -92,7 +106,11 @@ class SearchService:
 
     # -- the pipeline ---------------------------------------------------------------------------------
     def search(self, models: ModelSnapshot, tenant: str, asked: SearchRequest) -> SearchResult:
-        request = self.bounded(asked)
+        """The whole pipeline in the calling thread, without admission (the route admits, then ``run``)."""
+        return self.run(models, tenant, self.bounded(asked))
+
+    def run(self, models: ModelSnapshot, tenant: str, request: BoundedSearch) -> SearchResult:
+        """The cache, the stages and the review queue for a request already bounded."""
         embedder, _, gate = models.search_models()
         started = time.perf_counter()
         key, entry = self.cache.lookup(tenant, request, embedder=embedder.name, reranker=gate.label)

@@ -8,14 +8,14 @@ embedder, so its snapshot's ``embedder`` is None and the embedding routes are no
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from api.errors import ApiError
-from api.limits import InferenceQueue
+from api.limits import Admission, inference_queue
 from api.settings import ApiSettings
 from api.snapshot import ModelRegistry, ModelSnapshot
 
@@ -24,7 +24,7 @@ from api.snapshot import ModelRegistry, ModelSnapshot
 class Serving:
     service: str  # "sieve-api" or "sieve-rerank-server"
     api: ApiSettings
-    queue: InferenceQueue  # the bounded inference queue in front of every model call
+    queue: Admission  # the bounded inference queue in front of every model call
     models: ModelRegistry
     # The serving index and the rebuild in progress, for /info (the API's; the rerank server has none).
     index_status: Callable[[ModelSnapshot], dict[str, Any]] | None = None
@@ -36,7 +36,7 @@ def make_serving(
     models: ModelRegistry,
     index_status: Callable[[ModelSnapshot], dict[str, Any]] | None = None,
 ) -> Serving:
-    queue = InferenceQueue(
+    queue = inference_queue(
         api.inference_concurrency,
         api.inference_queue,
         timeout_s=api.inference_queue_timeout_s,
@@ -45,7 +45,20 @@ def make_serving(
     return Serving(service, api, queue, models, index_status)
 
 
-def get_serving(request: Request) -> Serving:
+# The model routes, behind the inference queue: shed at the door while it is full (``api.errors.Shed``).
+MODEL_ROUTES = [
+    ("POST", path)
+    for path in ("/v1/rerank", "/v2/rerank", "/rerank", "/v1/embeddings", "/v1/similarity", "/similarity")
+]
+
+
+def inference_gate(state: Mapping[str, Any]) -> Admission | None:
+    """The inference queue, from the lifespan's state (None before it has run)."""
+    serving = state.get("serving")
+    return serving.queue if isinstance(serving, Serving) else None
+
+
+async def get_serving(request: Request) -> Serving:  # async: never waits for a thread
     serving: Serving | None = getattr(request.state, "serving", None)
     if serving is None:
         raise ApiError(503, "the service is starting; try again shortly", headers={"Retry-After": "1"})
@@ -55,7 +68,7 @@ def get_serving(request: Request) -> Serving:
 ServingDep = Annotated[Serving, Depends(get_serving)]
 
 
-def get_models(serving: ServingDep) -> ModelSnapshot:
+async def get_models(serving: ServingDep) -> ModelSnapshot:
     """The serving snapshot, read once per request."""
     return serving.models.current()
 

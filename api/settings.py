@@ -1,7 +1,16 @@
-"""Settings of the API (environment prefix ``API_``)."""
+"""Settings of the API (environment prefix ``API_``), and the check that refuses to expose weak secrets.
+
+``check_exposure(api, host)`` raises ``UnsafeSettingsError`` (one line naming the setting) when the API is to
+listen on an address other than loopback while a key in ``API_KEYS`` or ``API_ADMIN_KEY`` is a placeholder
+(``changeme``, ``admin``, ``secret``, ``test``, ...) or shorter than ``MIN_SECRET_CHARS``; ``weak_secret`` is
+the same test for other shared secrets (the rerank server's ``RERANK_SERVER_TOKEN``).
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import re
 from typing import Literal
 
 from pydantic import Field
@@ -15,13 +24,20 @@ class ApiSettings(BaseSettings):
     port: int = 8000
     # API key -> tenant id, as JSON in API_KEYS='{"key1": "tenant-a"}'. No key configured: every call is 401.
     keys: dict[str, str] = Field(default_factory=dict)
+    # Request bodies: an upload (POST /v1/documents, multipart, spooled to disk) up to max_request_bytes; any
+    # other body (JSON, parsed in memory) up to max_json_bytes (and never above max_request_bytes). Counted as
+    # the bytes arrive, also for a chunked body without Content-Length: past the cap, 413 naming the setting.
     max_request_bytes: int = 200 * 1024 * 1024
+    max_json_bytes: int = 16 * 1024 * 1024
     # /v1/search: top_k and candidates when a request leaves them out; above max_candidates or with a query
     # longer than max_query_chars a request is answered 422 naming the field (0: no bound).
     default_top_k: int = 5
     default_candidates: int = 50
     max_candidates: int = 500
-    max_query_chars: int = 4000
+    max_query_chars: int = 4000  # also the query of the rerank routes
+    # A rerank document, an embedding input or a similarity sentence longer than this: 422 naming it (0: no
+    # bound). Token limits cut what is kept (truncate); this bounds what is read at all.
+    max_input_chars: int = 100_000
     # Compatible endpoints (/v1/rerank, /v1/embeddings, /v1/similarity): caps answered with 413 naming them.
     max_rerank_documents: int = 1000
     max_embedding_inputs: int = 2048
@@ -31,6 +47,14 @@ class ApiSettings(BaseSettings):
     inference_queue: int = 24
     inference_queue_timeout_s: float = 30.0
     retry_after_s: int = 1
+    # Admission of /v1/search (api/limits.py): this many searches run at once (each holds a thread of the
+    # pool while it runs; default: the CPUs, at least 2), this many more wait (default: as many), each at most
+    # search_queue_timeout_s; past that 429 + Retry-After, decided on the event loop, and while both are full
+    # at the door, before the body or the key is read. The per-tenant rate limit below shares a box among
+    # tenants; these bounds are what protect the box.
+    search_concurrency: int = Field(default_factory=lambda: max(2, os.cpu_count() or 2), ge=1)
+    search_queue: int = Field(default_factory=lambda: max(2, os.cpu_count() or 2), ge=0)
+    search_queue_timeout_s: float = 1.5
     # /v1/search answers in stage-1 order (degraded) when stage 2 takes longer than this (0: no deadline).
     rerank_deadline_s: float = 10.0
     # The runtime rerank gate (api/rerank_gate.py): "evaluated" runs stage 2 for a tenant only when
@@ -69,3 +93,113 @@ class ApiSettings(BaseSettings):
         }
     )
     review_text_chars: int = 2000  # a candidate's text is kept up to this length in the review queue
+
+    def json_body_cap(self) -> tuple[int, str]:
+        """The cap of a request body other than an upload, and the setting that sets it (0: none)."""
+        caps = [
+            (n, s)
+            for n, s in (
+                (self.max_json_bytes, "API_MAX_JSON_BYTES"),
+                (self.max_request_bytes, "API_MAX_REQUEST_BYTES"),
+            )
+            if n > 0
+        ]
+        return min(caps) if caps else (0, "")
+
+    def upload_body_cap(self) -> tuple[int, str]:
+        return self.max_request_bytes, "API_MAX_REQUEST_BYTES"
+
+
+# -- exposure ------------------------------------------------------------------------------------------------
+MIN_SECRET_CHARS = 16
+PLACEHOLDERS = frozenset(
+    {
+        "admin",
+        "administrator",
+        "apikey",
+        "changeit",
+        "changeme",
+        "default",
+        "demo",
+        "dev",
+        "dummy",
+        "example",
+        "guest",
+        "key",
+        "letmein",
+        "pass",
+        "passwd",
+        "password",
+        "placeholder",
+        "qwerty",
+        "root",
+        "sample",
+        "secret",
+        "sieve",
+        "test",
+        "testing",
+        "todo",
+        "token",
+        "user",
+        "xxx",
+    }
+)
+PLACEHOLDER_PARTS = (
+    "changeme",
+    "placeholder",
+    "yourkey",
+    "yourapikey",
+    "yoursecret",
+    "example",
+    "secret",
+    "password",
+)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1); False for 0.0.0.0, :: and others."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def weak_secret(value: str) -> str | None:
+    """Why ``value`` is not fit to guard a service reachable from the network, or None when it is."""
+    if len(value) < MIN_SECRET_CHARS:
+        return f"is {len(value)} characters long (at least {MIN_SECRET_CHARS})"
+    letters = re.sub(r"[^a-z]", "", value.lower())
+    if not letters or letters in PLACEHOLDERS or any(part in letters for part in PLACEHOLDER_PARTS):
+        return "is a placeholder"
+    if len(set(value)) < 5:
+        return "repeats too few characters"
+    return None
+
+
+class UnsafeSettingsError(ValueError):
+    """The settings expose a weak secret on a non-loopback address."""
+
+
+GENERATE = "make one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'"
+
+
+def check_exposure(api: ApiSettings, host: str) -> None:
+    """Refuse to serve on a non-loopback ``host`` with a placeholder or short API or admin key."""
+    if is_loopback(host):
+        return
+    for key, tenant in api.keys.items():
+        why = weak_secret(key)
+        if why:
+            raise UnsafeSettingsError(
+                f"refusing to serve on {host}: the key of tenant {tenant!r} in API_KEYS {why}; {GENERATE} "
+                "(or bind to 127.0.0.1)"
+            )
+    if api.admin_key:
+        why = weak_secret(api.admin_key)
+        if why:
+            raise UnsafeSettingsError(
+                f"refusing to serve on {host}: API_ADMIN_KEY {why}; {GENERATE} (or bind to 127.0.0.1)"
+            )

@@ -23,3 +23,6 @@ class RerankSettings(BaseSettings):
     instruction: str = QWEN3_RERANKER_INSTRUCTION
     url: str = ""  # for backend=remote
     timeout_s: float = 2.0
+    # The shared token of `sieve rerank-server`: the server asks for it as `Authorization: Bearer <token>`
+    # (required when it listens on an address other than loopback), the remote backend sends it.
+    server_token: str = ""

@@ -239,33 +239,49 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default API_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default API_PORT)")] = None,
 ) -> None:
-    """Run the API (settings from API_*, INGEST_*, RETRIEVAL_*, RERANK_* environment variables)."""
+    """Run the API (settings from API_*, INGEST_*, RETRIEVAL_*, RERANK_* environment variables). On an
+    address other than loopback it refuses placeholder or short keys (API_KEYS, API_ADMIN_KEY)."""
     import uvicorn
 
     from api.app import create_app
     from api.resources import Settings
+    from api.settings import UnsafeSettingsError, check_exposure
 
     setup_logging()
     settings = Settings()
-    uvicorn.run(
-        create_app(settings), host=host or settings.api.host, port=port or settings.api.port, log_level="info"
-    )
+    settings.api.host = host or settings.api.host
+    settings.api.port = port or settings.api.port
+    try:
+        check_exposure(settings.api, settings.api.host)
+    except UnsafeSettingsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    uvicorn.run(create_app(settings), host=settings.api.host, port=settings.api.port, log_level="info")
 
 
 def rerank_server(
-    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Bind address (not loopback: needs RERANK_SERVER_TOKEN)")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 8101,
     device: Annotated[str | None, typer.Option(help="Device of the model (default RERANK_DEVICE)")] = None,
 ) -> None:
-    """Serve the rerank stage alone (RERANK_* settings): Cohere-style /v1/rerank, one process per GPU."""
+    """Serve the rerank stage alone (RERANK_* settings): Cohere-style /v1/rerank, one process per GPU.
+    Clients send RERANK_SERVER_TOKEN as a Bearer token when it is set; it must be set off loopback."""
     import uvicorn
 
-    from api.rerank_server import RerankServerSettings, create_rerank_app
+    from api.rerank_server import RerankServerSettings, check_exposure, create_rerank_app
+    from api.settings import UnsafeSettingsError
 
     setup_logging()
-    settings = RerankServerSettings()
+    settings = RerankServerSettings(host=host)
     if device:
         settings.rerank.device = device
+    try:
+        check_exposure(settings)
+    except UnsafeSettingsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
     uvicorn.run(create_rerank_app(settings), host=host, port=port, log_level="info")
 
 

@@ -1,8 +1,9 @@
 """Rerank endpoints of the Cohere / Jina / TEI kind, mounted by the API and by ``sieve rerank-server``.
 
 ``POST /v1/rerank`` and ``/v2/rerank`` take Cohere's request; ``POST /rerank`` takes Cohere's, or TEI's when
-the body has ``texts``. The routes are plain ``def``s: the model runs in the thread pool, behind the bounded
-inference queue (``InferenceQueue``), never on the event loop.
+the body has ``texts``. The routes check the caps (``API_MAX_RERANK_DOCUMENTS``, ``API_MAX_QUERY_CHARS``,
+``API_MAX_INPUT_CHARS``) and take a slot of the bounded inference queue on the event loop, then run the model
+and build the JSON in the thread pool, never on the event loop: a refusal never waits for a thread.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import uuid
 from collections.abc import Sequence
 
 from fastapi import APIRouter
+from fastapi.responses import Response
+from pydantic import TypeAdapter
 
 from api import metrics
 from api.compat import (
@@ -28,12 +31,38 @@ from api.compat import (
     fit_documents,
     logit,
 )
-from api.limits import check_cap
+from api.limits import Field, check_cap, length_problems, reject, run_admitted
 from api.serving import ModelsDep, Serving, ServingDep
 from api.snapshot import ModelSnapshot
 from reranking import RankedHit, RerankUnavailableError
 
 router = APIRouter(tags=["rerank"])
+
+RANKS = TypeAdapter(list[TeiRank])
+
+
+def check(
+    serving: Serving, models: ModelSnapshot, query: str, documents: Sequence[tuple[Field, str]]
+) -> None:
+    """On the event loop, before the queue: a model is served, the count and the lengths within the caps."""
+    if not models.reranker.reorders:
+        raise RerankUnavailableError(
+            f"no rerank model is served (RERANK_BACKEND={models.rerank.backend}): set RERANK_BACKEND to "
+            "qwen3, cross-encoder, engine or remote"
+        )
+    api = serving.api
+    check_cap(len(documents), api.max_rerank_documents, "documents", "API_MAX_RERANK_DOCUMENTS")
+    reject(
+        length_problems([(("query",), query)], api.max_query_chars, "API_MAX_QUERY_CHARS")
+        + length_problems(documents, api.max_input_chars, "API_MAX_INPUT_CHARS")
+    )
+
+
+def cohere_fields(request: RerankRequest) -> list[tuple[Field, str]]:
+    return [
+        (("documents", i), d) if isinstance(d, str) else (("documents", i, "text"), d.text)
+        for i, d in enumerate(request.documents)
+    ]
 
 
 def rank(
@@ -48,27 +77,20 @@ def rank(
     truncate: bool,
     from_left: bool = False,
 ) -> tuple[list[RankedHit], int]:
-    """Hits sorted best first and the tokens used; caps checked before the model is touched."""
-    if not models.reranker.reorders:
-        raise RerankUnavailableError(
-            f"no rerank model is served (RERANK_BACKEND={models.rerank.backend}): set RERANK_BACKEND to "
-            "qwen3, cross-encoder, engine or remote"
-        )
+    """Hits sorted best first and the tokens used (in a thread, holding an inference slot)."""
     cap = serving.api.max_tokens_per_doc
-    check_cap(len(texts), serving.api.max_rerank_documents, "documents", "API_MAX_RERANK_DOCUMENTS")
     limits = [n for n in (max_tokens, cap) if n]
     fitted, tokens = fit_documents(
         query, list(texts), min(limits) if limits else None, truncate=truncate, from_left=from_left
     )
-    with serving.queue.slot():
-        started = time.perf_counter()
-        hits = models.reranker.rank(query, fitted, top_k=top_n, instruction=instruction)
-        metrics.observe_stage("rerank_call", time.perf_counter() - started)
+    started = time.perf_counter()
+    hits = models.reranker.rank(query, fitted, top_k=top_n, instruction=instruction)
+    metrics.observe_stage("rerank_call", time.perf_counter() - started)
     metrics.BATCH_SIZE.labels(kind="rerank").observe(len(texts))
     return hits, tokens
 
 
-def cohere_response(serving: Serving, models: ModelSnapshot, request: RerankRequest) -> RerankResponse:
+def cohere_response(serving: Serving, models: ModelSnapshot, request: RerankRequest) -> Response:
     texts = request.texts()
     hits, tokens = rank(
         serving,
@@ -88,16 +110,17 @@ def cohere_response(serving: Serving, models: ModelSnapshot, request: RerankRequ
         )
         for h in hits
     ]
-    return RerankResponse(
+    response = RerankResponse(
         id=str(uuid.uuid4()),
         model=models.reranker.name,
         results=results,
         usage=RerankUsage(total_tokens=tokens),
         meta=RerankMeta(tokens=MetaTokens(input_tokens=tokens)),
     )
+    return Response(response.model_dump_json(exclude_none=True), media_type="application/json")
 
 
-def tei_response(serving: Serving, models: ModelSnapshot, request: TeiRerankRequest) -> list[TeiRank]:
+def tei_response(serving: Serving, models: ModelSnapshot, request: TeiRerankRequest) -> Response:
     hits, _ = rank(
         serving,
         models,
@@ -109,7 +132,7 @@ def tei_response(serving: Serving, models: ModelSnapshot, request: TeiRerankRequ
         truncate=request.truncate,
         from_left=request.truncation_direction.lower() == "left",
     )
-    return [
+    ranks = [
         TeiRank(
             index=h.index,
             score=logit(h.score) if request.raw_scores else h.score,
@@ -117,25 +140,30 @@ def tei_response(serving: Serving, models: ModelSnapshot, request: TeiRerankRequ
         )
         for h in hits
     ]
+    return Response(RANKS.dump_json(ranks, exclude_none=True), media_type="application/json")
+
+
+async def cohere(serving: Serving, models: ModelSnapshot, request: RerankRequest) -> Response:
+    check(serving, models, request.query, cohere_fields(request))
+    return await run_admitted(serving.queue, cohere_response, serving, models, request)
 
 
 @router.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True)
-def rerank_v1(request: RerankRequest, serving: ServingDep, models: ModelsDep) -> RerankResponse:
+async def rerank_v1(request: RerankRequest, serving: ServingDep, models: ModelsDep) -> Response:
     """Cohere / Jina rerank: results sorted by ``relevance_score`` (the backend's scale, in [0, 1])."""
-    return cohere_response(serving, models, request)
+    return await cohere(serving, models, request)
 
 
 @router.post("/v2/rerank", response_model=RerankResponse, response_model_exclude_none=True)
-def rerank_v2(request: RerankRequest, serving: ServingDep, models: ModelsDep) -> RerankResponse:
+async def rerank_v2(request: RerankRequest, serving: ServingDep, models: ModelsDep) -> Response:
     """Cohere v2 rerank (the path ``cohere.ClientV2`` calls); the same as ``/v1/rerank``."""
-    return cohere_response(serving, models, request)
+    return await cohere(serving, models, request)
 
 
 @router.post("/rerank", response_model=RerankResponse | list[TeiRank], response_model_exclude_none=True)
-def rerank_any(
-    request: AnyRerankRequest, serving: ServingDep, models: ModelsDep
-) -> RerankResponse | list[TeiRank]:
+async def rerank_any(request: AnyRerankRequest, serving: ServingDep, models: ModelsDep) -> Response:
     """TEI rerank when the body has ``texts`` (``[{index, score, text?}]``), else Cohere / Jina rerank."""
     if isinstance(request, TeiRerankRequest):
-        return tei_response(serving, models, request)
-    return cohere_response(serving, models, request)
+        check(serving, models, request.query, [(("texts", i), t) for i, t in enumerate(request.texts)])
+        return await run_admitted(serving.queue, tei_response, serving, models, request)
+    return await cohere(serving, models, request)

@@ -68,7 +68,7 @@ def _remote(settings: RerankSettings) -> Reranker:
 
     if not settings.url:
         raise RerankError("RERANK_URL must name the rerank server (http://host:port) for backend=remote")
-    return RemoteReranker(settings.url, timeout_s=settings.timeout_s)
+    return RemoteReranker(settings.url, timeout_s=settings.timeout_s, api_key=settings.server_token)
 
 
 RERANKERS: dict[str, RerankerFactory] = {

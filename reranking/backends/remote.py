@@ -1,11 +1,12 @@
 """The rerank stage in another process: a Sieve rerank server's ``POST /v1/rerank`` (Cohere shape) over HTTP.
 
 ``sieve rerank-server`` serves a local backend (one process per GPU); the query API sets
-``RERANK_BACKEND=remote`` and ``RERANK_URL`` to reach it, with ``RERANK_TIMEOUT_S`` as the deadline of a call.
+``RERANK_BACKEND=remote`` and ``RERANK_URL`` to reach it, with ``RERANK_TIMEOUT_S`` as the deadline of a call
+and ``RERANK_SERVER_TOKEN`` sent as ``Authorization: Bearer`` (the server's shared token).
 Scores are the served backend's, unchanged. Errors: the server unreachable, too slow or failing (5xx) →
-``RerankUnavailableError``; 429 → ``RerankOverloadedError``; a refused request (4xx) → ``RerankInputError``
-with the server's message. ``/v1/search`` turns the first two into a degraded answer in stage-1 order.
-No torch here: only httpx.
+``RerankUnavailableError``, and so is a refused token (401, 403: ``RERANK_SERVER_TOKEN`` differs); 429 →
+``RerankOverloadedError``; a refused request (other 4xx) → ``RerankInputError`` with the server's message.
+``/v1/search`` turns the first two into a degraded answer in stage-1 order. No torch here: only httpx.
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ class RemoteReranker:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        # A client passed in (tests: an in-process app) is used as it is, with its own timeouts.
-        self._client = client or httpx.Client(headers=headers, timeout=timeout_s)
+        # Sent with every call, also through a client passed in (tests: an in-process app), which keeps its
+        # own timeouts.
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = client or httpx.Client(timeout=timeout_s)
         self._owns_client = client is None
         self.served_model: str | None = None  # the server's model name, once it has answered
 
@@ -64,7 +66,7 @@ class RemoteReranker:
     def warm_up(self) -> None:
         """Nothing to load; says in the log whether the server answers (search degrades while it does not)."""
         try:
-            self._client.get(f"{self.url}/ready").raise_for_status()
+            self._client.get(f"{self.url}/ready", headers=self._headers).raise_for_status()
         except httpx.HTTPError as exc:
             logger.warning("rerank server %s is not ready yet: %s", self.url, exc)
 
@@ -94,7 +96,7 @@ class RemoteReranker:
 
     def _post(self, body: dict[str, Any]) -> Any:
         try:
-            response = self._client.post(f"{self.url}/v1/rerank", json=body)
+            response = self._client.post(f"{self.url}/v1/rerank", json=body, headers=self._headers)
         except httpx.TimeoutException as exc:
             raise RerankUnavailableError(
                 f"the rerank server {self.url} did not answer within {self.timeout_s:g} s (RERANK_TIMEOUT_S)"
@@ -109,6 +111,10 @@ class RemoteReranker:
         message = _message(response)
         if response.status_code == 429:
             raise RerankOverloadedError(f"the rerank server {self.url} is overloaded: {message}")
+        if response.status_code in (401, 403):
+            raise RerankUnavailableError(
+                f"the rerank server {self.url} refused this API's token (RERANK_SERVER_TOKEN): {message}"
+            )
         if 400 <= response.status_code < 500:
             raise RerankInputError(message)
         status = response.status_code
