@@ -1,10 +1,11 @@
 """The work of ingestion, as plain functions over a document version (the Celery tasks in ``ingestion.worker``
 only add retry and bookkeeping; ``ingestion.reindex`` and evaluation reuse the same steps).
 
-ingest: parse -> chunk (by the embedder's tokenizer, within the chunk budget) -> embed in batches
-        -> upsert + flush per batch -> activate the version in the registry
-        -> remove every other version's chunks.
-Re-running any step is harmless: chunk ids are deterministic and writes are upserts.
+ingest: parse (in a child process with time and memory limits, ``ingestion.sandbox``) -> chunk (by the
+        embedder's tokenizer, within the chunk budget) -> embed in batches -> upsert + flush per batch
+        -> activate the version in the registry -> remove every other version's chunks.
+Re-running any step is harmless: chunk ids are deterministic and writes are upserts. Every chunk carries the
+metadata of the upload that made its version (the job's own), so a later upload cannot relabel it.
 
 The collection must exist (``VectorStore.ensure_collection``) before anything is written: the worker
 ensures it once per process and index, a rebuild when it creates the new collection, the API at start.
@@ -22,8 +23,9 @@ from typing import Any
 from ingestion.chunking import TextChunk, chunk_sections
 from ingestion.errors import DocumentNotFoundError
 from ingestion.files import FileStore
-from ingestion.parsers import Section, parse
+from ingestion.parsers import Section
 from ingestion.records import DocumentVersion, Job, JobState, Records
+from ingestion.sandbox import limits_from, parse_file
 from ingestion.settings import IngestSettings
 from retrieval import Chunk, Embedder, VectorStore
 
@@ -106,10 +108,14 @@ def write_chunks(
     return Written(done, embed_s, upsert_s)
 
 
-def chunk_version(version: DocumentVersion, embedder: Embedder, budget: ChunkBudget) -> list[TextChunk]:
-    """Parse the version's stored file and chunk it (raises the parser's errors)."""
-    data = Path(version.path).read_bytes()
-    return budget.split(parse(data, version.filename), embedder)
+def chunk_version(
+    version: DocumentVersion, embedder: Embedder, budget: ChunkBudget, settings: IngestSettings | None = None
+) -> list[TextChunk]:
+    """Parse the version's stored file under the limits of ``settings`` and chunk it (raises the parser's
+    errors, ``ParseLimitError`` for a parse past a limit)."""
+    parse_limits, sandbox = limits_from(settings or IngestSettings())
+    sections = parse_file(Path(version.path), version.filename, parse_limits, sandbox)
+    return budget.split(sections, embedder)
 
 
 def write_version(
@@ -123,7 +129,7 @@ def write_version(
 ) -> int:
     """Chunk, embed and upsert one document version (``metadata`` goes with every chunk, with the filename).
     Returns the number of chunks. Nothing is activated: see ``settle``."""
-    pieces = chunk_version(version, embedder, ChunkBudget.from_settings(embedder, settings))
+    pieces = chunk_version(version, embedder, ChunkBudget.from_settings(embedder, settings), settings)
     total = len(pieces)
     base_meta = {**metadata, "filename": version.filename}
     chunks = (
