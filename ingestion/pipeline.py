@@ -160,10 +160,12 @@ def ingest(
     embedder: Embedder,
     settings: IngestSettings,
     progress: Progress | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> int:
     """Index one document version and make it the served one. Returns the number of chunks.
 
-    Raises the parser's errors (permanent) or store/Redis errors (transient, worth a retry).
+    ``metadata``: the upload's own (a job's); None takes the document record's (jobs recorded before jobs
+    carried their metadata). Raises the parser's errors (permanent) or store/Redis errors (transient).
     """
     try:
         document = records.get_document(version.tenant, version.document_id)
@@ -172,21 +174,27 @@ def ingest(
             "document %s was deleted before version %s was indexed", version.document_id, version.version
         )
         return 0
-    total = write_version(
-        version, document.metadata, store=store, embedder=embedder, settings=settings, progress=progress
-    )
-    settle(version, records=records, store=store, chunks=total)
+    meta = document.metadata if metadata is None else metadata
+    total = write_version(version, meta, store=store, embedder=embedder, settings=settings, progress=progress)
+    settle(version, records=records, store=store, chunks=total, metadata=meta)
     return total
 
 
-def settle(version: DocumentVersion, *, records: Records, store: VectorStore, chunks: int) -> None:
+def settle(
+    version: DocumentVersion,
+    *,
+    records: Records,
+    store: VectorStore,
+    chunks: int,
+    metadata: dict[str, Any] | None = None,
+) -> None:
     """Switch search to this version if it is still the latest upload, then drop stale chunks.
 
     The switch is one atomic registry write, and search serves only a document's active version, so a
     query never sees both versions or neither. A superseded version removes only its own chunks.
     """
     tenant, document_id = version.tenant, version.document_id
-    if records.activate(tenant, document_id, version.version, chunks):
+    if records.activate(tenant, document_id, version.version, chunks, metadata=metadata):
         records.bump_index_version(tenant)  # cached results of the old version are never served again
         store.delete_document(tenant, document_id, except_versions=[version.version])
         logger.info("document %s version %s active with %d chunks", document_id, version.version, chunks)
@@ -199,6 +207,17 @@ def settle(version: DocumentVersion, *, records: Records, store: VectorStore, ch
     if version.version not in keep:
         store.delete_document(tenant, document_id, version=version.version)
     logger.info("superseded: version %s of %s not activated", version.version, document_id)
+
+
+def discard(version: DocumentVersion, *, records: Records, store: VectorStore) -> None:
+    """Remove the chunks a failed job wrote for ``version``, unless search serves that version: chunks of a
+    version that never activates are not left behind."""
+    try:
+        active = records.get_document(version.tenant, version.document_id).active
+    except DocumentNotFoundError:
+        active = ""
+    if version.version and version.version != active:
+        store.delete_document(version.tenant, version.document_id, version=version.version)
 
 
 def delete(tenant: str, document_id: str, *, records: Records, store: VectorStore, files: FileStore) -> None:
