@@ -257,13 +257,14 @@ class IngestTask(Task):
         except Reject as rejected:  # celery could not send the retry and would drop this message
             raise self.requeue(what, rejected.reason) from exc
 
-    def fail_job(self, job: Job, exc: BaseException | str) -> None:
-        """Mark the job failed with its reason, then remove the chunks its version left (never served)."""
+    def fail_job(self, job: Job, exc: BaseException | str, *, discard: bool = True) -> None:
+        """Mark the job failed with its reason, then (``discard``) remove the chunks its version left (never
+        served)."""
         message = str(exc) or type(exc).__name__
         logger.warning("job %s failed: %s", job.id, message)
         context = self.context
         context.records.update_job(job.id, state=JobState.FAILED, error=message[:2000])
-        if job.kind != "ingest":
+        if job.kind != "ingest" or not discard:
             return
         try:
             pipeline.discard(job.document_version, records=context.records, store=context.store)
@@ -281,15 +282,15 @@ class IngestTask(Task):
 
     def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         """A hard time limit (its pool process replaced; called in the worker's main process): the job fails
-        with the reason instead of staying ``running``."""
+        with the reason instead of staying ``running``. Its chunks stay until the document's next ingest:
+        the main process holds no store (opening one would load the model there)."""
         if isinstance(exc, TimeLimitExceeded) and self.name in JOB_TASKS and args:
             limit = self.context.ingest.task_time_limit_s
             with contextlib.suppress(IngestError):
                 job = self.context.records.get_job(str(args[0]))
                 if job.state not in FINISHED:
-                    self.fail_job(
-                        job, f"the job exceeded its hard time limit of {limit} s (INGEST_TASK_TIME_LIMIT_S)"
-                    )
+                    reason = f"the job exceeded its hard time limit of {limit} s (INGEST_TASK_TIME_LIMIT_S)"
+                    self.fail_job(job, reason, discard=False)
 
 
 def ingest_task(self: IngestTask, job_id: str) -> None:

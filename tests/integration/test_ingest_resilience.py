@@ -187,6 +187,8 @@ class RssWatch:
             total = 0
             for proc in [self.root, *self.root.children(recursive=True)]:
                 try:
+                    if proc.ppid() != self.root.pid and "ingestion.sandbox" not in proc.cmdline():
+                        continue  # a parse child before its exec shares the pool process's pages
                     total += proc.memory_info().rss
                 except psutil.Error:
                     continue

@@ -251,18 +251,26 @@ def test_the_soft_time_limit_fails_the_job_naming_the_setting(
 
 
 def test_the_hard_time_limit_fails_the_job_instead_of_leaving_it_running(
-    ingest_settings: IngestSettings, records: Records, embedder: HashEmbedder, uploads: Uploads
+    ingest_settings: IngestSettings, records: Records, uploads: Uploads
 ) -> None:
-    app = build_app(ingest_settings, records, embedder, InMemoryStore(), task_time_limit_s=40)
+    def no_store(_: RetrievalSettings) -> InMemoryStore:
+        raise AssertionError("the worker's main process opened a store (and would load the model)")
+
+    context = WorkerContext(
+        ingest_settings.model_copy(update={"task_time_limit_s": 40}),
+        RetrievalSettings(milvus_uri="memory://"),
+        embedder_factory=lambda _: HashEmbedder(),
+        store_factory=no_store,
+        records=records,
+    )
+    app = make_celery(context=context)
     job = uploads.accept("t", "bees.txt", TEXT, document_id=None, metadata={})
     records.update_job(job.id, state=JobState.RUNNING)
     # what the worker's main process calls when it replaces a pool process past the hard limit
     app.tasks["sieve.ingest"].on_failure(TimeLimitExceeded(40), "task-id", (job.id,), {}, None)
     failed = records.get_job(job.id)
-    assert (
-        failed.state is JobState.FAILED
-        and "hard time limit of 40 s (INGEST_TASK_TIME_LIMIT_S)" in failed.error
-    )
+    assert failed.state is JobState.FAILED
+    assert "hard time limit of 40 s (INGEST_TASK_TIME_LIMIT_S)" in failed.error
 
 
 def test_a_job_started_too_often_without_finishing_fails(
