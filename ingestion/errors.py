@@ -3,6 +3,8 @@
 IngestError
 ├── UnsupportedFormatError   the file type is not one we parse (txt, md, html, pdf, docx) (415/422 at upload)
 ├── ParseError               the file claims a supported type but cannot be read (corrupt, encrypted, binary)
+│   └── ParseLimitError      its parse passed a limit (wall or CPU time, memory, unpacked size, nesting
+│                            depth); the message names the limit and its setting
 ├── EmptyDocumentError       the file parsed but holds no text
 ├── DocumentTooLargeError    the upload exceeds the configured size limit (413)
 ├── DocumentNotFoundError    no such document or job for this tenant (404)
@@ -21,6 +23,10 @@ class UnsupportedFormatError(IngestError):
 
 class ParseError(IngestError):
     """The file could not be read as its type."""
+
+
+class ParseLimitError(ParseError):
+    """Parsing the file passed a limit (time, memory, unpacked size, markup depth); the message names it."""
 
 
 class EmptyDocumentError(IngestError):

@@ -6,6 +6,8 @@ the key names live here, in the lowest package that uses them. All keys are unde
 Ingestion (``ingestion.records``, ``ingestion.indexes``):
 - ``job:{id}``                    hash: one ingest or delete job
 - ``jobs:pending``                set: jobs accepted but not yet confirmed enqueued (re-sent at API start)
+- ``jobs:running``                sorted set: running jobs by their last heartbeat (stale ones are re-queued)
+- ``jobs:sweep``                  the lock of the worker sweeping stale jobs (expires by itself)
 - ``doc:{tenant}:{document_id}``  hash: a document's registry record (latest and active version, ...)
 - ``docs:{tenant}``               set: the tenant's document ids
 - ``index_version:{tenant}``      counter: bumped whenever what search serves for the tenant changes (a
@@ -33,6 +35,8 @@ from ingestion.errors import RedisUnavailableError
 PREFIX = "sieve:"
 
 PENDING_JOBS = f"{PREFIX}jobs:pending"
+RUNNING_JOBS = f"{PREFIX}jobs:running"
+SWEEP_LOCK = f"{PREFIX}jobs:sweep"
 INDEX_SERVING = f"{PREFIX}index:serving"
 INDEX_PREVIOUS = f"{PREFIX}index:previous"
 INDEX_BUILD = f"{PREFIX}index:build"

@@ -5,6 +5,12 @@
 (runs of spaces collapsed, paragraphs separated by a blank line). Failures raise ``ingestion.errors``:
 ``UnsupportedFormatError`` (unknown extension), ``ParseError`` (corrupt, encrypted, binary, mislabelled) or
 ``EmptyDocumentError`` (no text), each with a message that names the file and can be shown to its owner.
+
+``ParseLimits`` bound what one file may cost: a .docx's total unpacked size and member count (checked from
+the zip's directory before anything is inflated; Python's zipfile never inflates a member past its declared
+size) and the element nesting of HTML (checked by a streaming pass of the same lxml parser before the tree is
+built). Passing one raises ``ParseLimitError``. Time and memory are bounded by running the parse in a child
+process (``ingestion.sandbox``).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from ingestion.errors import EmptyDocumentError, ParseError, UnsupportedFormatError
+from ingestion.errors import EmptyDocumentError, ParseError, ParseLimitError, UnsupportedFormatError
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +34,6 @@ _FORMATS |= {".pdf": "pdf", ".docx": "docx"}
 SUPPORTED_EXTENSIONS = frozenset(_FORMATS)
 
 _MAX_CONTROL_RATIO = 0.02  # share of control characters above which "text" is taken to be binary
-_MAX_DOCX_UNPACKED = 512 * 1024 * 1024  # refuse zip bombs dressed as .docx
 _BINARY_SIGNATURES = {
     b"%PDF-": "a PDF",
     b"PK\x03\x04": "a ZIP archive (e.g. .docx)",
@@ -49,12 +54,25 @@ _SPACES = re.compile(r"[^\S\n]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
 
+@dataclass(frozen=True, slots=True)
+class ParseLimits:
+    """What parsing one file may unpack and nest (``INGEST_DOCX_MAX_UNPACKED_MB``,
+    ``INGEST_DOCX_MAX_MEMBERS``, ``INGEST_MARKUP_MAX_DEPTH``)."""
+
+    docx_max_unpacked_bytes: int = 64 * 1024 * 1024
+    docx_max_members: int = 1000
+    markup_max_depth: int = 256
+
+
 @dataclass(frozen=True)
 class Section:
     """A run of document text; ``page`` is the 1-based page number where the format has pages (PDF)."""
 
     text: str
     page: int | None = None
+
+
+Parser = Callable[[bytes, str, ParseLimits], list[Section]]
 
 
 def detect_format(filename: str, data: bytes) -> str:
@@ -81,12 +99,12 @@ def detect_format(filename: str, data: bytes) -> str:
     return fmt
 
 
-def parse(data: bytes, filename: str) -> list[Section]:
+def parse(data: bytes, filename: str, limits: ParseLimits | None = None) -> list[Section]:
     """Extract the text of a file, in reading order. Never returns an empty list."""
     name = _display_name(filename)
     fmt = detect_format(filename, data)
-    parser: Callable[[bytes, str], list[Section]] = _PARSERS[fmt]
-    sections = [s for s in parser(data, name) if s.text]
+    parser: Parser = _PARSERS[fmt]
+    sections = [s for s in parser(data, name, limits or ParseLimits()) if s.text]
     if not sections:
         raise EmptyDocumentError(f"{name} contains no extractable text")
     logger.debug("parsed %s as %s: %d section(s)", name, fmt, len(sections))
@@ -154,17 +172,19 @@ def _decode_text(data: bytes, name: str) -> str:
 # ---------------------------------------------------------------------------------------------- parsers
 
 
-def _parse_txt(data: bytes, name: str) -> list[Section]:
+def _parse_txt(data: bytes, name: str, limits: ParseLimits) -> list[Section]:
     return [Section(_normalise(_decode_text(data, name)))]
 
 
-def _parse_md(data: bytes, name: str) -> list[Section]:
+def _parse_md(data: bytes, name: str, limits: ParseLimits) -> list[Section]:
     from markdown_it import MarkdownIt
 
     text = _decode_text(data, name)
     parser = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
     try:
         tokens = parser.parse(text)
+    except MemoryError:  # past the sandbox's address-space limit: reported as such
+        raise
     except Exception as exc:
         raise ParseError(f"{name} could not be read as Markdown: {_short_reason(exc)}") from exc
     blocks: list[str] = []
@@ -185,7 +205,7 @@ def _parse_md(data: bytes, name: str) -> list[Section]:
             group.append(" | ".join(cell for cell in row if cell))
             row = None
         else:
-            piece = _md_block_text(tok, name)
+            piece = _md_block_text(tok, name, limits)
             if piece is None:
                 continue
             if row is not None:
@@ -195,7 +215,7 @@ def _parse_md(data: bytes, name: str) -> list[Section]:
     return [Section(_normalise("\n\n".join(b for b in blocks if b.strip())))]
 
 
-def _md_block_text(tok: Any, name: str) -> str | None:
+def _md_block_text(tok: Any, name: str, limits: ParseLimits) -> str | None:
     if tok.type == "inline":
         parts: list[str] = []
         for child in tok.children or []:
@@ -209,20 +229,68 @@ def _md_block_text(tok: Any, name: str) -> str | None:
     if tok.type in ("fence", "code_block"):
         return str(tok.content).rstrip("\n")
     if tok.type == "html_block":
-        return _html_text(str(tok.content), name)
+        return _html_text(str(tok.content), name, limits)
     return None
 
 
-def _parse_html(data: bytes, name: str) -> list[Section]:
-    return [Section(_normalise(_html_text(data, name)))]
+def _parse_html(data: bytes, name: str, limits: ParseLimits) -> list[Section]:
+    return [Section(_normalise(_html_text(data, name, limits)))]
 
 
-def _html_text(markup: bytes | str, name: str) -> str:
+class _MarkupTooDeep(Exception):
+    pass
+
+
+class _DepthGauge:
+    """An lxml parser target that only follows the element nesting, and stops past ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.depth = 0
+
+    def start(self, tag: str, attrib: Any) -> None:
+        self.depth += 1
+        if self.depth > self.limit:
+            raise _MarkupTooDeep
+
+    def end(self, tag: str) -> None:
+        self.depth -= 1
+
+    def data(self, data: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _check_depth(markup: bytes | str, name: str, limit: int) -> None:
+    """Raise ``ParseLimitError`` if the markup nests elements deeper than ``limit`` (a linear pass of the
+    same lxml HTML parser that builds the tree, so unclosed tags count as the tree would hold them)."""
+    from lxml import etree
+
+    parser = etree.HTMLParser(target=_DepthGauge(limit))
+    try:
+        parser.feed(markup)
+        parser.close()
+    except _MarkupTooDeep:
+        raise ParseLimitError(
+            f"{name} nests its elements more than {limit} levels deep (INGEST_MARKUP_MAX_DEPTH)"
+        ) from None
+    except MemoryError:
+        raise
+    except Exception:  # noqa: BLE001 - not for this pass to judge: the real parse reports what is wrong with the file
+        return
+
+
+def _html_text(markup: bytes | str, name: str, limits: ParseLimits) -> str:
     from bs4 import BeautifulSoup, NavigableString
     from bs4.element import PreformattedString
 
+    _check_depth(markup, name, limits.markup_max_depth)
     try:
         soup = BeautifulSoup(markup, "lxml")
+    except MemoryError:  # past the sandbox's address-space limit: reported as such
+        raise
     except Exception as exc:
         raise ParseError(f"{name} could not be read as HTML: {_short_reason(exc)}") from exc
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
@@ -247,7 +315,7 @@ def _html_text(markup: bytes | str, name: str) -> str:
     return f"{title}\n\n{body}" if title and not body.lstrip().startswith(title) else body
 
 
-def _parse_pdf(data: bytes, name: str) -> list[Section]:
+def _parse_pdf(data: bytes, name: str, limits: ParseLimits) -> list[Section]:
     from pypdf import PdfReader
     from pypdf.errors import DependencyError, FileNotDecryptedError
 
@@ -260,6 +328,8 @@ def _parse_pdf(data: bytes, name: str) -> list[Section]:
         raise
     except (DependencyError, FileNotDecryptedError) as exc:
         raise ParseError(f"{name} is encrypted and could not be opened: {_short_reason(exc)}") from exc
+    except MemoryError:  # past the sandbox's address-space limit: reported as such
+        raise
     except Exception as exc:
         raise ParseError(
             f"{name} could not be read as PDF: {_short_reason(exc)} (damaged or incomplete?)"
@@ -269,6 +339,8 @@ def _parse_pdf(data: bytes, name: str) -> list[Section]:
     for number, page in enumerate(pages, start=1):
         try:
             text = _normalise(page.extract_text() or "")
+        except MemoryError:  # past the sandbox's address-space limit: reported as such
+            raise
         except Exception as exc:  # noqa: BLE001 - pypdf raises many types on a bad page; keep the others
             logger.warning("%s: could not extract text from page %d: %s", name, number, _short_reason(exc))
             failures.append(_short_reason(exc))
@@ -280,17 +352,28 @@ def _parse_pdf(data: bytes, name: str) -> list[Section]:
     return sections
 
 
-def _parse_docx(data: bytes, name: str) -> list[Section]:
+def _parse_docx(data: bytes, name: str, limits: ParseLimits) -> list[Section]:
     import docx
 
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            unpacked = sum(info.file_size for info in archive.infolist())
-        if unpacked > _MAX_DOCX_UNPACKED:
-            raise ParseError(f"{name} is too large once unpacked ({unpacked // 2**20} MiB)")
+            members = archive.infolist()
+        if len(members) > limits.docx_max_members:
+            raise ParseLimitError(
+                f"{name} holds {len(members)} files; the limit is {limits.docx_max_members} "
+                "(INGEST_DOCX_MAX_MEMBERS)"
+            )
+        unpacked = sum(info.file_size for info in members)
+        if unpacked > limits.docx_max_unpacked_bytes:
+            raise ParseLimitError(
+                f"{name} unpacks to {unpacked / 2**20:.0f} MiB; the limit is "
+                f"{limits.docx_max_unpacked_bytes / 2**20:.0f} MiB (INGEST_DOCX_MAX_UNPACKED_MB)"
+            )
         document = docx.Document(io.BytesIO(data))
         blocks = list(_docx_blocks(document))
     except ParseError:
+        raise
+    except MemoryError:  # past the sandbox's address-space limit: reported as such
         raise
     except Exception as exc:
         raise ParseError(f"{name} could not be read as a Word document: {_short_reason(exc)}") from exc
@@ -321,7 +404,7 @@ def _docx_blocks(container: Any) -> Iterator[str]:
             yield "\n".join(rows)
 
 
-_PARSERS: dict[str, Callable[[bytes, str], list[Section]]] = {
+_PARSERS: dict[str, Parser] = {
     "txt": _parse_txt,
     "md": _parse_md,
     "html": _parse_html,

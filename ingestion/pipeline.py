@@ -1,10 +1,11 @@
 """The work of ingestion, as plain functions over a document version (the Celery tasks in ``ingestion.worker``
 only add retry and bookkeeping; ``ingestion.reindex`` and evaluation reuse the same steps).
 
-ingest: parse -> chunk (by the embedder's tokenizer, within the chunk budget) -> embed in batches
-        -> upsert + flush per batch -> activate the version in the registry
-        -> remove every other version's chunks.
-Re-running any step is harmless: chunk ids are deterministic and writes are upserts.
+ingest: parse (in a child process with time and memory limits, ``ingestion.sandbox``) -> chunk (by the
+        embedder's tokenizer, within the chunk budget) -> embed in batches -> upsert + flush per batch
+        -> activate the version in the registry -> remove every other version's chunks.
+Re-running any step is harmless: chunk ids are deterministic and writes are upserts. Every chunk carries the
+metadata of the upload that made its version (the job's own), so a later upload cannot relabel it.
 
 The collection must exist (``VectorStore.ensure_collection``) before anything is written: the worker
 ensures it once per process and index, a rebuild when it creates the new collection, the API at start.
@@ -22,8 +23,9 @@ from typing import Any
 from ingestion.chunking import TextChunk, chunk_sections
 from ingestion.errors import DocumentNotFoundError
 from ingestion.files import FileStore
-from ingestion.parsers import Section, parse
+from ingestion.parsers import Section
 from ingestion.records import DocumentVersion, Job, JobState, Records
+from ingestion.sandbox import limits_from, parse_file
 from ingestion.settings import IngestSettings
 from retrieval import Chunk, Embedder, VectorStore
 
@@ -106,10 +108,14 @@ def write_chunks(
     return Written(done, embed_s, upsert_s)
 
 
-def chunk_version(version: DocumentVersion, embedder: Embedder, budget: ChunkBudget) -> list[TextChunk]:
-    """Parse the version's stored file and chunk it (raises the parser's errors)."""
-    data = Path(version.path).read_bytes()
-    return budget.split(parse(data, version.filename), embedder)
+def chunk_version(
+    version: DocumentVersion, embedder: Embedder, budget: ChunkBudget, settings: IngestSettings | None = None
+) -> list[TextChunk]:
+    """Parse the version's stored file under the limits of ``settings`` and chunk it (raises the parser's
+    errors, ``ParseLimitError`` for a parse past a limit)."""
+    parse_limits, sandbox = limits_from(settings or IngestSettings())
+    sections = parse_file(Path(version.path), version.filename, parse_limits, sandbox)
+    return budget.split(sections, embedder)
 
 
 def write_version(
@@ -123,7 +129,7 @@ def write_version(
 ) -> int:
     """Chunk, embed and upsert one document version (``metadata`` goes with every chunk, with the filename).
     Returns the number of chunks. Nothing is activated: see ``settle``."""
-    pieces = chunk_version(version, embedder, ChunkBudget.from_settings(embedder, settings))
+    pieces = chunk_version(version, embedder, ChunkBudget.from_settings(embedder, settings), settings)
     total = len(pieces)
     base_meta = {**metadata, "filename": version.filename}
     chunks = (
@@ -154,10 +160,12 @@ def ingest(
     embedder: Embedder,
     settings: IngestSettings,
     progress: Progress | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> int:
     """Index one document version and make it the served one. Returns the number of chunks.
 
-    Raises the parser's errors (permanent) or store/Redis errors (transient, worth a retry).
+    ``metadata``: the upload's own (a job's); None takes the document record's (jobs recorded before jobs
+    carried their metadata). Raises the parser's errors (permanent) or store/Redis errors (transient).
     """
     try:
         document = records.get_document(version.tenant, version.document_id)
@@ -166,21 +174,27 @@ def ingest(
             "document %s was deleted before version %s was indexed", version.document_id, version.version
         )
         return 0
-    total = write_version(
-        version, document.metadata, store=store, embedder=embedder, settings=settings, progress=progress
-    )
-    settle(version, records=records, store=store, chunks=total)
+    meta = document.metadata if metadata is None else metadata
+    total = write_version(version, meta, store=store, embedder=embedder, settings=settings, progress=progress)
+    settle(version, records=records, store=store, chunks=total, metadata=meta)
     return total
 
 
-def settle(version: DocumentVersion, *, records: Records, store: VectorStore, chunks: int) -> None:
+def settle(
+    version: DocumentVersion,
+    *,
+    records: Records,
+    store: VectorStore,
+    chunks: int,
+    metadata: dict[str, Any] | None = None,
+) -> None:
     """Switch search to this version if it is still the latest upload, then drop stale chunks.
 
     The switch is one atomic registry write, and search serves only a document's active version, so a
     query never sees both versions or neither. A superseded version removes only its own chunks.
     """
     tenant, document_id = version.tenant, version.document_id
-    if records.activate(tenant, document_id, version.version, chunks):
+    if records.activate(tenant, document_id, version.version, chunks, metadata=metadata):
         records.bump_index_version(tenant)  # cached results of the old version are never served again
         store.delete_document(tenant, document_id, except_versions=[version.version])
         logger.info("document %s version %s active with %d chunks", document_id, version.version, chunks)
@@ -193,6 +207,17 @@ def settle(version: DocumentVersion, *, records: Records, store: VectorStore, ch
     if version.version not in keep:
         store.delete_document(tenant, document_id, version=version.version)
     logger.info("superseded: version %s of %s not activated", version.version, document_id)
+
+
+def discard(version: DocumentVersion, *, records: Records, store: VectorStore) -> None:
+    """Remove the chunks a failed job wrote for ``version``, unless search serves that version: chunks of a
+    version that never activates are not left behind."""
+    try:
+        active = records.get_document(version.tenant, version.document_id).active
+    except DocumentNotFoundError:
+        active = ""
+    if version.version and version.version != active:
+        store.delete_document(version.tenant, version.document_id, version=version.version)
 
 
 def delete(tenant: str, document_id: str, *, records: Records, store: VectorStore, files: FileStore) -> None:

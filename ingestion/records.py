@@ -2,12 +2,15 @@
 
 Redis is started with an append-only file by the embedded stack, so records survive restarts.
 Keys (named in ``ingestion.keyspace``):
-- ``job:{id}``                hash: tenant, document_id, version, filename, path, state, chunks_done,
-                              chunks_total, error, enqueued, kind (ingest/delete), times
-- ``doc:{tenant}:{document_id}``  hash: filename, metadata (JSON), latest (last accepted version),
-                              active (version served by search; empty while none), state, chunks, times
+- ``job:{id}``                hash: tenant, document_id, version, filename, path, metadata (JSON, its
+                              upload's), state, chunks_done, chunks_total, attempts, error, kind
+                              (ingest/delete), times
+- ``doc:{tenant}:{document_id}``  hash: filename, metadata (JSON, of the latest upload), latest (last accepted
+                              version), active (version served by search; empty while none),
+                              active_metadata (JSON, the served version's), chunks, times
 - ``docs:{tenant}``           set of document ids
 - ``jobs:pending``            job ids accepted but not yet confirmed enqueued (re-sent at API start)
+- ``jobs:running``            sorted set: running job ids by their last heartbeat (``ingestion.liveness``)
 - ``index_version:{tenant}``  counter bumped whenever what search serves for the tenant changes (a version
                               activated, a document deleted); cached search results are keyed by it
 
@@ -18,19 +21,22 @@ names one (``Job.document_version``); a rebuild names the active version of each
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import redis
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from ingestion import keyspace
-from ingestion.errors import DocumentNotFoundError
+from ingestion.errors import DocumentNotFoundError, RedisUnavailableError
 from ingestion.keyspace import redis_call
+
+logger = logging.getLogger(__name__)
 
 # What redis-py's stubs accept as a hash mapping (keys and values of a Mapping are invariant).
 Fields = dict[
@@ -69,8 +75,16 @@ class Job(BaseModel):
     chunks_total: int = 0
     attempts: int = 0
     error: str = ""
+    # The upload's own metadata, which goes with every chunk of its version; None on jobs recorded before
+    # jobs carried it (their document record's metadata is used).
+    metadata: dict[str, Any] | None = None
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _from_json(cls, value: Any) -> Any:
+        return (json.loads(value) if value else None) if isinstance(value, str) else value
 
     @property
     def document_version(self) -> DocumentVersion:
@@ -85,6 +99,7 @@ class Document(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     latest: str = ""
     active: str = ""
+    active_metadata: dict[str, Any] | None = None  # of the served version (None: recorded before it was kept)
     chunks: int = 0
     last_job: str = ""
     deleted: bool = False
@@ -92,13 +107,45 @@ class Document(BaseModel):
 
 
 class Records:
-    """Job store and document registry over one Redis connection pool."""
+    """Job store and document registry over one Redis connection pool.
 
-    def __init__(self, redis_url: str, *, client: redis.Redis | None = None) -> None:
+    ``retry_s``: for how long a call that cannot reach Redis (connection refused or lost, Redis still loading
+    its data after a restart) is tried again before ``RedisUnavailableError`` is raised. The API answers at
+    once (0); a worker rides out a Redis restart (``INGEST_REDIS_RETRY_S``).
+    """
+
+    def __init__(self, redis_url: str, *, client: redis.Redis | None = None, retry_s: float = 0.0) -> None:
         self.redis_url = redis_url
+        self.retry_s = retry_s
         self._r: redis.Redis = client or redis.Redis.from_url(
             redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
         )
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        """``redis_call``, tried again for ``retry_s`` while Redis is unreachable (every write here is
+        idempotent or a harmless counter bump: one that landed before the connection broke may repeat)."""
+        deadline = time.monotonic() + self.retry_s
+        pause = 0.2
+        while True:
+            try:
+                return redis_call(fn)
+            except RedisUnavailableError as exc:
+                unreachable = isinstance(exc.__cause__, (redis.ConnectionError, redis.TimeoutError))
+                if not unreachable or time.monotonic() + pause > deadline:
+                    raise
+                logger.info("Redis unreachable (%s); trying again in %.1f s", exc.__cause__, pause)
+                time.sleep(pause)
+                pause = min(2.0, pause * 2)
+
+    def _pipeline(self, build: Callable[[Any], None], *, transaction: bool = True) -> Any:
+        """Queue commands with ``build(pipe)`` on a fresh pipeline and run it (again, whole, on a retry)."""
+
+        def run() -> Any:
+            pipe = self._r.pipeline(transaction=transaction)
+            build(pipe)
+            return pipe.execute()
+
+        return self._call(run)
 
     @property
     def client(self) -> redis.Redis:
@@ -107,25 +154,76 @@ class Records:
 
     def bump_index_version(self, tenant: str) -> int:
         """Record that what search serves for ``tenant`` changed: older cached results go unread."""
-        return int(redis_call(lambda: self._r.incr(keyspace.index_version(tenant))))
+        return int(self._call(lambda: self._r.incr(keyspace.index_version(tenant))))
 
     # -- jobs -----------------------------------------------------------------------------------
     def mark_enqueued(self, job_id: str) -> None:
-        redis_call(lambda: self._r.srem(keyspace.PENDING_JOBS, job_id))
+        self._call(lambda: self._r.srem(keyspace.PENDING_JOBS, job_id))
 
     def pending_jobs(self) -> list[str]:
-        return sorted(redis_call(lambda: self._r.smembers(keyspace.PENDING_JOBS)))
+        return sorted(self._call(lambda: self._r.smembers(keyspace.PENDING_JOBS)))
 
     def get_job(self, job_id: str, tenant: str | None = None) -> Job:
-        data = redis_call(lambda: self._r.hgetall(keyspace.job(job_id)))
+        data = self._call(lambda: self._r.hgetall(keyspace.job(job_id)))
         if not data or (tenant is not None and data.get("tenant") != tenant):
             raise DocumentNotFoundError(f"no job {job_id!r}")
         return Job.model_validate(data)
 
     def update_job(self, job_id: str, **fields: Any) -> None:
-        fields["updated_at"] = time.time()
+        """Write fields of a job; a new ``state`` also moves it into or out of the running set."""
+        now = time.time()
+        fields["updated_at"] = now
         mapping: Fields = {k: (v.value if isinstance(v, JobState) else str(v)) for k, v in fields.items()}
-        redis_call(lambda: self._r.hset(keyspace.job(job_id), mapping=mapping))
+
+        def build(pipe: Any) -> None:
+            pipe.hset(keyspace.job(job_id), mapping=mapping)
+            if fields.get("state") is JobState.RUNNING:
+                pipe.zadd(keyspace.RUNNING_JOBS, {job_id: now})
+            elif "state" in fields:
+                pipe.zrem(keyspace.RUNNING_JOBS, job_id)
+
+        self._pipeline(build)
+
+    def heartbeat(self, job_id: str) -> None:
+        """Say that a running job's worker is alive (only while the job is in the running set)."""
+        self._call(lambda: self._r.zadd(keyspace.RUNNING_JOBS, {job_id: time.time()}, xx=True))
+
+    def silent_jobs(self, older_than_s: float) -> list[str]:
+        """Running jobs whose last heartbeat is older than ``older_than_s`` seconds (their worker is gone)."""
+        ceiling = time.time() - older_than_s
+        return list(self._call(lambda: self._r.zrangebyscore(keyspace.RUNNING_JOBS, "-inf", ceiling)))
+
+    def requeue_silent(self, job_id: str, older_than_s: float, note: str) -> Job | None:
+        """Mark a running job whose heartbeat is older than ``older_than_s`` queued again (and pending, until
+        its task is confirmed sent: ``mark_enqueued``), in one transaction that checks both; returns it, or
+        None when it finished or spoke up meanwhile (a job no longer running leaves the running set)."""
+        key = keyspace.job(job_id)
+
+        def txn(pipe: redis.client.Pipeline) -> Job | None:
+            data = pipe.hgetall(key)
+            beat = pipe.zscore(keyspace.RUNNING_JOBS, job_id)
+            pipe.multi()
+            if not data or data.get("state") != JobState.RUNNING.value:
+                pipe.zrem(keyspace.RUNNING_JOBS, job_id)
+                return None
+            if beat is None or beat > time.time() - older_than_s:
+                return None
+            now = time.time()
+            queued: Fields = {"state": JobState.QUEUED.value, "error": note[:2000], "updated_at": str(now)}
+            pipe.hset(key, mapping=queued)
+            pipe.zrem(keyspace.RUNNING_JOBS, job_id)
+            pipe.sadd(keyspace.PENDING_JOBS, job_id)
+            return Job.model_validate({**data, **queued})
+
+        # redis' stubs type the callable as returning None; value_from_callable returns what it returns
+        return self._call(  # type: ignore[no-any-return]
+            lambda: self._r.transaction(txn, key, keyspace.RUNNING_JOBS, value_from_callable=True)  # type: ignore[arg-type]
+        )
+
+    def lock_sweep(self, hold_s: float) -> bool:
+        """Take the sweep lock for ``hold_s`` seconds (it expires by itself); False while another holds it."""
+        hold_ms = max(1, int(hold_s * 1000))
+        return bool(self._call(lambda: self._r.set(keyspace.SWEEP_LOCK, "1", nx=True, px=hold_ms)))
 
     # -- documents ------------------------------------------------------------------------------
     def accept_upload(
@@ -149,34 +247,46 @@ class Records:
             version=version,
             filename=filename,
             path=path,
+            metadata=metadata,
             id=uuid.uuid4().hex,
         )
         if unchanged_chunks is not None:
             job.state = JobState.DONE
             job.chunks_done = job.chunks_total = unchanged_chunks
-        pipe = self._r.pipeline(transaction=True)
-        pipe.hset(keyspace.job(job.id), mapping=_job_mapping(job))
-        if unchanged_chunks is None:
-            pipe.sadd(keyspace.PENDING_JOBS, job.id)
-        pipe.hset(
-            keyspace.document(tenant, document_id),
-            mapping={
-                "tenant": tenant,
-                "document_id": document_id,
-                "filename": filename,
-                "metadata": json.dumps(metadata),
-                "latest": version,
-                "last_job": job.id,
-                "deleted": "",
-                "updated_at": str(time.time()),
-            },
-        )
-        pipe.sadd(keyspace.documents(tenant), document_id)
-        redis_call(pipe.execute)
+
+        def build(pipe: Any) -> None:
+            pipe.hset(keyspace.job(job.id), mapping=_job_mapping(job))
+            if unchanged_chunks is None:
+                pipe.sadd(keyspace.PENDING_JOBS, job.id)
+            pipe.hset(
+                keyspace.document(tenant, document_id),
+                mapping={
+                    "tenant": tenant,
+                    "document_id": document_id,
+                    "filename": filename,
+                    "metadata": json.dumps(metadata),
+                    "latest": version,
+                    "last_job": job.id,
+                    "deleted": "",
+                    "updated_at": str(time.time()),
+                },
+            )
+            pipe.sadd(keyspace.documents(tenant), document_id)
+
+        self._pipeline(build)
         return job
 
-    def activate(self, tenant: str, document_id: str, version: str, chunks: int) -> bool:
-        """Make ``version`` the one search serves, if it is still the latest accepted one.
+    def activate(
+        self,
+        tenant: str,
+        document_id: str,
+        version: str,
+        chunks: int,
+        *,
+        metadata: dict[str, Any] | None = None,
+    ) -> bool:
+        """Make ``version`` the one search serves, if it is still the latest accepted one; ``metadata``: the
+        metadata its chunks carry (an index rebuild writes them again with it).
 
         One atomic check-and-set (WATCH/MULTI), so an older job finishing late never overrides a newer upload
         and a deleted document is never resurrected. Returns whether the version was activated.
@@ -189,26 +299,30 @@ class Records:
             if latest != version or deleted:
                 return False
             active: Fields = {"active": version, "chunks": str(chunks), "updated_at": str(time.time())}
+            if metadata is not None:
+                active["active_metadata"] = json.dumps(metadata)
             pipe.hset(key, mapping=active)
             return True
 
         # redis' stubs type the callable as returning None; value_from_callable returns what it returns
-        return bool(redis_call(lambda: self._r.transaction(txn, key, value_from_callable=True)))  # type: ignore[arg-type]
+        return bool(self._call(lambda: self._r.transaction(txn, key, value_from_callable=True)))  # type: ignore[arg-type]
 
     def request_delete(self, tenant: str, document_id: str) -> Job:
         """Hide a document from search at once and record the job that removes its chunks."""
         key = keyspace.document(tenant, document_id)
-        data = redis_call(lambda: self._r.hgetall(key))
+        data = self._call(lambda: self._r.hgetall(key))
         if not data or data.get("deleted"):
             raise DocumentNotFoundError(f"no document {document_id!r}")
         job = Job(id=uuid.uuid4().hex, kind="delete", tenant=tenant, document_id=document_id)
-        pipe = self._r.pipeline(transaction=True)
-        pipe.hset(keyspace.job(job.id), mapping=_job_mapping(job))
-        pipe.sadd(keyspace.PENDING_JOBS, job.id)
         hidden: Fields = {"deleted": "1", "active": "", "latest": "", "last_job": job.id}
-        pipe.hset(key, mapping=hidden)
-        pipe.incr(keyspace.index_version(tenant))  # gone from search, and from cached results, at once
-        redis_call(pipe.execute)
+
+        def build(pipe: Any) -> None:
+            pipe.hset(keyspace.job(job.id), mapping=_job_mapping(job))
+            pipe.sadd(keyspace.PENDING_JOBS, job.id)
+            pipe.hset(key, mapping=hidden)
+            pipe.incr(keyspace.index_version(tenant))  # gone from search, and from cached results, at once
+
+        self._pipeline(build)
         return job
 
     def forget(self, tenant: str, document_id: str) -> None:
@@ -222,25 +336,27 @@ class Records:
                 pipe.delete(key)
                 pipe.srem(keyspace.documents(tenant), document_id)
 
-        redis_call(lambda: self._r.transaction(txn, key))
+        self._call(lambda: self._r.transaction(txn, key))
 
     def get_document(self, tenant: str, document_id: str) -> Document:
-        data = redis_call(lambda: self._r.hgetall(keyspace.document(tenant, document_id)))
+        data = self._call(lambda: self._r.hgetall(keyspace.document(tenant, document_id)))
         if not data or data.get("deleted"):
             raise DocumentNotFoundError(f"no document {document_id!r}")
         return _document(data)
 
     def list_documents(self, tenant: str) -> list[Document]:
-        ids = sorted(redis_call(lambda: self._r.smembers(keyspace.documents(tenant))))
-        pipe = self._r.pipeline()
-        for document_id in ids:
-            pipe.hgetall(keyspace.document(tenant, document_id))
-        rows = redis_call(pipe.execute) if ids else []
+        ids = sorted(self._call(lambda: self._r.smembers(keyspace.documents(tenant))))
+
+        def build(pipe: Any) -> None:
+            for document_id in ids:
+                pipe.hgetall(keyspace.document(tenant, document_id))
+
+        rows = self._pipeline(build, transaction=False) if ids else []
         return [_document(row) for row in rows if row and not row.get("deleted")]
 
     def tenants(self) -> list[str]:
         """Every tenant that has (or had) documents in the registry."""
-        keys = redis_call(lambda: list(self._r.scan_iter(match=keyspace.DOCUMENTS_PATTERN, count=500)))
+        keys = self._call(lambda: list(self._r.scan_iter(match=keyspace.DOCUMENTS_PATTERN, count=500)))
         return sorted({keyspace.tenant_of_documents(key) for key in keys})
 
     def active_versions(self, tenant: str, document_ids: Iterable[str]) -> dict[str, str]:
@@ -248,21 +364,25 @@ class Records:
         ids: Sequence[str] = list(dict.fromkeys(document_ids))
         if not ids:
             return {}
-        pipe = self._r.pipeline()
-        for document_id in ids:
-            pipe.hget(keyspace.document(tenant, document_id), "active")
-        values = redis_call(pipe.execute)
+
+        def build(pipe: Any) -> None:
+            for document_id in ids:
+                pipe.hget(keyspace.document(tenant, document_id), "active")
+
+        values = self._pipeline(build, transaction=False)
         return {d: v for d, v in zip(ids, values, strict=True) if v}
 
     def ping(self) -> None:
-        redis_call(self._r.ping)
+        self._call(self._r.ping)
 
     def close(self) -> None:
         self._r.close()
 
 
 def _job_mapping(job: Job) -> Fields:
-    return {k: (v.value if isinstance(v, JobState) else str(v)) for k, v in job.model_dump().items()}
+    fields = job.model_dump()
+    fields["metadata"] = "" if job.metadata is None else json.dumps(job.metadata)
+    return {k: (v.value if isinstance(v, JobState) else str(v)) for k, v in fields.items()}
 
 
 def _document(data: dict[str, str]) -> Document:
@@ -273,6 +393,7 @@ def _document(data: dict[str, str]) -> Document:
         metadata=json.loads(data.get("metadata") or "{}"),
         latest=data.get("latest", ""),
         active=data.get("active", ""),
+        active_metadata=json.loads(data["active_metadata"]) if data.get("active_metadata") else None,
         chunks=int(data.get("chunks") or 0),
         last_job=data.get("last_job", ""),
         deleted=bool(data.get("deleted")),

@@ -57,7 +57,8 @@ def index_document(
         raise FileNotFoundError(f"the stored file of {doc.document_id!r} version {doc.active} is gone")
     filename = doc.filename if safe_name(doc.filename) == path.name else path.name
     version = DocumentVersion(doc.tenant, doc.document_id, doc.active, filename, str(path))
-    total = write_version(version, doc.metadata, store=store, embedder=embedder, settings=settings)
+    metadata = doc.metadata if doc.active_metadata is None else doc.active_metadata  # the served version's
+    total = write_version(version, metadata, store=store, embedder=embedder, settings=settings)
     store.delete_document(doc.tenant, doc.document_id, except_versions=[doc.active])
     return total
 

@@ -19,6 +19,9 @@ class IngestSettings(BaseSettings):
 
     max_file_bytes: int = 50 * 1024 * 1024
     max_files_per_upload: int = 100
+    # Upload metadata (a JSON object): its size in UTF-8 bytes and how deeply it may nest.
+    max_metadata_bytes: int = 64 * 1024
+    max_metadata_depth: int = 32
     chunk_tokens: int = 256  # capped by the embedder's own maximum
     chunk_overlap: int = 32
     embed_batch: int = 32
@@ -31,3 +34,32 @@ class IngestSettings(BaseSettings):
     max_retries: int = 5
     retry_backoff_s: int = 2
     retry_backoff_max_s: int = 60
+    # A job started this many times without finishing (worker killed, time limit, broker outages) fails.
+    max_attempts: int = 10
+    # How long a worker keeps retrying a Redis write (job state, progress, activation) before it leaves the
+    # message unacknowledged for redelivery: a Redis restart shorter than this costs nothing.
+    redis_retry_s: float = 30.0
+    # A running job writes a heartbeat every heartbeat_s; one silent for stale_job_s (its worker gone) is
+    # re-queued by the sweeper, which every worker runs at start and every sweep_interval_s.
+    heartbeat_s: float = 5.0
+    stale_job_s: float = 60.0
+    sweep_interval_s: float = 30.0
+
+    # Celery time limits of every ingest and delete task (soft: the job fails with the reason; hard: the
+    # worker process is replaced), and of an index rebuild. Prefork pool only (not solo or threads).
+    task_soft_time_limit_s: int = 540
+    task_time_limit_s: int = 600
+    reindex_time_limit_s: int = 24 * 3600
+    # How long a new worker process may take to start (its model load) before Celery replaces it.
+    worker_start_timeout_s: float = 120.0
+
+    # Parsing runs in a child process with these limits; passing one fails the job, naming it.
+    parse_sandbox: bool = True
+    parse_timeout_s: float = 30.0  # wall time
+    parse_cpu_s: int = 30  # CPU time (RLIMIT_CPU)
+    parse_memory_mb: int = 1024  # address space (RLIMIT_AS)
+    # Zip-based formats (.docx): total uncompressed size and number of members.
+    docx_max_unpacked_mb: int = 64
+    docx_max_members: int = 1000
+    # Element nesting of HTML (and HTML inside Markdown).
+    markup_max_depth: int = 256

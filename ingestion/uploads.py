@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any, Protocol
 
 from ingestion.errors import DocumentNotFoundError, DocumentTooLargeError, IngestError
@@ -11,21 +10,13 @@ from ingestion.files import FileStore, content_version, safe_name
 from ingestion.parsers import detect_format
 from ingestion.records import Job, JobState, Records
 from ingestion.settings import IngestSettings
+from ingestion.validation import check_metadata, parse_metadata, validate_document_id
 
 logger = logging.getLogger(__name__)
-
-DOCUMENT_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
 
 
 class TaskSender(Protocol):
     def send_task(self, name: str, args: list[Any], queue: str | None = None) -> Any: ...
-
-
-def validate_document_id(document_id: str) -> str:
-    document_id = document_id.strip()
-    if not DOCUMENT_ID.match(document_id):
-        raise ValueError("document_id must be 1-256 printable characters")
-    return document_id
 
 
 class Uploads:
@@ -47,10 +38,13 @@ class Uploads:
     def accept(
         self, tenant: str, filename: str, data: bytes, *, document_id: str | None, metadata: dict[str, Any]
     ) -> Job:
-        """Store the file, record the job, enqueue it. Raises ``IngestError`` for a file we refuse."""
+        """Store the file, record the job (with its metadata), enqueue it. Raises ``IngestError`` for a file
+        we refuse, ``ValueError`` (naming the field) for a bad ``document_id`` or ``metadata``."""
         self.check(filename, data)
         document_id = validate_document_id(document_id or safe_name(filename, limit=256))
-        version = content_version(data)
+        settings = self.settings
+        check_metadata(metadata, max_bytes=settings.max_metadata_bytes, max_depth=settings.max_metadata_depth)
+        version = content_version(data, metadata)
         try:
             current = self.records.get_document(tenant, document_id)
             unchanged = current.chunks if current.active == version else None
@@ -69,6 +63,11 @@ class Uploads:
         if job.state is JobState.QUEUED:
             self.enqueue(job)
         return job
+
+    def parse_metadata(self, raw: str | None) -> dict[str, Any]:
+        """The metadata form field of an upload as a dict ({} when absent); ``ValueError`` names the field."""
+        limits = self.settings
+        return parse_metadata(raw, max_bytes=limits.max_metadata_bytes, max_depth=limits.max_metadata_depth)
 
     def delete(self, tenant: str, document_id: str) -> Job:
         job = self.records.request_delete(tenant, document_id)

@@ -11,9 +11,15 @@ store (its collection ensured once per process and index), the job store, built 
 
 Delivery guarantees: ``acks_late`` + ``task_reject_on_worker_lost`` (a killed child's task is redelivered),
 a deliberate broker ``visibility_timeout`` (a killed worker's unacked task is redelivered after it), retries
-with exponential backoff for transient errors (``IngestTask.retry_or_give_up``), a terminal ``failed`` state
-after the last retry, and permanent errors (unreadable file) failing at once. A redelivered job that already
-finished is not run twice.
+with exponential backoff for temporary errors (``IngestTask.retry_or_give_up``), a terminal ``failed`` state
+after the last retry, and permanent errors (``is_permanent``: unreadable file, a parse past its limits, a
+value the store cannot keep) failing at once with their reason. A Redis outage never loses a job: the
+worker's Redis writes ride out a restart (``INGEST_REDIS_RETRY_S``), and when they cannot, the message goes
+back to the queue rather than being acknowledged (``IngestTask``). Running jobs keep a heartbeat, and every
+worker's sweeper re-queues those whose worker is gone (``ingestion.liveness``); a job started
+``INGEST_MAX_ATTEMPTS`` times without finishing fails. A redelivered job that already finished is not run
+twice. Every task has Celery soft and hard time limits (``INGEST_TASK_*TIME_LIMIT_S``), and parsing runs in a
+child process with its own limits (``ingestion.sandbox``).
 
 Every task first follows the serving pointer (``ingestion.indexes``): after a switch to a rebuilt index the
 process loads the new embedder and writes to the new collection. An ingest or delete that ran across a switch
@@ -22,25 +28,51 @@ runs again on the new index (its writes are idempotent), so nothing activated at
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery import Celery, Task, current_app
-from celery.signals import worker_process_init
+from celery.exceptions import Reject
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from ingestion import pipeline, reindex
-from ingestion.errors import EmptyDocumentError, ParseError, UnsupportedFormatError
+from ingestion.errors import (
+    DocumentNotFoundError,
+    DocumentTooLargeError,
+    EmptyDocumentError,
+    IngestError,
+    ParseError,
+    RedisUnavailableError,
+    UnsupportedFormatError,
+)
 from ingestion.files import FileStore
 from ingestion.indexes import RUNNING, BuildState, Indexes, IndexSpec, ReindexBusyError, settings_spec
-from ingestion.records import JobState, Records
+from ingestion.liveness import Heartbeat, Sweeper
+from ingestion.records import Job, JobState, Records
 from ingestion.settings import IngestSettings
 from retrieval import Embedder, ModelLoadError, RetrievalSettings, VectorStore, make_embedder, make_store
+from retrieval.errors import EmbedderInputError
 
 logger = logging.getLogger(__name__)
 
-PERMANENT = (ParseError, UnsupportedFormatError, EmptyDocumentError, FileNotFoundError)
+# Retrying cannot help: the file (unreadable, past a parse limit: ParseLimitError is a ParseError), or a value
+# the store refuses (ValueError / TypeError: a document id past its column, metadata that is not strict JSON).
+PERMANENT: tuple[type[BaseException], ...] = (
+    ParseError,
+    UnsupportedFormatError,
+    EmptyDocumentError,
+    DocumentTooLargeError,
+    FileNotFoundError,
+    EmbedderInputError,
+    ValueError,
+    TypeError,
+)
 FINISHED = (JobState.DONE, JobState.FAILED)
+JOB_TASKS = ("sieve.ingest", "sieve.delete")
 CONTEXT = "sieve_worker_context"  # the app's ``conf`` key of its WorkerContext
 EmbedderFactory = Callable[[RetrievalSettings], Embedder]
 StoreFactory = Callable[[RetrievalSettings], VectorStore]
@@ -101,8 +133,9 @@ class WorkerContext:
 
     @property
     def records(self) -> Records:
+        """The job store, its writes retried while Redis restarts (``INGEST_REDIS_RETRY_S``)."""
         if self._records is None:
-            self._records = Records(self.ingest.redis_url)
+            self._records = Records(self.ingest.redis_url, retry_s=self.ingest.redis_retry_s)
         return self._records
 
     @property
@@ -141,18 +174,76 @@ def worker_context(app: Celery) -> WorkerContext:
     return context
 
 
+def is_permanent(exc: BaseException) -> bool:
+    """Whether retrying cannot help: the file, its metadata or its document id cannot be taken as they are,
+    or a parse passed a limit. Anything else (Redis, Milvus or the model unavailable, and errors not known
+    here) is taken as temporary and retried with backoff, at most ``INGEST_MAX_RETRIES`` times."""
+    return isinstance(exc, PERMANENT)
+
+
 class IngestTask(Task):
-    """Base of the ingestion tasks: the process's context, and the one retry policy."""
+    """Base of the ingestion tasks: the process's context, and the one shape of a job's delivery.
+
+    A delivery ends in one of three ways, and never acknowledges a job that is not finished:
+    the job is ``done`` or ``failed`` (with its reason), a retry is scheduled (``queued``, its message sent
+    before this one is acknowledged), or the message is rejected back to the queue (``Reject(requeue=True)``)
+    because Redis could not be reached to record any of that. If even the reject cannot reach Redis, the
+    message stays in the broker's unacknowledged set and comes back after ``INGEST_VISIBILITY_TIMEOUT_S``;
+    the sweeper (``ingestion.liveness``) re-queues the job sooner, once its heartbeat is stale.
+    """
 
     @property
     def context(self) -> WorkerContext:
         return worker_context(self.app)
 
+    def run_job(self, job_id: str, work: Callable[[Job], int | None]) -> None:
+        """Run ``work`` on the job: bookkeeping (running, done, attempts, heartbeat), then the outcome."""
+        try:
+            self._run_job(job_id, work)
+        except RedisUnavailableError as exc:
+            raise self.requeue(f"job {job_id}", exc) from exc
+
+    def _run_job(self, job_id: str, work: Callable[[Job], int | None]) -> None:
+        context = self.context
+        settings, records = context.ingest, context.records
+        try:
+            job = records.get_job(job_id)
+        except DocumentNotFoundError:
+            logger.warning("job %s is not recorded; dropping its message", job_id)
+            return
+        if job.state in FINISHED:
+            return  # redelivered after it finished: nothing to do twice
+        if job.attempts >= settings.max_attempts:
+            last = f" (last: {job.error})" if job.error else ""
+            self.fail_job(job, f"started {job.attempts} times without finishing (INGEST_MAX_ATTEMPTS){last}")
+            return
+        try:
+            with Heartbeat(records, job_id, every_s=settings.heartbeat_s):
+                pipeline.run_job(job, records, lambda: work(job))
+        except SoftTimeLimitExceeded:
+            limit = settings.task_soft_time_limit_s
+            self.fail_job(
+                job, f"the job exceeded its time limit of {limit} s (INGEST_TASK_SOFT_TIME_LIMIT_S)"
+            )
+        except Exception as exc:  # noqa: BLE001 - the task's boundary: permanent fails at once, the rest retries
+            if is_permanent(exc):
+                self.fail_job(job, exc)
+            else:
+                self.retry_job(job, exc)
+
+    def requeue(self, what: str, exc: BaseException) -> Reject:
+        """The ``Reject`` that puts this message back on the queue, after a pause (Redis may restart)."""
+        logger.warning("%s: Redis unreachable (%s); leaving the message to be delivered again", what, exc)
+        time.sleep(self.context.ingest.retry_backoff_s)
+        return Reject(exc, requeue=True)
+
     def retry_or_give_up(
         self, exc: Exception, *, what: str, retrying: Callable[[str], None], give_up: Callable[[str], None]
     ) -> None:
         """Retry after an exponential backoff (``retrying`` records why; celery's ``Retry`` is raised), or,
-        once ``INGEST_MAX_RETRIES`` retries are spent, call ``give_up`` with the final message."""
+        once ``INGEST_MAX_RETRIES`` retries are spent, call ``give_up`` with the final message. Should the
+        retry's message not be sent (the broker down), this one goes back to the queue instead of being
+        dropped."""
         settings = self.context.ingest
         retries = self.request.retries
         if retries >= settings.max_retries:
@@ -161,35 +252,57 @@ class IngestTask(Task):
         countdown = min(settings.retry_backoff_max_s, settings.retry_backoff_s * 2**retries)
         logger.info("%s: transient error (%s), retrying in %ss", what, exc, countdown)
         retrying(f"retrying in {countdown}s after: {exc}"[:2000])
-        raise self.retry(exc=exc, countdown=countdown) from exc
+        try:
+            raise self.retry(exc=exc, countdown=countdown)
+        except Reject as rejected:  # celery could not send the retry and would drop this message
+            raise self.requeue(what, rejected.reason) from exc
 
-    def fail_job(self, job_id: str, exc: BaseException | str) -> None:
+    def fail_job(self, job: Job, exc: BaseException | str, *, discard: bool = True) -> None:
+        """Mark the job failed with its reason, then (``discard``) remove the chunks its version left (never
+        served)."""
         message = str(exc) or type(exc).__name__
-        logger.warning("job %s failed: %s", job_id, message)
-        self.context.records.update_job(job_id, state=JobState.FAILED, error=message[:2000])
+        logger.warning("job %s failed: %s", job.id, message)
+        context = self.context
+        context.records.update_job(job.id, state=JobState.FAILED, error=message[:2000])
+        if job.kind != "ingest" or not discard:
+            return
+        try:
+            pipeline.discard(job.document_version, records=context.records, store=context.store)
+        except Exception as cleanup:  # noqa: BLE001 - the store down: a later ingest of the document removes them
+            logger.warning("job %s: could not remove the chunks of its version yet: %s", job.id, cleanup)
 
-    def retry_job(self, job_id: str, exc: Exception) -> None:
+    def retry_job(self, job: Job, exc: Exception) -> None:
         records = self.context.records
         self.retry_or_give_up(
             exc,
-            what=f"job {job_id}",
-            retrying=lambda note: records.update_job(job_id, state=JobState.QUEUED, error=note),
-            give_up=lambda message: self.fail_job(job_id, message),
+            what=f"job {job.id}",
+            retrying=lambda note: records.update_job(job.id, state=JobState.QUEUED, error=note),
+            give_up=lambda message: self.fail_job(job, message),
         )
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """A hard time limit (its pool process replaced; called in the worker's main process): the job fails
+        with the reason instead of staying ``running``. Its chunks stay until the document's next ingest:
+        the main process holds no store (opening one would load the model there)."""
+        if isinstance(exc, TimeLimitExceeded) and self.name in JOB_TASKS and args:
+            limit = self.context.ingest.task_time_limit_s
+            with contextlib.suppress(IngestError):
+                job = self.context.records.get_job(str(args[0]))
+                if job.state not in FINISHED:
+                    reason = f"the job exceeded its hard time limit of {limit} s (INGEST_TASK_TIME_LIMIT_S)"
+                    self.fail_job(job, reason, discard=False)
 
 
 def ingest_task(self: IngestTask, job_id: str) -> None:
     context = self.context
     records = context.records
-    job = records.get_job(job_id)
-    if job.state in FINISHED:
-        return  # redelivered after it finished: nothing to do twice
-    version = job.document_version
 
-    def progress(done: int, total: int) -> None:
-        records.update_job(job_id, chunks_done=done, chunks_total=total)
+    def work(job: Job) -> int:
+        version = job.document_version
 
-    def work() -> int:
+        def progress(done: int, total: int) -> None:
+            records.update_job(job.id, chunks_done=done, chunks_total=total)
+
         return context.on_serving_index(
             lambda: pipeline.ingest(
                 version,
@@ -198,38 +311,35 @@ def ingest_task(self: IngestTask, job_id: str) -> None:
                 embedder=context.embedder,
                 settings=context.ingest,
                 progress=progress,
+                metadata=job.metadata,
             )
         )
 
-    try:
-        pipeline.run_job(job, records, work)
-    except PERMANENT as exc:
-        self.fail_job(job_id, exc)
-    except Exception as exc:  # noqa: BLE001 - the task's boundary: the rest is retried, a bounded few times
-        self.retry_job(job_id, exc)
+    self.run_job(job_id, work)
 
 
 def delete_task(self: IngestTask, job_id: str) -> None:
     context = self.context
     records = context.records
-    job = records.get_job(job_id)
-    if job.state in FINISHED:
-        return
 
-    def work() -> None:
+    def work(job: Job) -> None:
         context.on_serving_index(
             lambda: pipeline.delete(
                 job.tenant, job.document_id, records=records, store=context.store, files=context.files
             )
         )
 
-    try:
-        pipeline.run_job(job, records, work)
-    except Exception as exc:  # noqa: BLE001 - the task's boundary: retried a bounded number of times
-        self.retry_job(job_id, exc)
+    self.run_job(job_id, work)
 
 
 def reindex_task(self: IngestTask, build_id: str) -> None:
+    try:
+        _reindex(self, build_id)
+    except RedisUnavailableError as exc:
+        raise self.requeue(f"rebuild {build_id}", exc) from exc
+
+
+def _reindex(self: IngestTask, build_id: str) -> None:
     context = self.context
     indexes = context.indexes
     build = indexes.build()
@@ -292,11 +402,31 @@ def make_celery(
             "unacked_restore_throttle": 1,
         },
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # a worker outlives a Redis outage of any length
+        # A task running when the broker connection drops goes on (its Redis writes ride out the outage,
+        # IngestTask); its message, which cannot be acknowledged on the lost connection, comes back and
+        # finds the job finished.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        task_soft_time_limit=settings.task_soft_time_limit_s,
+        task_time_limit=settings.task_time_limit_s,
+        # Celery replaces a pool process that has not started within this (its model load) and the
+        # default (4 s) is shorter than loading a model on a busy machine.
+        worker_proc_alive_timeout=settings.worker_start_timeout_s,
         worker_hijack_root_logger=False,
     )
     app.conf[CONTEXT] = context
+    limits = {"sieve.reindex": (settings.reindex_time_limit_s, settings.reindex_time_limit_s + 60)}
     for name, run in TASKS.items():
-        app.task(name=name, base=IngestTask, bind=True, max_retries=None, shared=False)(run)
+        soft, hard = limits.get(name, (settings.task_soft_time_limit_s, settings.task_time_limit_s))
+        app.task(
+            name=name,
+            base=IngestTask,
+            bind=True,
+            max_retries=None,
+            shared=False,
+            soft_time_limit=soft,
+            time_limit=hard,
+        )(run)
     return app
 
 
@@ -307,6 +437,34 @@ def _load_models(**_: Any) -> None:
     context = current_app.conf.get(CONTEXT)
     if isinstance(context, WorkerContext):
         context.warm_up()
+
+
+_SWEEPERS: list[Sweeper] = []
+
+
+@worker_ready.connect
+def _start_sweeper(sender: Any = None, **_: Any) -> None:
+    """The worker's main process sweeps stale jobs at start and every ``INGEST_SWEEP_INTERVAL_S`` (0: off)."""
+    app = getattr(sender, "app", None) or current_app
+    context = app.conf.get(CONTEXT)
+    if not isinstance(context, WorkerContext) or context.ingest.sweep_interval_s <= 0:
+        return
+    settings = context.ingest
+    sweeper = Sweeper(
+        Records(settings.redis_url),
+        app,
+        stale_s=settings.stale_job_s,
+        interval_s=settings.sweep_interval_s,
+        queue=settings.queue,
+    )
+    sweeper.start()
+    _SWEEPERS.append(sweeper)
+
+
+@worker_shutdown.connect
+def _stop_sweepers(**_: Any) -> None:
+    while _SWEEPERS:
+        _SWEEPERS.pop().stop()
 
 
 def celery_app() -> Celery:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
@@ -13,6 +12,7 @@ from api.deps import RecordsDep, TenantDep, UploadsDep
 from api.errors import ApiError, status_for
 from ingestion.errors import IngestError
 from ingestion.records import Document, Job, JobState
+from ingestion.validation import validate_document_id
 
 router = APIRouter(prefix="/v1", tags=["documents"])
 
@@ -76,18 +76,6 @@ class DocumentView(BaseModel):
         )
 
 
-def _metadata(raw: str | None) -> dict[str, Any]:
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ApiError(422, f"metadata is not valid JSON: {exc.msg} at position {exc.pos}") from exc
-    if not isinstance(value, dict):
-        raise ApiError(422, "metadata must be a JSON object")
-    return value
-
-
 @router.post("/documents", status_code=202, response_model=UploadResponse)
 async def upload(
     tenant: TenantDep,
@@ -97,8 +85,15 @@ async def upload(
     document_id: Annotated[str | None, Form(description="Client document id (one file only)")] = None,
 ) -> UploadResponse:
     """Accept files; each accepted file gets a job. Files refused at the door are listed in ``rejected``;
-    if every file is refused the whole request fails with the first file's status."""
-    meta = _metadata(metadata)
+    if every file is refused the whole request fails with the first file's status. ``metadata`` and
+    ``document_id`` are checked before any file is read: a value the store could not keep is a 422 naming
+    the field, never an accepted job that fails later."""
+    try:
+        meta = uploads.parse_metadata(metadata)
+        if document_id is not None:
+            document_id = validate_document_id(document_id)
+    except ValueError as exc:
+        raise ApiError(422, str(exc)) from exc
     if document_id is not None and len(files) != 1:
         raise ApiError(422, "document_id can only be given with exactly one file")
     if len(files) > uploads.settings.max_files_per_upload:
