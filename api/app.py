@@ -14,7 +14,7 @@ from fastapi import Depends, FastAPI
 from api import errors, metrics
 from api.deps import get_tenant
 from api.resources import Resources, Settings, build_resources
-from api.routes import admin, documents, embeddings, health, ops, rerank, review, search
+from api.routes import admin, documents, embeddings, health, ops, rerank, review, search, web
 from api.serving import make_serving
 
 logger = logging.getLogger(__name__)
@@ -61,4 +61,5 @@ def create_app(
     app.include_router(embeddings.router, dependencies=[Depends(get_tenant)])
     app.include_router(ops.router)
     app.include_router(admin.router)
+    app.include_router(web.router)
     return app
