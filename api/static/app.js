@@ -41,8 +41,8 @@ function show(name) {
   const changed = current !== name;
   current = name;
   document.title = name === "signin" ? "Sign in · Sieve" : `${name[0].toUpperCase()}${name.slice(1)} · Sieve`;
-  if (VIEWS[name]) VIEWS[name].show();
-  if (changed && name !== "signin") {
+  const focused = VIEWS[name] ? VIEWS[name].show() === "focused" : false;
+  if (changed && name !== "signin" && !focused) {
     const heading = $(`#view-${name} h1`);
     heading.tabIndex = -1;
     heading.focus({ preventScroll: true });

@@ -6,6 +6,7 @@ let wired = false;
 export function show() {
   if (!wired) wire();
   $("#q").focus();
+  return "focused"; // the query box, not the heading: the next thing a person does is type
 }
 
 export function hide() {}
