@@ -70,6 +70,7 @@ def web_stack(playwright_api: object, tmp_path_factory: pytest.TempPathFactory) 
             "API_RATE_LIMIT_PER_S": "0",  # the page polls jobs every second
             "API_RERANK_GATE": "always",  # stage 2 as soon as a reranker is loaded (the screenshot test)
             "INGEST_CHUNK_TOKENS": "96",
+            "INGEST_EMBED_BATCH": "4",  # progress in steps of 4 passages, as a big file's would show
             "RETRIEVAL_COLLECTION": "web_chunks",
         },
     )

@@ -206,6 +206,30 @@ def test_low_confidence_search_is_reviewed_and_exported(
     assert console.errors == []
 
 
+def test_new_version_replaces_the_served_one(
+    tenant_a: tuple[Any, Console], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    page, console = tenant_a
+    second = files.docx(
+        tmp_path_factory.mktemp("v2") / "bicycle.docx",
+        [*DOCX_PARAGRAPHS, "Clean the derailleur after a wet ride so the gears shift cleanly."],
+    )
+    goto(page, "documents")
+    row = page.locator("#doc-rows tr", has_text="bicycle.docx")
+    before = row.locator("td[data-label='Served version'] code").inner_text()
+    with page.expect_file_chooser() as chooser:
+        row.get_by_role("button", name="Upload a new version of bicycle.docx").click()
+    chooser.value.set_files(str(second))
+    expect(page.locator("#doc-msg")).to_contain_text("new version")
+    served = page.locator("#doc-rows tr", has_text="bicycle.docx").locator(
+        "td[data-label='Served version'] code"
+    )
+    expect(served).not_to_have_text(before, timeout=JOB_TIMEOUT_MS)
+    search(page, "derailleur gears after a wet ride")
+    expect(page.locator("#s-hits .hit").first.locator(".passage")).to_contain_text("derailleur")
+    assert console.errors == []
+
+
 def test_delete_hides_the_document_from_search(tenant_a: tuple[Any, Console]) -> None:
     page, console = tenant_a
     goto(page, "documents")
@@ -300,16 +324,18 @@ def test_both_stages_and_upload_screenshots(
     context, page, console = open_page(browser, web_stack)
     sign_in(page, KEY_A)
     goto(page, "upload")
-    sample = sorted(
-        p for p in (Path(__file__).resolve().parents[2] / "api" / "sample").iterdir() if p.is_file()
-    )
+    sample = sorted(p for p in SAMPLE.iterdir() if p.is_file())
     page.locator("#file-input").set_input_files([str(p) for p in sample])
     page.locator("#up-send").click()
-    page.wait_for_function(
-        "() => document.querySelector('#up-rows tr[data-state=done]') &&"
-        " document.querySelector('#up-rows tr[data-state=running], #up-rows tr[data-state=queued]')",
-        timeout=JOB_TIMEOUT_MS,
-    )
+    # the picture: one file done, one with its passages counted up, others waiting (timing decides; a
+    # machine fast enough to finish first gets a picture of the finished list)
+    midway = """() => {
+      const rows = [...document.querySelectorAll('#up-rows tr')];
+      const bar = document.querySelector('#up-rows tr[data-state=running] progress');
+      return (rows.some((r) => r.dataset.state === 'done') && bar && bar.value > 0)
+        || rows.every((r) => r.dataset.state === 'done' || r.dataset.state === 'failed');
+    }"""
+    page.wait_for_function(midway, polling=50, timeout=JOB_TIMEOUT_MS)
     shot(page, artifacts, "readme-upload")
     expect(page.locator("#up-msg")).to_contain_text("Indexing finished", timeout=JOB_TIMEOUT_MS)
 
