@@ -245,6 +245,30 @@ def test_delete_hides_the_document_from_search(tenant_a: tuple[Any, Console]) ->
     assert console.errors == []
 
 
+def test_dropped_files_are_staged(tenant_a: tuple[Any, Console]) -> None:
+    page, console = tenant_a
+    goto(page, "upload")
+    page.evaluate(
+        """() => {
+          const transfer = new DataTransfer();
+          transfer.items.add(new File(["Dropped notes about kites."], "kites.txt", {type: "text/plain"}));
+          transfer.items.add(new File(["More notes."], "more.md", {type: "text/markdown"}));
+          const drop = document.querySelector('#drop');
+          const init = {dataTransfer: transfer, bubbles: true, cancelable: true};
+          drop.dispatchEvent(new DragEvent('dragover', init));
+          drop.dispatchEvent(new DragEvent('drop', init));
+        }"""
+    )
+    rows = page.locator("#up-rows tr[data-state=ready]")
+    expect(rows).to_have_count(2)
+    expect(page.locator("#up-send")).to_have_text("Upload 2 files")
+    page.locator("#up-send").click()
+    expect(page.locator("#up-rows tr", has_text="kites.txt").locator(".state")).to_have_text(
+        "done", timeout=JOB_TIMEOUT_MS
+    )
+    assert console.errors == []
+
+
 def test_second_tenant_sees_none_of_it(browser: Any, web_stack: Stack) -> None:
     context, page, console = open_page(browser, web_stack)
     sign_in(page, KEY_B)
