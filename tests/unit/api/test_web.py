@@ -20,7 +20,7 @@ from ingestion import pipeline
 from ingestion.records import Records
 from ingestion.settings import IngestSettings
 from retrieval.memory_store import InMemoryStore
-from tests.unit.fakes import HashEmbedder, OverlapReranker, RecordingSender
+from tests.support.fakes import FakeReranker, HashEmbedder, RecordingSender
 
 STATIC = Path(__file__).resolve().parents[3] / "api" / "static"
 A = {"Authorization": "Bearer ka"}
@@ -56,7 +56,7 @@ def app_parts(
             s,
             embedder=embedder,
             store=store,
-            reranker=OverlapReranker(),
+            reranker=FakeReranker("overlap"),
             sender=sender,
             redis_client=records.client,
         )
