@@ -274,6 +274,7 @@ class SearchService:
                 dense_score=c.dense_score,
                 rerank_score=rerank_scores.get(index) if applied else None,
                 score=score,
+                stage1_rank=index + 1,  # candidates are in stage-1 order
             )
             for index, score in order[: request.top_k]
             for c in (candidates[index],)

@@ -53,6 +53,9 @@ class Hit(BaseModel):
     )
     rerank_score: float | None
     score: float
+    stage1_rank: int | None = Field(
+        None, description="1-based rank of the hit among the stage-1 candidates (before the rerank stage)."
+    )
 
 
 class RerankInfo(BaseModel):

@@ -1,11 +1,9 @@
-"""Liveness, readiness and the web page."""
+"""Liveness and readiness (the web page is ``api.routes.web``)."""
 
 from __future__ import annotations
 
-from importlib import resources as pkg_resources
-
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 
 from api.deps import ResourcesDep
 from api.serving import ModelsDep
@@ -37,7 +35,3 @@ def ready(resources: ResourcesDep, models: ModelsDep) -> JSONResponse:
         body["stack"] = stack
     return JSONResponse(body, status_code=200 if ok else 503)
 
-
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def page() -> str:
-    return pkg_resources.files("api").joinpath("static/index.html").read_text(encoding="utf-8")
