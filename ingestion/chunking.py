@@ -109,11 +109,11 @@ def outline_parts(section: Section) -> list[tuple[str, str]]:
         bounds.append((heading.offset, _join(section.title, path), heading.text))
     parts: list[tuple[str, str]] = []
     start: int | None = None  # of a heading-only part carried into the next
-    for i, (offset, context, heading) in enumerate(bounds):
+    for i, (offset, context, line) in enumerate(bounds):
         end = bounds[i + 1][0] if i + 1 < len(bounds) else len(section.text)
         begin = offset if start is None else start
         body = section.text[offset:end].strip()
-        if heading and body == heading and end < len(section.text):
+        if line and body == line and end < len(section.text):
             start = begin
             continue
         start = None

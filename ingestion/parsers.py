@@ -56,7 +56,7 @@ _BLANK_LINES = re.compile(r"\n{3,}")
 
 @dataclass(frozen=True)
 class Heading:
-    """A heading line of a section: where it starts in ``Section.text``, its level (1 = outermost), its text."""
+    """A heading line of a section: its start in ``Section.text``, its level (1 = outermost) and its text."""
 
     offset: int
     level: int
@@ -351,7 +351,7 @@ def _docx_outline(document: Any) -> tuple[str, list[tuple[int, str]]]:
 
 
 def _locate_headings(text: str, found: list[tuple[int, str]]) -> tuple[Heading, ...]:
-    """Where each heading (in document order) starts a line of the normalised ``text``; not found: left out."""
+    """Where each heading (in document order) starts a line of the normalised ``text`` (missing: left out)."""
     located: list[Heading] = []
     at = 0
     for level, raw in found:

@@ -9,10 +9,10 @@ Steps, in order:
 1. Unicode NFKC (full-width letters, digits and punctuation become their ASCII forms: "？" → "?", "Ａ" → "A";
    ligatures are split), then lower case.
 2. The language of the whole text, from its scripts (``detect_language``): every CJK ideograph counts as one
-   unit, every run of other letters as one word (digits count for no script); ``zh`` when ideographs are at least as many as
-   Latin-script words and more than the words of other scripts, ``en`` when Latin-script words are the
-   most (ties go to ``en``), ``other`` otherwise (Cyrillic, Greek, Arabic, Devanagari, kana, hangul...;
-   also text without letters). It is decided per chunk and per query, never by a setting.
+   unit, every run of other letters as one word (digits count for no script); ``zh`` when ideographs are at
+   least as many as Latin-script words and more than the words of other scripts, ``en`` when Latin-script
+   words are the most (ties go to ``en``), ``other`` otherwise (Cyrillic, Greek, Arabic, Devanagari, kana,
+   hangul...; also text without letters). It is decided per chunk and per query, never by a setting.
 3. Terms, by language:
 
    ``en``     runs of letters and digits (``[^\\W_]+``: punctuation and "_" separate words); a run that

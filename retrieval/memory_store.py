@@ -4,9 +4,9 @@ Exact cosine search with numpy over every stored chunk, so that the fast test ti
 needs a store without a Milvus process. ``bm25`` mode scores the tenant's chunks with Okapi BM25 (Milvus's
 formula and defaults: k1 1.2, b 0.75, idf ``log(1 + (N - n + 0.5) / (n + 0.5))``) over the terms of
 ``retrieval.lexical`` (the analysis Milvus indexes), from each chunk's context and text (statistics over the
-tenant's chunks, where Milvus takes them over the collection); ``hybrid`` fuses both with ``retrieval.fusion``. Never a
-product default: ``make_store`` returns it only for a ``memory://`` URI. The contract suite
-(``tests/unit/retrieval/store_contract.py``) keeps it in step with ``MilvusStore``.
+tenant's chunks, where Milvus takes them over the collection); ``hybrid`` fuses both with
+``retrieval.fusion``. Never a product default: ``make_store`` returns it only for a ``memory://`` URI. The
+contract suite (``tests/unit/retrieval/store_contract.py``) keeps it in step with ``MilvusStore``.
 """
 
 from __future__ import annotations

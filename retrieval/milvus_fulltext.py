@@ -86,7 +86,8 @@ def full_text_kind(info: Mapping[str, Any]) -> FullText:
     inputs = [
         list(function.get("input_field_names", []))
         for function in info.get("functions", []) or []
-        if function.get("type") == FunctionType.BM25 and SPARSE_FIELD in function.get("output_field_names", [])
+        if function.get("type") == FunctionType.BM25
+        and SPARSE_FIELD in function.get("output_field_names", [])
     ]
     if not sparse or not inputs:
         return "none"
