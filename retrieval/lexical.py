@@ -23,8 +23,8 @@ Steps, in order:
    ``other``  as ``en``, without stop words or stemming for words not in Latin script.
 
 4. Latin-script words (in every language: Latin terms in Chinese text are nearly always English) lose the
-   English stop words (``bm25s``'s list, the 33 words Lucene's English analyser drops) and are stemmed with
-   the Snowball English stemmer (PyStemmer). Chinese text keeps every word: its function words are few and
+   English stop words (``ENGLISH_STOP_WORDS``: the 33 words Lucene's English analyser drops, also the list
+   ``bm25s`` uses) and are stemmed with the Snowball English stemmer (PyStemmer). Chinese text keeps every word: its function words are few and
    short, and BM25's idf already gives them little weight. Words of other scripts are kept as they are.
 
 The output has only word characters and single spaces, so a server-side whitespace tokenizer (Milvus 2.5+)
@@ -43,6 +43,11 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from typing import Literal
 
+# Lucene's EnglishAnalyzer.ENGLISH_STOP_WORDS_SET (bm25s.stopwords.STOPWORDS_EN is the same list).
+ENGLISH_STOP_WORDS = frozenset(
+    "a an and are as at be but by for if in into is it no not of on or such that the their then there these "
+    "they this to was will with".split()
+)
 Language = Literal["en", "zh", "other"]
 LANGUAGES: tuple[Language, ...] = ("en", "zh", "other")
 ANALYSIS_VERSION = "1"
@@ -120,20 +125,13 @@ def _zh_tokens(clean: str) -> Iterator[str]:
 def _word_term(token: str) -> str:
     if not _LATIN.search(token):
         return token
-    if token in _english_stop_words():
+    if token in ENGLISH_STOP_WORDS:
         return ""
     return _english_stem()(token)
 
 
 def _cut(text: str) -> Iterator[str]:
     return iter(_jieba().cut_for_search(text))
-
-
-@functools.cache
-def _english_stop_words() -> frozenset[str]:
-    from bm25s.stopwords import STOPWORDS_EN
-
-    return frozenset(STOPWORDS_EN)
 
 
 @functools.cache

@@ -114,3 +114,10 @@ def test_the_context_is_indexed_but_not_shown(store: InMemoryStore) -> None:
     hits = store.search("acme", None, limit=5, mode="bm25", query_text="brewing")
 
     assert [(hit.id, hit.text) for hit in hits] == [(chunk.id, "Warm the pot first.")]
+
+
+def test_the_stop_words_are_the_maintained_english_list() -> None:
+    stopwords = pytest.importorskip("bm25s.stopwords")
+    from retrieval.lexical import ENGLISH_STOP_WORDS
+
+    assert frozenset(stopwords.STOPWORDS_EN) == ENGLISH_STOP_WORDS
