@@ -24,13 +24,14 @@ Steps, in order:
 
 4. Latin-script words (in every language: Latin terms in Chinese text are nearly always English) lose the
    English stop words (``ENGLISH_STOP_WORDS``: the 33 words Lucene's English analyser drops, also the list
-   ``bm25s`` uses) and are stemmed with the Snowball English stemmer (PyStemmer). Chinese text keeps every word: its function words are few and
-   short, and BM25's idf already gives them little weight. Words of other scripts are kept as they are.
+   ``bm25s`` uses) and are stemmed with the Snowball English stemmer (PyStemmer). Chinese text keeps every
+   word: its function words are few and short, and BM25's idf already gives them little weight. Words of
+   other scripts are kept as they are.
 
-The output has only word characters and single spaces, so a server-side whitespace tokenizer (Milvus 2.5+)
-and Milvus Lite's ``standard`` tokenizer (``\\w+``) both read exactly these terms. ``ANALYSIS_VERSION``
-changes whenever the output for some text changes, so an index built by an older analysis can be told apart
-(``sieve reindex`` moves it to the current one).
+The output has only letters, digits and single spaces, so Milvus's ``standard`` tokenizer (tantivy's
+SimpleTokenizer on a server, ``\\w+`` on Milvus Lite) splits it back into exactly these terms.
+``ANALYSIS_VERSION`` changes whenever the output for some text changes, so an index built by an older
+analysis can be told apart (``sieve reindex`` moves it to the current one).
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ from typing import Literal
 
 # Lucene's EnglishAnalyzer.ENGLISH_STOP_WORDS_SET (bm25s.stopwords.STOPWORDS_EN is the same list).
 ENGLISH_STOP_WORDS = frozenset(
-    "a an and are as at be but by for if in into is it no not of on or such that the their then there these "
-    "they this to was will with".split()
+    ["a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it", "no"]
+    + ["not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this"]
+    + ["to", "was", "will", "with"]
 )
 Language = Literal["en", "zh", "other"]
 LANGUAGES: tuple[Language, ...] = ("en", "zh", "other")
