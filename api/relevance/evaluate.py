@@ -105,7 +105,9 @@ class PlaceholderVectors:
         return self.embed_documents(texts)
 
 
-def _sections(dataset: BeirDataset, doc_id: str, context: bool) -> list[Section]:
+def document_sections(dataset: BeirDataset, doc_id: str, context: bool) -> list[Section]:
+    """What a BEIR document is chunked from: its text with its title as context, or (``context`` off) title
+    and text as one text."""
     if not context:
         return [Section(dataset.document_text(doc_id))]
     title, text = dataset.corpus[doc_id]
@@ -128,7 +130,7 @@ def build_index(
             nonlocal chunk_s
             for doc_id in dataset.corpus:
                 started = time.perf_counter()
-                pieces = budget.split(_sections(dataset, doc_id, options.context), embedder)
+                pieces = budget.split(document_sections(dataset, doc_id, options.context), embedder)
                 chunk_s += time.perf_counter() - started
                 for piece in pieces:
                     yield Chunk(

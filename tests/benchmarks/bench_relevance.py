@@ -15,6 +15,12 @@ Rows (each a ``sieve eval`` configuration, ``api.relevance.evaluate``, on a Milv
 stock row: against ``before: bm25``). Embeddings are the bundled MiniLM (``RETRIEVAL_EMBEDDER``), cached by
 text within a run, so identical chunks are embedded once. ``--bm25-only`` skips every vector (no embedding).
 
+Where the CPU is too slow to embed the corpus twice, the vectors can come from elsewhere: ``--dump-texts
+FILE`` writes every text the run will embed (each variant's chunks as embedded, the queries) and stops;
+``tests/benchmarks/embed_texts.py`` embeds them (e.g. on a GPU, same model); ``--vectors FILE`` preloads the
+cache with them, checks a sample against the local embedder (the table's header gives the least cosine)
+and embeds locally only what is missing.
+
     PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python tests/benchmarks/bench_relevance.py \\
         --data ../shared/data/scifact --qrels train --split eval --out bench-scifact
     PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python tests/benchmarks/bench_relevance.py \\
@@ -26,6 +32,7 @@ Prints a Markdown table and writes it, with every variant's ``sieve eval`` repor
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import time
@@ -42,10 +49,11 @@ from api.cli.eval import eval_store
 from api.relevance import eval_report
 from api.relevance.beir import BeirDataset, load_beir
 from api.relevance.eval_options import EvalOptions
-from api.relevance.evaluate import evaluate
+from api.relevance.evaluate import document_sections, evaluate
+from ingestion.pipeline import ChunkBudget
 from ingestion.settings import IngestSettings
 from reranking import NoneReranker
-from retrieval import Embedder
+from retrieval import Chunk, Embedder
 from retrieval.backends import make_embedder
 from retrieval.milvus_store import MilvusStore
 
@@ -99,6 +107,22 @@ class CachingEmbedder:
             for key, vector in zip(missing, embed([first[k] for k in missing]), strict=True):
                 cache[key] = vector
         return np.stack([cache[k] for k in keys])
+
+    def preload(self, path: Path) -> None:
+        """Vectors from ``embed_texts.py`` (keys ``d:<sha1>`` for passages, ``q:<sha1>`` for queries)."""
+        data = np.load(path)
+        for key, vector in zip(data["keys"], data["vectors"], strict=True):
+            kind, digest = str(key).split(":", 1)
+            (self._documents if kind == "d" else self._queries)[digest] = vector
+
+    def check(self, texts: Sequence[str]) -> float:
+        """The least cosine between preloaded and freshly embedded vectors of ``texts``."""
+        keys = [hashlib.sha1(text.encode("utf-8")).hexdigest() for text in texts]
+        pairs = [(self._documents[k], t) for k, t in zip(keys, texts, strict=True) if k in self._documents]
+        if not pairs:
+            return float("nan")
+        fresh = self._embedder.embed_documents([t for _, t in pairs])
+        return float(min(float(np.dot(v, f)) for (v, _), f in zip(pairs, fresh, strict=True)))
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self._cached(self._documents, texts, self._embedder.embed_documents)
@@ -171,6 +195,22 @@ def stock_bm25(dataset: BeirDataset, language: str, depth: int = 100) -> dict[st
     }
 
 
+def texts_to_embed(dataset: BeirDataset, embedder: CachingEmbedder) -> list[dict[str, str]]:
+    """Every passage the variants embed (context and text, as written) and every query, once each."""
+    ingest = IngestSettings()
+    budget = ChunkBudget.of(embedder, chunk_tokens=ingest.chunk_tokens, chunk_overlap=ingest.chunk_overlap)
+    seen: dict[str, dict[str, str]] = {}
+    for context in sorted({variant.context for variant in VARIANTS}):
+        for doc in dataset.corpus:
+            for piece in budget.split(document_sections(dataset, doc, context), embedder):
+                chunk = Chunk(tenant="t", document_id=doc, version="v", position=0, text=piece.text)
+                text = chunk.model_copy(update={"context": piece.context}).indexed_text
+                seen.setdefault(f"d{text}", {"kind": "d", "text": text})
+    for query in dataset.queries.values():
+        seen.setdefault(f"q{query}", {"kind": "q", "text": query})
+    return list(seen.values())
+
+
 def run_variant(
     variant: Variant,
     dataset: BeirDataset,
@@ -233,6 +273,8 @@ def main() -> None:
     parser.add_argument("--corpus-limit", type=int, default=None)
     parser.add_argument("--bm25-only", action="store_true", help="no vectors, nothing embedded")
     parser.add_argument("--out", type=Path, default=Path("bench-relevance"))
+    parser.add_argument("--dump-texts", type=Path, help="write the texts to embed (.jsonl.gz) and stop")
+    parser.add_argument("--vectors", type=Path, help="vectors of those texts, from embed_texts.py (.npz)")
     args = parser.parse_args()
 
     console = Console(stderr=True)
@@ -248,6 +290,20 @@ def main() -> None:
     modes = ("bm25",) if args.bm25_only else ("bm25", "dense", "hybrid")
     embedder = CachingEmbedder(make_embedder())
     embedder.warm_up()
+    if args.dump_texts:
+        rows = texts_to_embed(dataset, embedder)
+        with gzip.open(args.dump_texts, "wt", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        console.print(f"{len(rows)} texts to embed: {args.dump_texts}")
+        return
+    checked = ""
+    if args.vectors:
+        embedder.preload(args.vectors)
+        sample = [row["text"] for row in texts_to_embed(dataset, embedder) if row["kind"] == "d"]
+        least = embedder.check(sample[:: max(1, len(sample) // 64)])
+        checked = (
+            f"; vectors from {args.vectors.name}, least cosine to this machine's on a sample: {least:.5f}"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
 
     per_query: dict[str, dict[str, dict[str, float]]] = {}
@@ -283,7 +339,7 @@ def main() -> None:
     rows.sort(key=lambda r: order.index(r["name"].rsplit(": ", 1)[-1]) if ": " in r["name"] else -1)
     text = (
         f"{dataset.name}: {len(qids)} queries ({dataset.qrels_name}, split {dataset.split}), "
-        f"{len(dataset.corpus)} documents, embedder {embedder.name}\n\n{table(rows)}\n"
+        f"{len(dataset.corpus)} documents, embedder {embedder.name}{checked}\n\n{table(rows)}\n"
     )
     (args.out / "table.md").write_text(text, encoding="utf-8")
     (args.out / "table.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
