@@ -2,8 +2,16 @@
 
 Sizes are measured by the caller's ``count_tokens`` (normally the embedder's own tokenizer), so this module
 never loads a model. Each section is chunked on its own, so a chunk never spans two PDF pages and carries its
-section's page. Guarantees: no empty chunks, ``count_tokens(chunk.text) <= chunk_tokens`` for every chunk,
-positions ``0..n-1`` in document order, and the same input always gives the same chunks.
+section's page. Guarantees: no empty chunks, ``count_tokens(chunk.context) + count_tokens(chunk.text) <=
+chunk_tokens`` for every chunk, positions ``0..n-1`` in document order, and the same input always gives the
+same chunks.
+
+Context: a section is cut before each of its headings (``outline_parts``), so a chunk never runs from one
+heading's text into the next, and every chunk carries the document's title and the path of headings above it
+(outermost first, joined by " > ", a heading equal to the one before it left out), e.g. "Brewing tea >
+Steps". It is embedded and indexed with the chunk (``retrieval.Chunk.indexed_text``) but not shown, so that
+every chunk of a section is found by the words of its title, not only the first. The context takes at most a
+quarter of the chunk's tokens (a longer one loses words at the end), and the chunk's text the rest.
 
 How: ``semchunk`` splits each section, without overlap, into pieces of at most ``chunk_tokens -
 overlap_tokens`` tokens at the most meaningful boundaries it finds (blank lines, line breaks, sentence ends,
@@ -28,21 +36,24 @@ from typing import cast
 
 import semchunk
 
-from ingestion.parsers import Section
+from ingestion.parsers import Heading, Section
 
 logger = logging.getLogger(__name__)
 
 MIN_CHUNK_TOKENS = 8
+CONTEXT_SEPARATOR = " > "
 _WORD_START = re.compile(r"(?<!\S)\S")
 
 
 @dataclass(frozen=True)
 class TextChunk:
-    """One chunk of a document: its text, its 0-based position in the document, and its page (if any)."""
+    """One chunk of a document: its text, its 0-based position in the document, its page (if any) and its
+    context (title and headings, not part of ``text``)."""
 
     text: str
     position: int
     page: int | None
+    context: str = ""
 
 
 def chunk_sections(
@@ -54,25 +65,28 @@ def chunk_sections(
 ) -> list[TextChunk]:
     """Chunk every section; each chunk repeats up to ``overlap_tokens`` tokens from the end of the last one.
 
-    Overlap never crosses sections. Raises ``ValueError`` unless ``chunk_tokens >= 8`` and
+    Overlap never crosses sections or headings. Raises ``ValueError`` unless ``chunk_tokens >= 8`` and
     ``0 <= overlap_tokens < chunk_tokens``.
     """
     _validate(chunk_tokens, overlap_tokens)
     # A cache per call: semchunk's own memoisation (memoize=True) keeps every token counter it has seen, with
     # an unbounded cache of every text it counted, in a module-level dict for the life of the process.
     counter = functools.lru_cache(maxsize=65536)(count_tokens)
-    chunker = semchunk.chunkerify(counter, chunk_tokens - overlap_tokens, memoize=False)
+    chunkers: dict[int, Callable[..., object]] = {}
+    context_cap = max(0, min(chunk_tokens // 4, chunk_tokens - max(MIN_CHUNK_TOKENS, overlap_tokens + 1)))
 
     chunks: list[TextChunk] = []
     for section in sections:
-        if not section.text.strip():
-            continue
-        _, offsets = cast(tuple[list[str], list[tuple[int, int]]], chunker(section.text, offsets=True))
-        spans = _with_overlap(section.text, offsets, counter, chunk_tokens, overlap_tokens)
-        for start, end in spans:
-            text = section.text[start:end].strip()
-            if text:
-                chunks.append(TextChunk(text=text, position=len(chunks), page=section.page))
+        for part, raw_context in outline_parts(section):
+            context = _fit(raw_context, counter, context_cap)
+            budget = chunk_tokens - counter(context)
+            if budget not in chunkers:
+                chunkers[budget] = semchunk.chunkerify(counter, budget - overlap_tokens, memoize=False)
+            _, offsets = cast(tuple[list[str], list[tuple[int, int]]], chunkers[budget](part, offsets=True))
+            for start, end in _with_overlap(part, offsets, counter, budget, overlap_tokens):
+                text = part[start:end].strip()
+                if text:
+                    chunks.append(TextChunk(text, position=len(chunks), page=section.page, context=context))
     logger.debug(
         "chunked %d section(s) into %d chunk(s) of at most %d tokens (overlap %d)",
         len(sections),
@@ -81,6 +95,54 @@ def chunk_sections(
         overlap_tokens,
     )
     return chunks
+
+
+def outline_parts(section: Section) -> list[tuple[str, str]]:
+    """The section cut before each heading, as (text, context) pairs; a heading with no text of its own
+    before the next one stays with the next part (whose context it then leads to)."""
+    bounds = [(0, _join(section.title, []), "")]
+    path: list[Heading] = []
+    for heading in section.headings:
+        while path and path[-1].level >= heading.level:
+            path.pop()
+        path.append(heading)
+        bounds.append((heading.offset, _join(section.title, path), heading.text))
+    parts: list[tuple[str, str]] = []
+    start: int | None = None  # of a heading-only part carried into the next
+    for i, (offset, context, line) in enumerate(bounds):
+        end = bounds[i + 1][0] if i + 1 < len(bounds) else len(section.text)
+        begin = offset if start is None else start
+        body = section.text[offset:end].strip()
+        if line and body == line and end < len(section.text):
+            start = begin
+            continue
+        start = None
+        if section.text[begin:end].strip():
+            parts.append((section.text[begin:end], context))
+    return parts
+
+
+def _join(title: str, path: Sequence[Heading]) -> str:
+    parts = [title] if title else []
+    for heading in path:
+        if not parts or parts[-1].casefold() != heading.text.casefold():
+            parts.append(heading.text)
+    return CONTEXT_SEPARATOR.join(parts)
+
+
+def _fit(context: str, counter: Callable[[str], int], cap: int) -> str:
+    """``context``, or as many of its first words as fit in ``cap`` tokens."""
+    if counter(context) <= cap:
+        return context
+    words = context.split()
+    low, high = 0, len(words)  # the most words that fit: fitting is monotone in the number of words
+    while low < high:
+        mid = (low + high + 1) // 2
+        if counter(" ".join(words[:mid])) <= cap:
+            low = mid
+        else:
+            high = mid - 1
+    return " ".join(words[:low]).removesuffix(CONTEXT_SEPARATOR.rstrip()).rstrip()
 
 
 def _validate(chunk_tokens: int, overlap_tokens: int) -> None:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from ingestion.errors import IngestError
 from ingestion.keyspace import INDEX_BUILD, INDEX_GENERATION, INDEX_PREVIOUS, INDEX_SERVING, redis_call
 from ingestion.records import Fields
+from retrieval.lexical import ANALYSIS_VERSION
 from retrieval.settings import RetrievalSettings
 
 
@@ -96,8 +97,11 @@ def settings_spec(settings: RetrievalSettings, revision: str = "") -> IndexSpec:
 
 
 def collection_name(base: str, embedder: str, embedder_model: str, revision: str) -> str:
-    """The collection of a rebuilt index: the base name and a hash of what built it (a Milvus-safe name)."""
-    digest = hashlib.sha256(f"{embedder}\x1f{embedder_model}\x1f{revision}".encode()).hexdigest()[:12]
+    """The collection of a rebuilt index: the base name and a hash of what built it (a Milvus-safe name):
+    the embedder and the lexical analysis, so that a rebuild with the serving embedder moves an index made
+    by an older analysis to the current one."""
+    built_by = f"{embedder}\x1f{embedder_model}\x1f{revision}\x1flexical-{ANALYSIS_VERSION}"
+    digest = hashlib.sha256(built_by.encode()).hexdigest()[:12]
     return f"{base[:200]}_{digest}"
 
 

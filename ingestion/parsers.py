@@ -2,7 +2,10 @@
 
 ``detect_format`` picks the parser from the file name's extension and cross-checks it against the bytes;
 ``parse`` extracts text: one ``Section`` per page for PDF, one for every other format. Text is normalised
-(runs of spaces collapsed, paragraphs separated by a blank line). Failures raise ``ingestion.errors``:
+(runs of spaces collapsed, paragraphs separated by a blank line). Where the format says so, a section also
+carries the document's title (HTML ``<title>``, the .docx title property or "Title" paragraph) and its
+headings (Markdown ``#``, HTML ``<h1>``-``<h6>``, .docx "Heading N" paragraphs) with their offsets in the
+text, from which chunking gives every chunk its context. Failures raise ``ingestion.errors``:
 ``UnsupportedFormatError`` (unknown extension), ``ParseError`` (corrupt, encrypted, binary, mislabelled) or
 ``EmptyDocumentError`` (no text), each with a message that names the file and can be shown to its owner.
 
@@ -47,6 +50,8 @@ _HTML_BLOCKS = ["p", "div", "section", "article", "main", "aside", "blockquote",
 _HTML_BLOCKS += ["figcaption", "address", "form", "fieldset", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol"]
 _HTML_BLOCKS += ["dl", "table", "caption", "hr", "details", "summary"]
 _HTML_LINES = ["li", "dt", "dd"]  # one line each inside their (block) list
+_HTML_HEADINGS = ["h1", "h2", "h3", "h4", "h5", "h6"]
+_DOCX_HEADING = re.compile(r"heading (\d)")
 _INVISIBLE = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff]")
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 _LINE_BREAK = re.compile("\r\n|[\r\v\f\u2028\x1c-\x1e\x85]")
@@ -65,11 +70,23 @@ class ParseLimits:
 
 
 @dataclass(frozen=True)
+class Heading:
+    """A heading line of a section: its start in ``Section.text``, its level (1 = outermost) and its text."""
+
+    offset: int
+    level: int
+    text: str
+
+
+@dataclass(frozen=True)
 class Section:
-    """A run of document text; ``page`` is the 1-based page number where the format has pages (PDF)."""
+    """A run of document text; ``page`` is the 1-based page number where the format has pages (PDF);
+    ``title`` the document's title and ``headings`` the section's headings in order, where known."""
 
     text: str
     page: int | None = None
+    title: str = ""
+    headings: tuple[Heading, ...] = ()
 
 
 Parser = Callable[[bytes, str, ParseLimits], list[Section]]
@@ -191,8 +208,14 @@ def _parse_md(data: bytes, name: str, limits: ParseLimits) -> list[Section]:
     group: list[str] = []  # lines of the list or table being read, joined by single newlines
     row: list[str] | None = None
     depth = 0  # nesting of lists and tables
+    headings: list[tuple[int, str]] = []
+    level = 0  # of the heading being read
     for tok in tokens:
-        if tok.type in ("bullet_list_open", "ordered_list_open", "table_open"):
+        if tok.type == "heading_open":
+            level = int(tok.tag[1:])
+        elif tok.type == "heading_close":
+            level = 0
+        elif tok.type in ("bullet_list_open", "ordered_list_open", "table_open"):
             depth += 1
         elif tok.type in ("bullet_list_close", "ordered_list_close", "table_close"):
             depth -= 1
@@ -208,11 +231,14 @@ def _parse_md(data: bytes, name: str, limits: ParseLimits) -> list[Section]:
             piece = _md_block_text(tok, name, limits)
             if piece is None:
                 continue
+            if level:
+                headings.append((level, piece))
             if row is not None:
                 row.append(piece)
             else:
                 (group if depth else blocks).append(piece)
-    return [Section(_normalise("\n\n".join(b for b in blocks if b.strip())))]
+    text = _normalise("\n\n".join(b for b in blocks if b.strip()))
+    return [Section(text, headings=_locate_headings(text, headings))]
 
 
 def _md_block_text(tok: Any, name: str, limits: ParseLimits) -> str | None:
@@ -234,7 +260,11 @@ def _md_block_text(tok: Any, name: str, limits: ParseLimits) -> str | None:
 
 
 def _parse_html(data: bytes, name: str, limits: ParseLimits) -> list[Section]:
-    return [Section(_normalise(_html_text(data, name, limits)))]
+    outline: list[tuple[int, str]] = []
+    text = _normalise(_html_text(data, name, limits, outline))
+    title = next((heading for level, heading in outline if level == 0), "")
+    found = [(level, heading) for level, heading in outline if level > 0]
+    return [Section(text, title=_normalise(title), headings=_locate_headings(text, found))]
 
 
 class _MarkupTooDeep(Exception):
@@ -282,7 +312,10 @@ def _check_depth(markup: bytes | str, name: str, limit: int) -> None:
         return
 
 
-def _html_text(markup: bytes | str, name: str, limits: ParseLimits) -> str:
+def _html_text(
+    markup: bytes | str, name: str, limits: ParseLimits, outline: list[tuple[int, str]] | None = None
+) -> str:
+    """The text of an HTML document; ``outline`` (if given) receives its title (level 0) and headings."""
     from bs4 import BeautifulSoup, NavigableString
     from bs4.element import PreformattedString
 
@@ -296,6 +329,9 @@ def _html_text(markup: bytes | str, name: str, limits: ParseLimits) -> str:
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     for tag in soup.find_all(_HTML_DROP):
         tag.decompose()
+    if outline is not None:
+        outline.append((0, title))
+        outline.extend((int(h.name[1]), h.get_text(" ", strip=True)) for h in soup.find_all(_HTML_HEADINGS))
     for node in list(soup.find_all(string=True)):
         if isinstance(node, PreformattedString):  # comments, CDATA, doctype, processing instructions
             node.extract()
@@ -371,13 +407,47 @@ def _parse_docx(data: bytes, name: str, limits: ParseLimits) -> list[Section]:
             )
         document = docx.Document(io.BytesIO(data))
         blocks = list(_docx_blocks(document))
+        title, headings = _docx_outline(document)
     except ParseError:
         raise
     except MemoryError:  # past the sandbox's address-space limit: reported as such
         raise
     except Exception as exc:
         raise ParseError(f"{name} could not be read as a Word document: {_short_reason(exc)}") from exc
-    return [Section(_normalise("\n\n".join(blocks)))]
+    text = _normalise("\n\n".join(blocks))
+    return [Section(text, title=title, headings=_locate_headings(text, headings))]
+
+
+def _docx_outline(document: Any) -> tuple[str, list[tuple[int, str]]]:
+    """The title (core property, else the first "Title" paragraph) and the "Heading N" paragraphs."""
+    title = _normalise(document.core_properties.title or "")
+    headings: list[tuple[int, str]] = []
+    try:
+        for paragraph in document.paragraphs:
+            style = (paragraph.style.name if paragraph.style is not None else "").lower()
+            found = _DOCX_HEADING.fullmatch(style)
+            if found and paragraph.text.strip():
+                headings.append((int(found[1]), paragraph.text))
+            elif style == "title" and not title:
+                title = _normalise(paragraph.text)
+    except (AttributeError, KeyError, ValueError) as exc:  # a broken style table: the text is still good
+        logger.debug("no outline from a .docx: %s", _short_reason(exc))
+    return title, headings
+
+
+def _locate_headings(text: str, found: list[tuple[int, str]]) -> tuple[Heading, ...]:
+    """Where each heading (in document order) starts a line of the normalised ``text`` (missing: left out)."""
+    located: list[Heading] = []
+    at = 0
+    for level, raw in found:
+        heading = _normalise(raw)
+        index = text.find(heading, at) if heading else -1
+        while index > 0 and text[index - 1] != "\n":
+            index = text.find(heading, index + 1)
+        if index >= 0:
+            located.append(Heading(index, level, heading))
+            at = index + len(heading)
+    return tuple(located)
 
 
 def _docx_blocks(container: Any) -> Iterator[str]:

@@ -89,7 +89,7 @@ def write_chunks(
     def flush() -> None:
         nonlocal done, embed_s, upsert_s
         started = time.perf_counter()
-        vectors = embedder.embed_documents([c.text for c in pending])
+        vectors = embedder.embed_documents([c.indexed_text for c in pending])
         embed_s += time.perf_counter() - started
         started = time.perf_counter()
         store.upsert(pending, vectors)
@@ -140,6 +140,7 @@ def write_version(
             position=p.position,
             page=p.page,
             text=p.text,
+            context=p.context,
             metadata=base_meta,
         )
         for p in pieces

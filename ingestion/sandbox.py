@@ -105,7 +105,11 @@ def parse_file(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        for pipe in (proc.stdin, proc.stdout, proc.stderr):  # communicate() leaves them open when it times out
+        for pipe in (
+            proc.stdin,
+            proc.stdout,
+            proc.stderr,
+        ):  # communicate() leaves them open when it times out
             if pipe is not None:
                 pipe.close()
     return _result(proc.returncode, out, err, filename, sandbox)

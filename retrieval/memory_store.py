@@ -2,18 +2,17 @@
 
 Exact cosine search with numpy over every stored chunk, so that the fast test tier can exercise code that
 needs a store without a Milvus process. ``bm25`` mode scores the tenant's chunks with Okapi BM25 (Milvus's
-formula and defaults: k1 1.2, b 0.75, idf ``log(1 + (N - n + 0.5) / (n + 0.5))``) over lower-cased word
-tokens, each CJK character a token of its own (a stand-in for jieba; statistics over the tenant's chunks,
-where Milvus takes them over the collection); ``hybrid`` fuses both with ``retrieval.fusion``. Never a
-product default: ``make_store`` returns it only for a ``memory://`` URI. The contract suite
-(``tests/contract/vector_store.py``) keeps it in step with ``MilvusStore``.
+formula and defaults: k1 1.2, b 0.75, idf ``log(1 + (N - n + 0.5) / (n + 0.5))``) over the terms of
+``retrieval.lexical`` (the analysis Milvus indexes), from each chunk's context and text (statistics over the
+tenant's chunks, where Milvus takes them over the collection); ``hybrid`` fuses both with
+``retrieval.fusion``. Never a product default: ``make_store`` returns it only for a ``memory://`` URI. The
+contract suite (``tests/contract/vector_store.py``) keeps it in step with ``MilvusStore``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -24,16 +23,11 @@ import numpy as np
 
 from retrieval.errors import EmbedderMismatchError, StoreUnavailableError
 from retrieval.fusion import check_search, fuse_candidates
+from retrieval.lexical import terms as tokenize
 from retrieval.store import FilterValue, validate_filters
 from retrieval.types import Candidate, Chunk
 
-_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|[^\W_]+")
 BM25_K1, BM25_B = 1.2, 0.75
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-cased words; every CJK character is a token of its own."""
-    return _TOKEN.findall(text.lower())
 
 
 @dataclass(frozen=True)
@@ -71,7 +65,7 @@ class InMemoryStore:
         rows = {}
         for chunk, vector in zip(chunks, matrix, strict=True):
             stored = chunk.model_copy(update={"metadata": _json_roundtrip(chunk.metadata)})
-            rows[chunk.id] = _Row(stored, _unit(vector), Counter(tokenize(chunk.text)))
+            rows[chunk.id] = _Row(stored, _unit(vector), Counter(tokenize(chunk.indexed_text)))
         with self._lock:
             self._rows.update(rows)
 

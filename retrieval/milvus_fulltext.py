@@ -2,33 +2,44 @@
 
 Where the server has it (Milvus Lite, Milvus 2.5+), a new collection gets:
 
-    text      VARCHAR with ``enable_analyzer=True`` and ``analyzer_params={"tokenizer": <analyzer>}``
-              (``jieba`` by default: it segments Chinese and also splits English words; ``standard`` does not
-              segment Chinese, so a Chinese query would find nothing)
-    sparse    SPARSE_FLOAT_VECTOR, output of ``Function(type=BM25, input=text)``: filled by the server from
-              ``text`` on every insert; index SPARSE_INVERTED_INDEX, metric BM25 (``bm25_k1``, ``bm25_b``)
+    lexical   VARCHAR, the chunk's context and text as ``retrieval.lexical.analyze`` leaves them (normalised,
+              stemmed or segmented terms separated by spaces), with ``enable_analyzer=True`` and the
+              ``standard`` tokenizer, which only splits them again at the spaces: the terms hold nothing but
+              letters and digits, and ``standard`` splits at what is not one (tantivy's SimpleTokenizer on a
+              Milvus server, ``\\w+`` on Milvus Lite, which has no whitespace tokenizer)
+    sparse    SPARSE_FLOAT_VECTOR, output of ``Function(type=BM25, input=lexical)``: filled by the server on
+              every insert; index SPARSE_INVERTED_INDEX, metric BM25 (``bm25_k1``, ``bm25_b``)
 
-A bm25 search sends the raw query text; the server analyses it the same way. Milvus Lite 3.2.2 returns BM25
-distances negated (more negative = better), Milvus 2.5+ servers positive: BM25 scores are never negative, so
-``bm25_score`` takes the absolute value, the one place where they are normalised.
+and the collection property ``sieve.lexical`` records ``retrieval.lexical.ANALYSIS_VERSION``. A bm25 search
+sends the query analysed the same way. Milvus Lite 3.2.2 returns BM25 distances negated (more negative =
+better), Milvus 2.5+ servers positive: BM25 scores are never negative, so ``bm25_score`` takes the absolute
+value, the one place where they are normalised.
 
+Collections made before the ``lexical`` field (``legacy``: the BM25 function reads ``text`` itself, analysed
+by the server's jieba tokenizer) keep working as they did: rows get no lexical field and queries go to the
+server as typed. ``sieve reindex`` (or a new ``RETRIEVAL_COLLECTION``) moves them to the current analysis.
 Milvus 2.3/2.4 servers have no BM25 function: there a collection stays dense-only, and so does a collection
-created before this field existed (it keeps working for dense search; rebuild it under a new
-``RETRIEVAL_COLLECTION`` to get bm25 and hybrid search).
+created before full text existed.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pymilvus import CollectionSchema, DataType, Function, FunctionType
 from pymilvus.milvus_client import IndexParams
 
 SPARSE_FIELD = "sparse"
+LEXICAL_FIELD = "lexical"
+LEXICAL_PROPERTY = "sieve.lexical"
 BM25_FUNCTION = "text_bm25"
 MIN_SERVER_VERSION = (2, 5)
+LEXICAL_MAX_BYTES = 65535
+LEXICAL_TOKENIZER = "standard"
+
+FullText = Literal["lexical", "legacy", "none"]
 
 
 def server_has_full_text(version: str) -> bool:
@@ -39,19 +50,21 @@ def server_has_full_text(version: str) -> bool:
     return found is not None and (int(found[1]), int(found[2])) >= MIN_SERVER_VERSION
 
 
-def text_field_params(analyzer: str) -> dict[str, Any]:
-    """Extra ``add_field`` keywords of the ``text`` field for full-text search."""
-    return {"enable_analyzer": True, "analyzer_params": {"tokenizer": analyzer}}
-
-
 def add_full_text(schema: CollectionSchema, index_params: IndexParams, *, k1: float, b: float) -> None:
-    """Add the sparse field, the BM25 function that fills it from ``text``, and its index."""
+    """Add the lexical field, the sparse field, the BM25 function that fills one from the other, its index."""
+    schema.add_field(
+        LEXICAL_FIELD,
+        DataType.VARCHAR,
+        max_length=LEXICAL_MAX_BYTES,
+        enable_analyzer=True,
+        analyzer_params={"tokenizer": LEXICAL_TOKENIZER},
+    )
     schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
     schema.add_function(
         Function(
             name=BM25_FUNCTION,
             function_type=FunctionType.BM25,
-            input_field_names=["text"],
+            input_field_names=[LEXICAL_FIELD],
             output_field_names=[SPARSE_FIELD],
         )
     )
@@ -63,17 +76,30 @@ def add_full_text(schema: CollectionSchema, index_params: IndexParams, *, k1: fl
     )
 
 
-def has_full_text(info: Mapping[str, Any]) -> bool:
-    """Whether a described collection has the sparse field filled by a BM25 function."""
+def full_text_kind(info: Mapping[str, Any]) -> FullText:
+    """How a described collection does full text: ``lexical`` (BM25 over the analysed ``lexical`` field),
+    ``legacy`` (BM25 over ``text``, analysed by the server) or ``none``."""
     sparse = any(
         field.get("name") == SPARSE_FIELD and field.get("type") == DataType.SPARSE_FLOAT_VECTOR
         for field in info.get("fields", [])
     )
-    bm25 = any(
-        function.get("type") == FunctionType.BM25 and SPARSE_FIELD in function.get("output_field_names", [])
+    inputs = [
+        list(function.get("input_field_names", []))
         for function in info.get("functions", []) or []
-    )
-    return sparse and bm25
+        if function.get("type") == FunctionType.BM25
+        and SPARSE_FIELD in function.get("output_field_names", [])
+    ]
+    if not sparse or not inputs:
+        return "none"
+    return "lexical" if inputs[0] == [LEXICAL_FIELD] else "legacy"
+
+
+def clip(text: str, max_bytes: int = LEXICAL_MAX_BYTES) -> str:
+    """``text`` cut to ``max_bytes`` UTF-8 bytes at the last whole term."""
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    return data[: max_bytes + 1].decode("utf-8", errors="ignore").rsplit(" ", 1)[0]
 
 
 def bm25_search_params() -> dict[str, Any]:

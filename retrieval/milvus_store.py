@@ -8,15 +8,18 @@ One collection holds every tenant; ``tenant`` is its partition key and every rea
     version   VARCHAR(64)
     position  INT64
     page      INT64                  -1 for "no page" (Milvus 2.3 has no nullable fields)
-    text      VARCHAR(65535)         cut to 65535 UTF-8 bytes; analysed for full text where the server can
+    text      VARCHAR(65535)         the passage as shown, cut to 65535 UTF-8 bytes
     metadata  JSON
-    vector    FLOAT_VECTOR(dim)      index per ``RetrievalSettings``, COSINE (score = cosine similarity)
-    sparse    SPARSE_FLOAT_VECTOR    BM25 of ``text``, made by the server (Milvus Lite, 2.5+ only: see
-                                     ``retrieval.milvus_fulltext``)
+    vector    FLOAT_VECTOR(dim)      of ``Chunk.indexed_text``; index per ``RetrievalSettings``, COSINE
+                                     (score = cosine similarity)
+    lexical   VARCHAR(65535)         ``retrieval.lexical.analyze(Chunk.indexed_text)``  } Milvus Lite and
+    sparse    SPARSE_FLOAT_VECTOR    BM25 of ``lexical``, made by the server            } 2.5+ only: see
+                                                                                        ``retrieval.milvus_fulltext``
 
-``search`` runs ``dense``, ``bm25`` or ``hybrid`` (both, fused in ``retrieval.fusion``). A collection without
-the sparse field (made by Milvus 2.3/2.4, or before the field existed) keeps working dense-only: ``bm25`` and
-``hybrid`` raise ``UnsupportedSearchError`` there, saying why.
+``search`` runs ``dense``, ``bm25`` (the query analysed like the chunks) or ``hybrid`` (both, fused in
+``retrieval.fusion``). A collection without the sparse field (made by Milvus 2.3/2.4, or before the field
+existed) keeps working dense-only: ``bm25`` and ``hybrid`` raise ``UnsupportedSearchError`` there, saying why.
+One made before the lexical field (BM25 over ``text`` analysed by the server) keeps its old full text.
 
 The embedder that built the index is recorded in the collection properties ``sieve.embedder`` and
 ``sieve.dimension``; ``ensure_collection`` refuses an index built by another embedder.
@@ -56,6 +59,7 @@ from retrieval.errors import (
     UnsupportedSearchError,
 )
 from retrieval.fusion import check_search, fuse_candidates
+from retrieval.lexical import ANALYSIS_VERSION, analyze
 from retrieval.settings import RetrievalSettings
 from retrieval.store import FilterValue, validate_filters
 from retrieval.types import Candidate, Chunk
@@ -85,7 +89,7 @@ class MilvusStore:
         self._lite = False
         self._native_upsert = True
         self._server_full_text = False
-        self._full_text = False  # of the open collection
+        self._full_text: fulltext.FullText = "none"  # of the open collection
         self._dimension: int | None = None
 
     def ensure_collection(self, *, embedder_name: str, dimension: int) -> None:
@@ -93,8 +97,8 @@ class MilvusStore:
         with self._errors(f"opening collection {self._name!r}"):
             if not client.has_collection(self._name, timeout=t):
                 self._create(client, dimension)
+                self._full_text = "lexical" if self._server_full_text else "none"
                 self._record(client, embedder_name, dimension)
-                self._full_text = self._server_full_text
             else:
                 info = client.describe_collection(self._name, timeout=t)
                 self._full_text = self._adopt_full_text(info)
@@ -120,8 +124,12 @@ class MilvusStore:
             raise ValueError(f"expected {len(chunks)} vectors in a 2-D array, got shape {matrix.shape}")
         if matrix.shape[1] != dimension:
             raise ValueError(f"vectors have dimension {matrix.shape[1]}, the collection {dimension}")
+        lexical = self._full_text == "lexical"
         rows = list(
-            {chunk.id: _row(chunk, vector) for chunk, vector in zip(chunks, matrix, strict=True)}.values()
+            {
+                chunk.id: _row(chunk, vector, lexical=lexical)
+                for chunk, vector in zip(chunks, matrix, strict=True)
+            }.values()
         )
         t = self._timeout
         with self._errors("upsert"):
@@ -175,7 +183,7 @@ class MilvusStore:
         )
         expression = _expression(tenant, validate_filters(filters))
         client, dimension = self._open()
-        if mode != "dense" and not self._full_text:
+        if mode != "dense" and self._full_text == "none":
             raise UnsupportedSearchError(self._no_full_text_reason(mode))
         query = None
         if vector is not None and mode != "bm25":
@@ -191,11 +199,12 @@ class MilvusStore:
             if self.settings.index_type.upper() == "HNSW":
                 params["params"]["ef"] = max(self.settings.search_ef, limit)
             legs.append(self._leg(client, "vector", query.tolist(), expression, limit, params))
-        if mode != "dense" and query_text is not None and query_text.strip():
+        terms = self._query_terms(query_text) if mode != "dense" else ""
+        if terms:
             bm25 = fulltext.bm25_search_params()
-            legs.append(self._leg(client, fulltext.SPARSE_FIELD, query_text, expression, limit, bm25))
+            legs.append(self._leg(client, fulltext.SPARSE_FIELD, terms, expression, limit, bm25))
         elif mode != "dense":
-            legs.append([])  # no text, no full-text match
+            legs.append([])  # no text (or only stop words and punctuation), no full-text match
         if mode == "hybrid":
             return fuse_candidates(legs, fusion=fusion, rrf_k=rrf_k, weights=weights, limit=limit)
         return legs[0]
@@ -222,11 +231,33 @@ class MilvusStore:
             candidates = [c.model_copy(update={"dense_score": c.score}) for c in candidates]
         return sorted(candidates, key=lambda candidate: -candidate.score)
 
-    def _adopt_full_text(self, info: Mapping[str, Any]) -> bool:
-        found = fulltext.has_full_text(info)
-        if not found:
+    def _query_terms(self, query_text: str | None) -> str:
+        """What the bm25 leg sends: the analysed query, or (legacy collection) the query as typed."""
+        if query_text is None or not query_text.strip():
+            return ""
+        return analyze(query_text) if self._full_text == "lexical" else query_text
+
+    def _adopt_full_text(self, info: Mapping[str, Any]) -> fulltext.FullText:
+        kind = fulltext.full_text_kind(info)
+        if kind == "none":
             logger.info("collection %s has no full-text field: dense search only", self._name)
-        return found
+        elif kind == "legacy":
+            logger.warning(
+                "collection %s indexes full text without the lexical analysis (made before it): `sieve "
+                "reindex` moves it to the current one",
+                self._name,
+            )
+        else:
+            recorded = info.get("properties", {}).get(fulltext.LEXICAL_PROPERTY)
+            if recorded != ANALYSIS_VERSION:
+                logger.warning(
+                    "collection %s was indexed by lexical analysis %s, this is %s: `sieve reindex` "
+                    "rebuilds it",
+                    self._name,
+                    recorded,
+                    ANALYSIS_VERSION,
+                )
+        return kind
 
     def _no_full_text_reason(self, mode: str) -> str:
         if not self._server_full_text:
@@ -314,9 +345,7 @@ class MilvusStore:
         schema.add_field("version", DataType.VARCHAR, max_length=_BYTE_LIMITS["version"])
         schema.add_field("position", DataType.INT64)
         schema.add_field("page", DataType.INT64)
-        analyzer = self.settings.full_text_analyzer
-        analysed = fulltext.text_field_params(analyzer) if self._server_full_text else {}
-        schema.add_field("text", DataType.VARCHAR, max_length=_TEXT_MAX_BYTES, **analysed)
+        schema.add_field("text", DataType.VARCHAR, max_length=_TEXT_MAX_BYTES)
         schema.add_field("metadata", DataType.JSON)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
         kind = self.settings.index_type.upper()
@@ -337,6 +366,8 @@ class MilvusStore:
 
     def _record(self, client: MilvusClient, embedder_name: str, dimension: int) -> None:
         properties = {EMBEDDER_PROPERTY: embedder_name, DIMENSION_PROPERTY: str(dimension)}
+        if self._full_text == "lexical":
+            properties[fulltext.LEXICAL_PROPERTY] = ANALYSIS_VERSION
         client.alter_collection_properties(self._name, properties=properties, timeout=self._timeout)
 
     @contextmanager
@@ -403,7 +434,7 @@ def _expression(
     return " and ".join(parts)
 
 
-def _row(chunk: Chunk, vector: np.ndarray) -> dict[str, Any]:
+def _row(chunk: Chunk, vector: np.ndarray, *, lexical: bool) -> dict[str, Any]:
     fields = {"tenant": chunk.tenant, "doc_id": chunk.document_id, "version": chunk.version}
     for field, value in fields.items():
         if len(value.encode("utf-8")) > _BYTE_LIMITS[field]:
@@ -419,6 +450,8 @@ def _row(chunk: Chunk, vector: np.ndarray) -> dict[str, Any]:
     text = chunk.text.encode("utf-8")[:_TEXT_MAX_BYTES].decode("utf-8", errors="ignore")
     page = -1 if chunk.page is None else chunk.page
     row: dict[str, Any] = {"id": chunk.id, **fields, "position": chunk.position, "page": page, "text": text}
+    if lexical:
+        row[fulltext.LEXICAL_FIELD] = fulltext.clip(analyze(chunk.indexed_text))
     return {**row, "metadata": metadata, "vector": vector.tolist()}
 
 

@@ -20,9 +20,8 @@ class RetrievalSettings(BaseSettings):
     hnsw_ef_construction: int = 200
     search_ef: int = 128
     consistency_level: str = "Strong"
-    # Full text (bm25 / hybrid search; Milvus Lite and Milvus 2.5+): the analyzer of new collections
-    # ("jieba" segments Chinese and splits English words; "standard" does not segment Chinese), BM25 k1 and b.
-    full_text_analyzer: str = "jieba"
+    # Full text (bm25 / hybrid search; Milvus Lite and Milvus 2.5+): BM25 k1 and b of new collections. The
+    # text is analysed by retrieval.lexical (language detected per chunk and per query), not by a setting.
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
 

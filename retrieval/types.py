@@ -18,7 +18,10 @@ def chunk_id(tenant: str, document_id: str, version: str, position: int) -> str:
 
 
 class Chunk(BaseModel):
-    """One piece of a document, as stored in the vector store."""
+    """One piece of a document, as stored in the vector store.
+
+    ``text`` is the passage as shown; ``context`` (the document's title and the headings above the passage,
+    e.g. "Brewing tea > Steps") is not shown but is embedded and indexed with it: see ``indexed_text``."""
 
     tenant: str
     document_id: str
@@ -27,10 +30,16 @@ class Chunk(BaseModel):
     text: str
     page: int | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    context: str = ""
 
     @property
     def id(self) -> str:
         return chunk_id(self.tenant, self.document_id, self.version, self.position)
+
+    @property
+    def indexed_text(self) -> str:
+        """What is embedded and lexically indexed: the context, a blank line, the passage."""
+        return f"{self.context}\n\n{self.text}" if self.context else self.text
 
 
 class Candidate(BaseModel):

@@ -3,11 +3,13 @@ summary and, with ``--gate --apply``, store the rerank gate's decision."""
 
 from __future__ import annotations
 
+import signal
 import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -30,9 +32,23 @@ def eval_command(
     ] = None,
     qrels: Annotated[str | None, typer.Option(help="qrels/NAME.tsv (default: test, or the only one)")] = None,
     split: Annotated[str, typer.Option(help="Queries: all, eval (sha256(id) % 5 == 0) or train")] = "all",
-    queries: Annotated[int | None, typer.Option(help="Only the first N queries")] = None,
+    queries: Annotated[int | None, typer.Option(help="N queries drawn at random (--seed)")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the --queries sample")] = 0,
     corpus_limit: Annotated[int | None, typer.Option(help="First N documents (+ the judged ones)")] = None,
-    modes: Annotated[str, typer.Option(help="Stage-1 modes, comma-separated")] = "bm25,dense,hybrid",
+    modes: Annotated[
+        str, typer.Option(help="Stage-1 modes, comma-separated (bm25 alone embeds nothing)")
+    ] = "bm25,dense,hybrid",
+    aggregate: Annotated[
+        str,
+        typer.Option(
+            help="A document's score from its chunks: best (its best chunk) and/or sum (of its top "
+            "--aggregate-chunks), comma-separated; each adds configurations"
+        ),
+    ] = "best",
+    aggregate_chunks: Annotated[int, typer.Option(help="Chunks summed by --aggregate sum")] = 3,
+    context: Annotated[
+        bool, typer.Option(help="Index each chunk with its document's title (--no-context: title in chunk 1)")
+    ] = True,
     fusion: Annotated[str, typer.Option(help="Hybrid fusion: rrf or weighted")] = "rrf",
     rrf_k: Annotated[int, typer.Option(help="RRF k")] = 60,
     weights: Annotated[str | None, typer.Option(help="Hybrid weights 'dense,bm25'")] = None,
@@ -82,6 +98,9 @@ def eval_command(
         rerank_depth=rerank_depth,
         chunk_tokens=ingest.chunk_tokens,
         chunk_overlap=ingest.chunk_overlap,
+        context=context,
+        aggregations=tuple(a.strip() for a in aggregate.split(",") if a.strip()),
+        aggregate_chunks=aggregate_chunks,
         gate=gate,
         min_gain=min_gain,
         gate_alpha=gate_alpha,
@@ -96,6 +115,7 @@ def eval_command(
                 qrels=qrels,
                 split=split,
                 max_queries=queries,
+                seed=seed,
                 corpus_limit=corpus_limit,
                 options=options,
                 gate_train_queries=gate_train_queries,
@@ -129,28 +149,49 @@ def eval_command(
 
 
 @contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Within the block SIGTERM raises ``SystemExit`` (as SIGINT raises ``KeyboardInterrupt``), so that
+    ``finally`` blocks run: the Milvus Lite server is stopped and the temporary folder removed."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
 def eval_store(milvus_uri: str | None, *, keep: bool = False) -> Iterator[tuple[VectorStore, str]]:
     """A store on a fresh collection: at ``milvus_uri`` (``memory://`` for in-process), else on a Milvus Lite
-    server started here in a temporary folder (``Stack.start_milvus``) and stopped
-    afterwards."""
+    server started here in a temporary folder (``Stack.start_milvus``) and stopped afterwards, also when the
+    run is interrupted (Ctrl-C) or terminated (SIGTERM)."""
     from retrieval.backends import make_store
     from retrieval.settings import RetrievalSettings
 
     collection = f"sieve_eval_{uuid.uuid4().hex[:10]}"
-    with tempfile.TemporaryDirectory(prefix="sieve-eval-") as home:
+    with stop_on_sigterm(), tempfile.TemporaryDirectory(prefix="sieve-eval-") as home:
         stack = None
-        if milvus_uri is None:
-            stack = Stack(home=Path(home), milvus_port=free_port())
-            stack.start_milvus()
-            milvus_uri = stack.milvus_uri
-        store = make_store(RetrievalSettings(milvus_uri=milvus_uri, collection=collection))
         try:
-            yield store, f"{type(store).__name__} at {milvus_uri}, collection {collection}"
+            if milvus_uri is None:
+                stack = Stack(home=Path(home), milvus_port=free_port())
+                stack.start_milvus()
+                milvus_uri = stack.milvus_uri
+            store = make_store(RetrievalSettings(milvus_uri=milvus_uri, collection=collection))
+            try:
+                yield store, f"{type(store).__name__} at {milvus_uri}, collection {collection}"
+            finally:
+                drop, close = getattr(store, "drop", None), getattr(store, "close", None)
+                if drop is not None and not keep and stack is None:
+                    drop()
+                if close is not None:
+                    close()
         finally:
-            drop, close = getattr(store, "drop", None), getattr(store, "close", None)
-            if drop is not None and not keep and stack is None:
-                drop()
-            if close is not None:
-                close()
             if stack is not None:
                 stack.stop()

@@ -19,6 +19,7 @@ import csv
 import gzip
 import hashlib
 import json
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,17 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
+def sample_ids(ids: list[str], count: int | None, seed: int | None = 0) -> list[str]:
+    """``count`` of ``ids`` drawn at random with ``seed`` (the same on every machine; None: the first
+    ``count``), in their own order; all of them when ``count`` is None or not smaller."""
+    if count is None or count >= len(ids):
+        return list(ids)
+    if seed is None:
+        return ids[: max(0, count)]
+    chosen = set(random.Random(seed).sample(ids, max(0, count)))
+    return [item for item in ids if item in chosen]
+
+
 def load_beir(
     folder: Path,
     *,
@@ -116,8 +128,10 @@ def load_beir(
     split: str = "all",
     max_queries: int | None = None,
     corpus_limit: int | None = None,
+    seed: int | None = None,
 ) -> BeirDataset:
-    """Load the corpus, the judged queries of ``split`` (the first ``max_queries``) and their qrels.
+    """Load the corpus, the judged queries of ``split`` (``max_queries`` of them: drawn at random with
+    ``seed``, kept in file order; the first ones where ``seed`` is None) and their qrels.
 
     ``corpus_limit`` keeps the first N documents plus every document judged for the kept queries (so a quick
     run still has its relevant documents; the judged ones are added on top of N).
@@ -137,8 +151,11 @@ def load_beir(
             skipped["unjudged"] += 1
         elif split != "all" and query_split(qid) != split:
             skipped["other split"] += 1
-        elif max_queries is None or len(queries) < max_queries:
+        else:
             queries[qid] = row["text"]
+    kept = sample_ids(list(queries), max_queries, seed)
+    skipped["not sampled"] = len(queries) - len(kept)
+    queries = {qid: queries[qid] for qid in kept}
     needed = {doc for qid in queries for doc in judged[qid]}
     corpus: dict[str, tuple[str, str]] = {}
     for row in _jsonl(folder, "corpus"):

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from api.relevance.gate import DEFAULT_ALPHA, DEFAULT_MIN_GAIN
 
+AGGREGATIONS = ("best", "sum")
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -15,6 +17,7 @@ class EvalConfig:
     rerank: bool = False
     fuse: bool = False  # fuse stage-1 and rerank ranks instead of taking the rerank order
     learned: bool = False  # fuse them as the rerank gate learned on train queries
+    aggregate: str = "best"  # a document's score: its best chunk's, or the sum of its top chunks' (stage 1)
 
 
 @dataclass
@@ -31,11 +34,19 @@ class EvalOptions:
     chunk_tokens: int = 256
     chunk_overlap: int = 32
     batch: int = 64
+    context: bool = True  # the title is each chunk's context (else the start of the first chunk's text)
+    aggregations: tuple[str, ...] = ("best",)  # per stage-1 mode; "sum" adds {mode}+sum configurations
+    aggregate_chunks: int = 3  # "sum": the document's top chunks that are summed
     gate: bool = False  # learn a fusion on train queries and decide the rerank gate (api.relevance.gate)
     gate_mode: str | None = None  # the stage-1 mode the gate decides for (default: the first rerank mode)
     min_gain: float = DEFAULT_MIN_GAIN
     gate_alpha: float = DEFAULT_ALPHA
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def needs_vectors(self) -> bool:
+        """Whether a mode searches vectors (a bm25-only run writes placeholder vectors, embeds nothing)."""
+        return any(mode != "bm25" for mode in self.modes)
 
     @property
     def reranked_modes(self) -> tuple[str, ...]:

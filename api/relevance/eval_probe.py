@@ -1,7 +1,8 @@
 """One query of ``sieve eval``: stage 1 once per mode, the reranker once per (query, passage).
 
 ``probe_query`` runs the query through the store in each stage-1 mode it needs (chunks become documents by
-their best chunk, the first ``depth``), then has the reranker score the best chunk of each of the top
+their best chunk, the first ``depth``; ``ranking`` also orders them by the sum of their top chunks' scores),
+then has the reranker score the best chunk of each of the top
 ``rerank_depth`` documents of each rerank mode. A chunk already scored for this query (the modes' heads
 overlap) is not sent again, so every configuration that reranks — ``+rerank``, ``+rerank+fusion``,
 ``+rerank+learned`` — reuses the same scores. ``rerank`` time per mode is the time that mode's head would take
@@ -33,11 +34,24 @@ def to_documents(candidates: Sequence[Candidate], depth: int) -> list[Candidate]
     return list(best.values())[:depth]
 
 
+def summed_documents(candidates: Sequence[Candidate], depth: int, top: int) -> list[tuple[str, float]]:
+    """(document id, sum of the scores of its best ``top`` chunks), best first (ties: the better best chunk
+    first), the first ``depth``. A chunk the store did not return adds nothing."""
+    sums: dict[str, list[float]] = {}
+    for candidate in candidates:  # best first, so each document's first ``top`` are its best
+        scores = sums.setdefault(candidate.document_id, [])
+        if len(scores) < top:
+            scores.append(candidate.score)
+    ranked = sorted(sums.items(), key=lambda item: -sum(item[1]))  # stable: ties keep best-chunk order
+    return [(doc, sum(scores)) for doc, scores in ranked[:depth]]
+
+
 @dataclass
 class QueryProbe:
     """What one query found: per mode the stage-1 documents and the rerank scores of their head."""
 
     embed_ms: float = 0.0
+    found: dict[str, list[Candidate]] = field(default_factory=dict)  # mode -> the store's chunks
     docs: dict[str, list[Candidate]] = field(default_factory=dict)
     stage1_ms: dict[str, float] = field(default_factory=dict)
     rerank: dict[str, dict[int, float]] = field(default_factory=dict)  # mode -> head index -> score
@@ -48,6 +62,15 @@ class QueryProbe:
         return QueryRun(
             [d.document_id for d in docs], [d.score for d in docs], dict(self.rerank.get(mode, {}))
         )
+
+    def ranking(self, mode: str, aggregate: str, options: EvalOptions) -> list[str]:
+        """Stage-1 document ids of ``mode``, by best chunk or (``sum``) by their top chunks' sum."""
+        if aggregate == "best":
+            return [d.document_id for d in self.docs[mode]]
+        if aggregate == "sum":
+            summed = summed_documents(self.found[mode], options.depth, options.aggregate_chunks)
+            return [doc for doc, _ in summed]
+        raise ValueError(f"unknown aggregation {aggregate!r}: use best or sum")
 
     def stage_ms(self, mode: str) -> dict[str, float]:
         """Per-stage milliseconds of stage 1 in ``mode`` (with the query's embedding where it needs one)."""
@@ -86,6 +109,7 @@ def probe_query(
             weights=options.weights,
         )
         probe.stage1_ms[mode] = (time.perf_counter() - started) * 1000
+        probe.found[mode] = found
         probe.docs[mode] = to_documents(found, options.depth)
     if reranker is None or not reranker.reorders:
         return probe

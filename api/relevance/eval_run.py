@@ -3,7 +3,6 @@ parsing."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 from rich.console import Console
 
 from api.relevance import eval_report
-from api.relevance.beir import BeirDataset, query_split
+from api.relevance.beir import BeirDataset, query_split, sample_ids
 from api.relevance.eval_options import EvalOptions
 from api.relevance.evaluate import evaluate
 from api.rerank_gate import reranker_identity
@@ -38,13 +37,10 @@ def summary_rows(report: Mapping[str, Any]) -> list[list[str]]:
 def gate_split(
     dataset: BeirDataset, *, heldout: int | None, train: int, seed: int = 0
 ) -> tuple[BeirDataset, BeirDataset]:
-    """(held-out queries: the eval split, the first ``heldout``; a sample of ``train`` train-split queries, in
-    file order, drawn with a fixed seed), both over the same corpus."""
-    eval_ids = [q for q in dataset.queries if query_split(q) == "eval"][:heldout]
-    train_ids = [q for q in dataset.queries if query_split(q) == "train"]
-    if len(train_ids) > train:
-        chosen = set(random.Random(seed).sample(train_ids, train))
-        train_ids = [q for q in train_ids if q in chosen]
+    """(held-out queries: ``heldout`` of the eval split; ``train`` train-split queries; each drawn with
+    ``seed``, in file order), both over the same corpus."""
+    eval_ids = sample_ids([q for q in dataset.queries if query_split(q) == "eval"], heldout, seed)
+    train_ids = sample_ids([q for q in dataset.queries if query_split(q) == "train"], train, seed)
     if not eval_ids or not train_ids:
         raise ValueError(
             f"the rerank gate needs queries of both splits: {len(eval_ids)} eval, {len(train_ids)} train"
@@ -73,6 +69,7 @@ def run(
     corpus_limit: int | None = None,
     options: EvalOptions | None = None,
     gate_train_queries: int = 100,
+    seed: int = 0,
     console: Console | None = None,
     command: str = "",
 ) -> dict[str, Any]:
@@ -96,10 +93,10 @@ def run(
                 "--gate decides on the eval split; learn on train queries with --gate-train-queries"
             )
         everything = load_beir(folder, qrels=qrels, split="all", corpus_limit=corpus_limit)
-        dataset, train = gate_split(everything, heldout=max_queries, train=gate_train_queries)
+        dataset, train = gate_split(everything, heldout=max_queries, train=gate_train_queries, seed=seed)
     else:
         dataset = load_beir(
-            folder, qrels=qrels, split=split, max_queries=max_queries, corpus_limit=corpus_limit
+            folder, qrels=qrels, split=split, max_queries=max_queries, corpus_limit=corpus_limit, seed=seed
         )
     console.print(
         f"{dataset.name}: {len(dataset.queries)} queries ({dataset.qrels_name}, split {dataset.split}), "

@@ -1,12 +1,16 @@
 """``sieve eval``: measure retrieval configurations on a BEIR-layout folder (see ``api.relevance.beir``).
 
-1. Index: every document (title, blank line, text) is chunked like an ingested file (``ingestion.chunking``,
-   by the embedder's tokenizer, ``INGEST_CHUNK_TOKENS`` / ``INGEST_CHUNK_OVERLAP`` capped by the embedder),
-   embedded with the configured embedder and written to a collection of its own (``sieve_eval_<random>``,
-   tenant ``eval``), dropped afterwards unless kept.
+1. Index: every document's text is chunked like an ingested file (``ingestion.chunking``, by the embedder's
+   tokenizer, ``INGEST_CHUNK_TOKENS`` / ``INGEST_CHUNK_OVERLAP`` capped by the embedder), with its title as
+   every chunk's context (``options.context``; without it the title opens the first chunk's text, as
+   before chunks had a context), embedded with the configured embedder and written to a collection of its
+   own (``sieve_eval_<random>``, tenant ``eval``), dropped afterwards unless kept. A run whose modes are all
+   ``bm25`` embeds nothing: its chunks get one placeholder vector.
 2. Search (``api.relevance.eval_probe``): each query runs once per stage-1 mode (``bm25``, ``dense``,
    ``hybrid``), asking the store for ``2 × depth`` chunks; chunks become documents by their best chunk (a
-   document's score is its best chunk's), keeping the first ``depth`` (100) documents.
+   document's score is its best chunk's), keeping the first ``depth`` (100) documents. With ``sum`` among
+   ``options.aggregations`` each mode also ranks documents by the sum of their ``aggregate_chunks`` best
+   chunks' scores (``{mode}+sum``; stage 1 only, the rerank stage reads the best chunk).
 3. Rerank (where ``RERANK_BACKEND`` is not ``none``, for the ``rerank_modes``; the CLI's default is
    ``RETRIEVAL_SEARCH_MODE``): the reranker scores the best chunk of each of the top ``rerank_depth``
    documents, once per (query, chunk) whatever the number of configurations. ``+rerank`` orders them by its
@@ -27,14 +31,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from api.gate_decision import Fusion, GateDecision
 from api.relevance import eval_report
 from api.relevance.beir import EVAL_MODULUS, BeirDataset
-from api.relevance.eval_options import EvalConfig, EvalOptions
+from api.relevance.eval_options import AGGREGATIONS, EvalConfig, EvalOptions
 from api.relevance.eval_probe import TENANT, probe_query
+from api.relevance.eval_progress import progress
 from api.relevance.gate import RERANK_ONLY, QueryRun, learn_fusion
 from api.relevance.gate import decide as decide_gate
 from api.rerank_gate import RerankerIdentity, reranker_identity
@@ -54,7 +59,17 @@ def configurations(options: EvalOptions, reranker: Reranker | None) -> list[Eval
         raise ValueError(f"rerank modes {outside or '(none)'} must be some of the modes {options.modes}")
     if options.gate and options.decided_mode not in options.reranked_modes:
         raise ValueError(f"the gate's mode {options.decided_mode!r} must be one of the rerank modes")
-    configs = [EvalConfig(mode, mode) for mode in options.modes]
+    wrong = [name for name in options.aggregations if name not in AGGREGATIONS]
+    if wrong or not options.aggregations:
+        raise ValueError(f"unknown aggregations {wrong}: use some of {', '.join(AGGREGATIONS)}")
+    if options.aggregate_chunks < 1:
+        raise ValueError("aggregate_chunks must be at least 1")
+    configs = []
+    for mode in options.modes:
+        configs += [
+            EvalConfig(mode if name == "best" else f"{mode}+{name}", mode, aggregate=name)
+            for name in options.aggregations
+        ]
     if reranker is not None and reranker.reorders:
         rerank_modes = options.reranked_modes
         configs += [EvalConfig(f"{mode}+rerank", mode, rerank=True) for mode in rerank_modes]
@@ -67,15 +82,36 @@ def configurations(options: EvalOptions, reranker: Reranker | None) -> list[Eval
     return configs
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
+class PlaceholderVectors:
+    """The embedder's name, size and tokenizer, but one fixed unit vector for every passage: what a run that
+    searches no vectors (bm25 only) writes, so that indexing does not embed the corpus."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self._embedder = embedder
+        self.name, self.dimension, self.max_tokens = embedder.name, embedder.dimension, embedder.max_tokens
+
+    def warm_up(self) -> None:
+        self._embedder.warm_up()
+
+    def count_tokens(self, text: str) -> int:
+        return self._embedder.count_tokens(text)
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        vectors[:, 0] = 1.0
+        return vectors
+
+    def embed_queries(self, texts: Sequence[str], *, instruction: str | None = None) -> np.ndarray:
+        return self.embed_documents(texts)
+
+
+def document_sections(dataset: BeirDataset, doc_id: str, context: bool) -> list[Section]:
+    """What a BEIR document is chunked from: its text with its title as context, or (``context`` off) title
+    and text as one text."""
+    if not context:
+        return [Section(dataset.document_text(doc_id))]
+    title, text = dataset.corpus[doc_id]
+    return [Section(text.strip() or title.strip(), title=title.strip())]
 
 
 def build_index(
@@ -85,16 +121,16 @@ def build_index(
     worker does with an upload); returns counts and the time of each step."""
     budget = ChunkBudget.of(embedder, chunk_tokens=options.chunk_tokens, chunk_overlap=options.chunk_overlap)
     store.ensure_collection(embedder_name=embedder.name, dimension=embedder.dimension)
+    writer: Embedder = embedder if options.needs_vectors else PlaceholderVectors(embedder)
     chunk_s = 0.0
 
-    with _progress(console) as bar:
-        task = bar.add_task("indexing documents", total=len(dataset.corpus))
+    with progress(console, "indexing documents", len(dataset.corpus)) as bar:
 
         def chunks() -> Iterator[Chunk]:
             nonlocal chunk_s
             for doc_id in dataset.corpus:
                 started = time.perf_counter()
-                pieces = budget.split([Section(dataset.document_text(doc_id))], embedder)
+                pieces = budget.split(document_sections(dataset, doc_id, options.context), embedder)
                 chunk_s += time.perf_counter() - started
                 for piece in pieces:
                     yield Chunk(
@@ -103,10 +139,11 @@ def build_index(
                         version="eval",
                         position=piece.position,
                         text=piece.text,
+                        context=piece.context,
                     )
-                bar.advance(task)
+                bar.advance()
 
-        written = write_chunks(chunks(), store=store, embedder=embedder, batch=options.batch)
+        written = write_chunks(chunks(), store=store, embedder=writer, batch=options.batch)
     return {
         "documents": len(dataset.corpus),
         "chunks": written.chunks,
@@ -115,6 +152,8 @@ def build_index(
         "chunk_s": chunk_s,
         "embed_s": written.embed_s,
         "upsert_s": written.upsert_s,
+        "embedded": options.needs_vectors,
+        "context": options.context,
     }
 
 
@@ -156,8 +195,7 @@ def run_queries(
     modes = tuple(dict.fromkeys(c.mode for c in configs))
     rerank_modes = tuple(dict.fromkeys(c.mode for c in configs if c.rerank))
     runs: dict[str, dict[str, QueryRun]] = {mode: {} for mode in rerank_modes}
-    with _progress(console) as bar:
-        task = bar.add_task(label, total=len(queries))
+    with progress(console, label, len(queries)) as bar:
         for qid, query in queries.items():
             probe = probe_query(
                 query,
@@ -175,7 +213,10 @@ def run_queries(
                 stage = probe.stage_ms(config.mode)
                 fusion = _fusion(config, options, learned)
                 started = time.perf_counter()
-                ranking[qid] = probe.run(config.mode).ranking(fusion)
+                if config.rerank:
+                    ranking[qid] = probe.run(config.mode).ranking(fusion)
+                else:
+                    ranking[qid] = probe.ranking(config.mode, config.aggregate, options)
                 if config.rerank:
                     stage["rerank"] = probe.rerank_ms.get(config.mode, 0.0)
                     if config.fuse or config.learned:
@@ -183,7 +224,7 @@ def run_queries(
                 stage["total"] = sum(stage.values())
                 for name, ms in stage.items():
                     timings.setdefault(name, []).append(ms)
-            bar.advance(task)
+            bar.advance()
     return results, runs
 
 

@@ -34,4 +34,3 @@ def ready(resources: ResourcesDep, models: ModelsDep) -> JSONResponse:
     if (stack := ready_report()) is not None:  # under `sieve up`: its processes, restarts, last exits
         body["stack"] = stack
     return JSONResponse(body, status_code=200 if ok else 503)
-
