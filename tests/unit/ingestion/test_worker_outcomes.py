@@ -37,7 +37,7 @@ class MilvusRowsStore(InMemoryStore):
 
     def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         for chunk, vector in zip(chunks, vectors, strict=True):
-            _row(chunk, vector)
+            _row(chunk, vector, lexical=True)
         super().upsert(chunks, vectors)
 
 
