@@ -24,7 +24,9 @@ ADMIN_KEY = "web-admin-key"
 SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright's sync API runs an event loop in the main thread until it stops; it must stop
+# with the browser tests, or every later test that calls asyncio.run() fails.
+@pytest.fixture(scope="package")
 def playwright_api() -> Iterator[object]:
     if not CHROMIUM.exists():
         pytest.skip(
@@ -37,7 +39,7 @@ def playwright_api() -> Iterator[object]:
         yield pw
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright_api: object) -> Iterator[object]:
     chromium = playwright_api.chromium  # type: ignore[attr-defined] # playwright is an optional test dependency
     # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
@@ -46,7 +48,7 @@ def browser(playwright_api: object) -> Iterator[object]:
     found.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def web_stack(playwright_api: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The default product (no rerank stage configured), served on free ports."""
     stack = Stack(
@@ -71,7 +73,7 @@ def web_stack(playwright_api: object, tmp_path_factory: pytest.TempPathFactory) 
         stack.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
