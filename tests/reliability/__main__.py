@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     outcome = asyncio.run(run(profile, only=only or None, keep=args.keep, out=args.out))
-    print(outcome.markdown)
+    sys.stdout.write(outcome.markdown)
     return 0 if outcome.passed else 1
 
 

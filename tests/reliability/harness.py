@@ -8,9 +8,10 @@ stack keeps; what else it needs (killing a process tree, restarting a process as
 
 - ``kill(name)`` sends SIGKILL to the named child, every descendant (Celery's pool children) and its process
   group, and waits for it;
-- ``replace(name, spec)`` waits a moment for a supervisor (a newer ``Stack``) to start a replacement, else
-  starts the process again with the command line, environment and working folder it had (read from
-  ``/proc`` before the kill), so a Redis or a Milvus Lite comes back on the same port over the same data.
+- ``respawn(name, spec)`` starts the process again with the command line, environment and working folder it
+  had (read from ``/proc`` before the kill), so a Redis or a Milvus Lite comes back on the same port over the
+  same data; ``scenarios.common.restore`` first gives a supervisor (if the ``Stack`` ever runs one by itself)
+  a moment to do it.
 
 ``Api`` is an ``httpx.AsyncClient`` that times every call and honours 429 ``Retry-After`` when asked to (the
 correctness scenarios must reach the handlers, not the rate limiter).
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -48,6 +50,15 @@ DOCUMENTED_5XX = frozenset({503})  # store or broker down (README, API section)
 class Tenant:
     name: str
     key: str
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Run in the child between fork and exec: only a prctl call, its function looked up before the fork."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def free_port() -> int:
@@ -208,14 +219,13 @@ class Harness:
         logger.info("killed %s (pids %s)", name, pids)
         return spec, record
 
-    def replace(self, name: str, spec: ProcSpec, record: KillRecord, *, grace_s: float = 2.0) -> None:
-        """Let a supervisor start ``name`` again within ``grace_s``; else start it as ``spec`` says."""
-        started = time.monotonic()
-        while time.monotonic() - started < grace_s:
-            if self.proc(name) is not None:
-                record.replaced_by = "stack"
-                return
-            time.sleep(0.1)
+    def supervised(self, name: str) -> bool:
+        """Whether something else (a supervisor of a newer ``Stack``) already started ``name`` again."""
+        return self.proc(name) is not None
+
+    def respawn(self, name: str, spec: ProcSpec, record: KillRecord) -> None:
+        """Start ``name`` again as ``spec`` says (call it from the main thread: the child gets SIGKILL when
+        the thread that started it ends, so that a killed suite leaves nothing behind)."""
         log = self.home / "logs" / f"{name}.restarts.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
@@ -227,6 +237,7 @@ class Harness:
                 env=spec.env,
                 cwd=spec.cwd,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         record.replaced_by = "suite"
 
@@ -239,10 +250,12 @@ class Harness:
         )
 
     def redis_answers(self) -> bool:
+        import redis
+
         client = self.redis()
         try:
             return bool(client.ping())
-        except Exception:
+        except (redis.RedisError, OSError):
             return False
         finally:
             client.close()
@@ -258,7 +271,7 @@ class Harness:
             client.list_collections(timeout=2)
             client.close()
             return True
-        except Exception:
+        except Exception:  # noqa: BLE001 - a liveness probe: any failure means not answering yet
             return False
 
     def chunk_rows(self, tenant: str) -> list[dict[str, Any]]:

@@ -143,8 +143,11 @@ class Probes:
     def start(self, url: str, roots: dict[str, list[int]]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.update(roots)
-        log = open(self.folder / "probes.log", "ab")  # noqa: SIM115 - the child owns it
-        self._proc = subprocess.Popen(
+        with open(self.folder / "probes.log", "ab") as log:  # the child keeps its own copy
+            self._proc = self._spawn(url, log)
+
+    def _spawn(self, url: str, log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 sys.executable,
                 "-m",

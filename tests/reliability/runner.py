@@ -8,7 +8,6 @@ reason; the others still run.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import shutil
@@ -122,7 +121,7 @@ async def run(
     logger.info("starting the stack in %s", home)
     api: Api | None = None
     try:
-        await asyncio.to_thread(harness.start)
+        harness.start()  # from the main thread: the stack's children die with the thread that started them
         probes.start(harness.api_url, harness.roots())
         api = Api(harness.api_url)
         ctx = Context(harness=harness, api=api, probes=probes, profile=profile)

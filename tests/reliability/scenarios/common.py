@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tests.reliability.corpus import Doc
-from tests.reliability.harness import Api, Harness, Result, Tally, gather_limited
+from tests.reliability.harness import Api, Harness, KillRecord, ProcSpec, Result, Tally, gather_limited
 from tests.reliability.probes import Probes
 
 logger = logging.getLogger(__name__)
@@ -99,6 +99,22 @@ class Context:
         self.probes.update(self.harness.roots())
 
 
+async def restore(
+    ctx: Context, name: str, spec: ProcSpec, record: KillRecord, *, grace_s: float = 0.5
+) -> None:
+    """Bring ``name`` back after a kill: a supervisor gets ``grace_s`` to do it, else the suite starts it
+    again (from the event loop's thread, the main one)."""
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if ctx.harness.supervised(name):
+            record.replaced_by = "stack"
+            ctx.refresh_roots()
+            return
+        await asyncio.sleep(0.05)
+    ctx.harness.respawn(name, spec, record)
+    ctx.refresh_roots()
+
+
 async def upload(
     ctx: Context, key: str, doc: Doc, *, tally: Tally | None = None, until: float | None = None
 ) -> str | None:
@@ -125,9 +141,11 @@ async def upload(
 
 async def job_updates(ctx: Context, job_ids: list[str]) -> dict[str, tuple[str, float]] | None:
     """(state, last update time) of each job, read from Redis directly; None while Redis does not answer."""
+    import redis
+
     try:
         return await asyncio.to_thread(ctx.harness.job_states, job_ids)
-    except Exception:
+    except (redis.RedisError, OSError):
         return None
 
 
@@ -138,13 +156,19 @@ async def job_states(ctx: Context, job_ids: list[str]) -> dict[str, str] | None:
 
 
 async def running_job(
-    ctx: Context, job_ids: list[str], *, since: float, timeout_s: float = 60.0
+    ctx: Context,
+    job_ids: list[str],
+    *,
+    since: float,
+    timeout_s: float = 120.0,
+    stop: asyncio.Event | None = None,
 ) -> str | None:
-    """Wait until one of ``job_ids`` is ``running`` in a run that started after ``since`` (wall clock; a job
-    left ``running`` by a killed worker does not count); returns it, or None after ``timeout_s``."""
+    """Wait until one of ``job_ids`` is ``running`` and was updated after ``since`` (wall clock; a job left
+    ``running`` by a killed worker does not count); returns it, or None once all of them ended, after
+    ``timeout_s`` or when ``stop`` is set."""
     deadline = time.monotonic() + timeout_s
     finished: set[str] = set()
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
         seen = await job_updates(ctx, [j for j in job_ids if j not in finished]) or {}
         finished.update(j for j, (state, _) in seen.items() if state in TERMINAL)
         if len(finished) == len(set(job_ids)):

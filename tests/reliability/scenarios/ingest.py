@@ -16,6 +16,7 @@ from tests.reliability.scenarios.common import (
     TERMINAL,
     Context,
     job_states,
+    restore,
     running_job,
     upload,
     verify,
@@ -49,8 +50,7 @@ async def _kill_loop(
         if running is None:
             continue
         spec, record = await asyncio.to_thread(ctx.harness.kill, "worker")
-        await asyncio.to_thread(ctx.harness.replace, "worker", spec, record)
-        ctx.refresh_roots()
+        await restore(ctx, "worker", spec, record)
         since = time.time()
         killed.add(running)
         kills.append({"job": running, "by": record.replaced_by})

@@ -20,7 +20,15 @@ from tests.reliability import report
 from tests.reliability.corpus import Doc, corpus
 from tests.reliability.harness import Tally
 from tests.reliability.report import Row
-from tests.reliability.scenarios.common import TERMINAL, Context, running_job, upload, verify, wait_terminal
+from tests.reliability.scenarios.common import (
+    TERMINAL,
+    Context,
+    restore,
+    running_job,
+    upload,
+    verify,
+    wait_terminal,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +53,9 @@ async def _break(ctx: Context, service: str, answers: Callable[[], bool]) -> Out
     spec, record = await asyncio.to_thread(ctx.harness.kill, service)
     outage.killed_at = time.monotonic()
     await asyncio.sleep(ctx.profile.outage_s)
-    await asyncio.to_thread(ctx.harness.replace, service, spec, record)
+    await restore(ctx, service, spec, record)
     outage.restarted_at = time.monotonic()
     outage.replaced_by = record.replaced_by
-    ctx.refresh_roots()
     deadline = time.monotonic() + 120
     while not await asyncio.to_thread(answers):
         if time.monotonic() > deadline:
