@@ -206,7 +206,7 @@ class Verdict:
     duplicate_positions: int = 0
     not_terminal: int = 0
     chunks: int = 0
-    orphans: int = 0  # rows of the tenant whose document is not listed or whose version is not the active one
+    orphans: int = 0  # rows of the checked documents that are not of their listed, active version
     attempts: Counter[int] = field(default_factory=Counter)
 
     @property
@@ -248,7 +248,10 @@ async def verify(
     for r in rows:
         by_doc.setdefault(r["doc_id"], []).append(r)
     verdict.orphans = sum(
-        1 for r in rows if r["doc_id"] not in documents or documents[r["doc_id"]]["version"] != r["version"]
+        1
+        for r in rows
+        if r["doc_id"] in accepted
+        and (r["doc_id"] not in documents or documents[r["doc_id"]]["version"] != r["version"])
     )
 
     searchable: dict[str, bool] = {}
