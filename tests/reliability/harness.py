@@ -121,7 +121,6 @@ class KillRecord:
     pids: list[int]
     at: float
     replaced_by: str = ""  # "stack" (a supervisor) or "suite"
-    back_after_s: float | None = None
 
 
 class Harness:

@@ -24,6 +24,7 @@ SMALL = replace(
     kill_every_s=(3.0, 6.0),
     outage_docs=8,
     outage_s=2.0,
+    outage_kills=2,
     query_phase_s=2.0,
     tamper_requests=250,
     hostile_inputs=150,

@@ -32,6 +32,7 @@ class Profile:
     replays: int = 3
     outage_docs: int = 40  # per outage (Redis, Milvus)
     outage_s: float = 4.0
+    outage_kills: int = 3  # kills mid-ingest per service (then one mid-query)
     query_phase_s: float = 8.0  # searches before the kill
     tamper_requests: int = 2200
     hostile_inputs: int = 900
@@ -51,6 +52,7 @@ QUICK = Profile(
     ingest_timeout_s=600,
     outage_docs=24,
     outage_s=3.0,
+    outage_kills=2,
     query_phase_s=4.0,
     tamper_requests=400,
     hostile_inputs=240,

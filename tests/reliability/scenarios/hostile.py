@@ -219,6 +219,26 @@ async def _long_queries(ctx: Context, tally: Tally) -> tuple[int, list[str]]:
     return len(bodies), wrong
 
 
+async def _same_upload_at_once(ctx: Context, tally: Tally, copies: int = 8) -> int:
+    """The same file, id and metadata uploaded ``copies`` times at once (a client retrying in parallel)."""
+    body = b"# twin\n\nThe same upload, sent several times at the same moment.\n"
+
+    async def one() -> None:
+        result = await ctx.api.call(
+            "POST",
+            "/v1/documents",
+            key=ctx.key("c"),
+            retry_429=True,
+            timeout=30,
+            files=[("files", ("twin.md", body))],
+            data={"document_id": "twin", "metadata": '{"copy": true}'},
+        )
+        tally.add("same upload 8x at once, file 'twin.md'", result)
+
+    await asyncio.gather(*(one() for _ in range(copies)))
+    return copies
+
+
 def _schemathesis(ctx: Context, examples: int) -> tuple[int, list[str], dict[int, int]]:
     """A positive and a negative schemathesis pass over every operation of the live OpenAPI document, with
     tenant c's key; returns (cases, 5xx other than 503, statuses)."""
@@ -316,6 +336,7 @@ async def hostile(ctx: Context) -> Row:
 
     await gather_limited(4, [send(i) for i in inputs])
     sent = len(inputs) - len(tally.not_sent)
+    sent += await _same_upload_at_once(ctx, tally)
 
     # 3. Schemathesis over the live OpenAPI document.
     cases, schema_bad, schema_statuses = await asyncio.to_thread(
@@ -356,9 +377,9 @@ async def hostile(ctx: Context) -> Row:
     bad_5xx = tally.bad_5xx + schema_bad
     row.done = (
         f"as tenant c: {len(bombs)} bombs ({'; '.join(b.what for b in bombs)}), then {len(inputs)} generated "
-        "hostile requests (traversal names and ids, NaN/Infinity/1e400/deep metadata, junk files, malformed "
-        "JSON "
-        "on every JSON route, odd headers and methods, mutated bodies)"
+        "hostile requests, 4 at a time (traversal names and ids, NaN/Infinity/1e400/deep metadata, junk "
+        "files, malformed JSON on every JSON route, odd headers and methods, mutated bodies), one upload "
+        "sent 8 times at once"
         + (
             ", bodies past the cap (declared and chunked, raw sockets), a chunked 20 MiB query and 10^6-char "
             "queries in each mode"
@@ -381,6 +402,7 @@ async def hostile(ctx: Context) -> Row:
     ]
     row.figures = [
         report.zero("5xx (not 503)", len(bad_5xx)),
+        report.zero("dropped without an answer", len(tally.no_answer)),
         report.zero("hangs (> 10 s)", len(tally.hangs), correctness=False),
         report.Figure(
             "bombs failed within 60 s",
