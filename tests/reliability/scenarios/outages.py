@@ -164,10 +164,10 @@ async def _outage(ctx: Context, service: str, label: str, tag: str, answers: Cal
     bad = ingest_tally.bad_5xx + query_tally.bad_5xx
     hangs = ingest_tally.hangs + query_tally.hangs
     row.done = (
-        f"SIGKILL of {label} while a job was running ({ctx.profile.outage_kills} times), amid a stream of "
-        f"{ctx.profile.outage_docs} uploads (503 or no answer: sent again each second), each time restarted "
-        f"{ctx.profile.outage_s:g} s later on the same port and data; then once under 4 closed-loop search "
-        "clients"
+        f"SIGKILL of {label} while a job was running (up to {ctx.profile.outage_kills} times), amid a "
+        f"stream of {ctx.profile.outage_docs} uploads (503 or no answer: sent again each second), each time "
+        f"restarted {ctx.profile.outage_s:g} s later on the same port and data; then once under 4 "
+        "closed-loop search clients"
     )
     answering = [o.answering_at - o.restarted_at for o in [*ingest_outages, query_outage]]
     ready = [r for r in ingest_ready if r is not None]
@@ -175,7 +175,8 @@ async def _outage(ctx: Context, service: str, label: str, tag: str, answers: Cal
         f"mid-ingest: {len(accepted)} of {ctx.profile.outage_docs} uploads accepted; "
         f"HTTP: {ingest_tally.summary()}",
         f"mid-query: {query_tally.total} searches; HTTP: {query_tally.summary()}",
-        f"{len(ingest_outages)} kills mid-ingest + 1 mid-query, restarted by {query_outage.replaced_by}; "
+        f"{len(ingest_outages)} kill(s) mid-ingest (the next waits up to 60 s for a job to run) + 1 "
+        f"mid-query, restarted by {query_outage.replaced_by}; "
         f"answering again {', '.join(f'{s:.1f}' for s in answering)} s after the restarts",
     ]
     row.figures = [
