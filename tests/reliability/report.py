@@ -1,0 +1,179 @@
+"""Figures, the issue's goals for them, and the markdown table the suite regenerates.
+
+A ``Figure`` is one measured value with the goal it is judged against (``ok`` None: shown, not judged). A
+``Row`` is one scenario: what was done, its counts and its figures; it passes when none of its judged figures
+misses its goal and the scenario itself ran to the end.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import platform
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    name: str
+    value: str
+    goal: str = ""
+    ok: bool | None = None
+    correctness: bool = False  # a correctness figure (lost, duplicates, foreign, 5xx), not timing or memory
+
+    def render(self) -> str:
+        mark = "" if self.ok is None else (" ✅" if self.ok else " ❌")
+        goal = f" (goal {self.goal})" if self.goal else ""
+        return f"{self.name} **{self.value}**{goal}{mark}"
+
+
+def fmt(value: float | None, unit: str = "", digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, int) or float(value).is_integer() and abs(value) >= 100:
+        return f"{int(value)}{unit}"
+    return f"{value:.{digits}f}{unit}"
+
+
+def zero(name: str, count: int, *, correctness: bool = True) -> Figure:
+    """A count whose goal is 0 (lost, duplicates, foreign objects, 5xx...)."""
+    return Figure(name, str(count), "0", count == 0, correctness)
+
+
+def at_most(name: str, value: float | None, limit: float, unit: str = "", digits: int = 2) -> Figure:
+    """A measured value whose goal is at most ``limit``; n/a (nothing measured) misses it."""
+    ok = value is not None and not math.isnan(value) and value <= limit
+    return Figure(name, fmt(value, unit, digits), f"≤ {fmt(limit, unit, digits)}", ok)
+
+
+def at_least(name: str, value: float | None, limit: float, unit: str = "", digits: int = 2) -> Figure:
+    ok = value is not None and not math.isnan(value) and value >= limit
+    return Figure(name, fmt(value, unit, digits), f"≥ {fmt(limit, unit, digits)}", ok)
+
+
+def info(name: str, value: str | float | int | None, unit: str = "", digits: int = 2) -> Figure:
+    text = value if isinstance(value, str) else fmt(value, unit, digits)
+    return Figure(name, text)
+
+
+@dataclass
+class Row:
+    key: str
+    title: str
+    done: str = ""
+    counts: list[str] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    error: str = ""  # the scenario did not run to its end: why
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return not self.error and all(f.ok is not False for f in self.figures)
+
+    @property
+    def correctness_passed(self) -> bool:
+        return not self.error and all(f.ok is not False for f in self.figures if f.correctness)
+
+    def failures(self) -> list[Figure]:
+        return [f for f in self.figures if f.ok is False]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The ``q``-th percentile (0-100, nearest rank) of ``values``; None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def machine() -> str:
+    cores = os.cpu_count() or 0
+    try:
+        mem_kb = next(
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal:")
+        )
+        ram = f"{mem_kb / 1024 / 1024:.0f} GiB RAM"
+    except (OSError, StopIteration, ValueError):
+        ram = "RAM unknown"
+    return f"{platform.node() or 'host'}: {cores} cores, {ram}, {platform.system()} {platform.release()}"
+
+
+def git_commit(root: Path) -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        branch = subprocess.run(
+            ["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}{' (with uncommitted changes)' if dirty else ''} on {branch}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", "<br>")
+
+
+def render(
+    rows: list[Row],
+    *,
+    mode: str,
+    commit: str,
+    started: dt.datetime,
+    seconds: float,
+    config: list[str],
+    throughout: list[list[str]],
+) -> str:
+    passed = all(r.passed for r in rows)
+    lines = [
+        "# Reliability figures (issue 12)",
+        "",
+        "Regenerated by `python -m tests.reliability"
+        + (" --full" if mode == "full" else " --quick")
+        + "`; do not edit by hand.",
+        "",
+        f"- date: {started.strftime('%Y-%m-%d %H:%M %Z').strip()}, run time {seconds / 60:.1f} min",
+        f"- commit: {commit}",
+        f"- machine: {machine()}",
+        f"- mode: **{mode}**",
+        f"- result: **{'PASS' if passed else 'FAIL'}** "
+        f"({sum(r.passed for r in rows)} of {len(rows)} scenarios meet the issue's goals)",
+        "- stack: " + "; ".join(config),
+        "",
+        "| # | scenario | what was done | counts | figures | result |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for index, row in enumerate(rows, 1):
+        figures = "<br>".join(f.render() for f in row.figures)
+        if row.error:
+            figures = (figures + "<br>" if figures else "") + f"**did not finish:** {row.error}"
+        result = "PASS" if row.passed else "FAIL"
+        lines.append(
+            f"| {index} | {_cell(row.title)} | {_cell(row.done)} ({row.seconds:.0f} s) | "
+            f"{_cell('<br>'.join(row.counts))} | {_cell(figures)} | **{result}** |"
+        )
+    if throughout:
+        lines += [
+            "",
+            "Throughout the run (a /health prober every 100-200 ms, VmRSS of the process trees every 0.5 s):",
+            "",
+            "| phase | /health probes | /health p50 | /health p99 | /health max | failed probes | "
+            "API RSS max | worker RSS max |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        lines += ["| " + " | ".join(_cell(c) for c in cells) + " |" for cells in throughout]
+    return "\n".join(lines) + "\n"
