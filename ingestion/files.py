@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ class FileStore:
         folder = self._doc_dir(tenant, document_id) / version
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / safe_name(filename)
-        tmp = path.with_name(path.name + ".part")
+        # A temp name of its own per write: two uploads of the same bytes at once must not share one.
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.part")
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()

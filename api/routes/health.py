@@ -13,7 +13,8 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health")
-def health() -> dict[str, str]:
+async def health() -> dict[str, str]:
+    # async: answered on the event loop, never behind a saturated thread pool
     return {"status": "ok"}
 
 
