@@ -1,4 +1,4 @@
-"""Uploads of the same document, version and file name written at once each land whole (no shared temp file)."""
+"""Uploads of one document, version and file name written at once each land whole (no shared temp file)."""
 
 from __future__ import annotations
 
