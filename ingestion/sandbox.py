@@ -20,7 +20,7 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from ingestion.errors import (
     ParseLimitError,
     UnsupportedFormatError,
 )
-from ingestion.parsers import ParseLimits, Section, parse
+from ingestion.parsers import Heading, ParseLimits, Section, parse
 from ingestion.settings import IngestSettings
 
 logger = logging.getLogger(__name__)
@@ -139,7 +139,12 @@ def _result(code: int, out: bytes, err: bytes, filename: str, sandbox: SandboxLi
         if kind == "MemoryError":
             raise ParseLimitError(f"{name}: {sandbox.memory_reason()}")
         raise _ERRORS.get(kind, ParseError)(message)
-    return [Section(text, page) for text, page in reply["sections"]]
+    return [
+        Section(
+            text, page, title, tuple(Heading(offset, level, heading) for offset, level, heading in headings)
+        )
+        for text, page, title, headings in reply["sections"]
+    ]
 
 
 def _name(filename: str) -> str:
@@ -159,7 +164,13 @@ def _child() -> int:
         data = Path(request["path"]).read_bytes()
         sections = parse(data, request["filename"], ParseLimits(**request["limits"]))
         del data
-        out = json.dumps({"sections": [[s.text, s.page] for s in sections]}).encode()
+        out = json.dumps(
+            {
+                "sections": [
+                    [s.text, s.page, s.title, [list(astuple(h)) for h in s.headings]] for s in sections
+                ]
+            }
+        ).encode()
     except MemoryError:
         out = json.dumps({"error": ["MemoryError", ""]}).encode()
     except IngestError as exc:

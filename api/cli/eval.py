@@ -3,10 +3,14 @@ summary and, with ``--gate --apply``, store the rerank gate's decision."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import signal
+import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -149,22 +153,32 @@ def eval_command(
 
 
 @contextmanager
-def stop_on_sigterm() -> Iterator[None]:
-    """Within the block SIGTERM raises ``SystemExit`` (as SIGINT raises ``KeyboardInterrupt``), so that
-    ``finally`` blocks run: the Milvus Lite server is stopped and the temporary folder removed."""
+def stop_on_signals(cleanup: Callable[[], None]) -> Iterator[None]:
+    """Within the block SIGTERM and SIGINT run ``cleanup`` (stop the Milvus Lite server, remove the temporary
+    folder) and end the process with 128 + the signal's number. Cleaning up in the handler itself, rather than
+    raising and trusting ``finally`` blocks, holds whatever the interrupted code was doing: a client library
+    that catches the exception, or a wait on a subprocess, cannot keep the server alive."""
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second signal ends the process at once
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        try:
+            cleanup()
+        finally:
+            sys.stderr.write(f"sieve eval: stopped by signal {signum}; its Milvus Lite server is stopped\n")
+            sys.stderr.flush()
+            os._exit(128 + signum)
 
     try:
-        previous = signal.signal(signal.SIGTERM, stop)
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextmanager
@@ -176,11 +190,21 @@ def eval_store(milvus_uri: str | None, *, keep: bool = False) -> Iterator[tuple[
     from retrieval.settings import RetrievalSettings
 
     collection = f"sieve_eval_{uuid.uuid4().hex[:10]}"
-    with stop_on_sigterm(), tempfile.TemporaryDirectory(prefix="sieve-eval-") as home:
+    started: list[Stack] = []
+
+    def cleanup() -> None:
+        for stack in started:
+            stack.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+    home = tempfile.mkdtemp(prefix="sieve-eval-")
+    with stop_on_signals(cleanup), contextlib.ExitStack() as remove:
+        remove.callback(shutil.rmtree, home, ignore_errors=True)
         stack = None
         try:
             if milvus_uri is None:
                 stack = Stack(home=Path(home), milvus_port=free_port())
+                started.append(stack)
                 stack.start_milvus()
                 milvus_uri = stack.milvus_uri
             store = make_store(RetrievalSettings(milvus_uri=milvus_uri, collection=collection))

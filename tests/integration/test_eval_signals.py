@@ -3,6 +3,7 @@ temporary folder."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -43,7 +44,12 @@ def _alive(pid: int) -> bool:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_stopped_eval_leaves_no_server_and_no_folder(tmp_path: Path, signum: int) -> None:
     pytest.importorskip("ir_measures")
-    folder = write_tiny_beir(tmp_path / "tiny")
+    folder = write_tiny_beir(tmp_path / "tiny", gzipped=False)
+    with (folder / "corpus.jsonl").open("a", encoding="utf-8") as fh:  # enough work to be still running
+        for i in range(5000):  # when the signal comes, however fast the machine
+            fh.write(
+                json.dumps({"_id": f"filler-{i}", "title": "", "text": f"filler passage number {i}"}) + "\n"
+            )
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     env = {**os.environ, "TMPDIR": str(scratch), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
