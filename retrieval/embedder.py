@@ -55,7 +55,7 @@ class Embedder(Protocol):
 
 
 def reads(embedder: object) -> frozenset[str]:
-    """The languages ``embedder`` declares it reads (its ``languages``), every language when it declares none."""
+    """The languages ``embedder`` declares (its ``languages``); every language if it declares none."""
     declared = getattr(embedder, "languages", None)
     if declared is None:
         return ALL_LANGUAGES
