@@ -12,6 +12,7 @@ import pytest
 from api.search import Laps, SearchRequest, SearchService
 from api.settings import ApiSettings
 from reranking import NoneReranker
+from retrieval.errors import UnsupportedSearchError
 from retrieval.memory_store import InMemoryStore
 from retrieval.types import Chunk
 from tests.support.fakes import HashEmbedder
@@ -114,3 +115,24 @@ def test_the_response_carries_the_note(store: InMemoryStore) -> None:
     assert (result.mode, result.fusion) == ("bm25", note)
     plain = svc.compose(request, candidates, None, None, None, NoneReranker(), mode="hybrid", timings={})
     assert plain.fusion is None
+
+
+class DenseOnly(InMemoryStore):
+    """A store without a full-text index (a collection from before it, a Milvus server older than 2.5)."""
+
+    def search(self, tenant: str, vector: Any, **kwargs: Any) -> list[Any]:
+        if kwargs.get("mode", "dense") != "dense":
+            raise UnsupportedSearchError("no full-text index")
+        return super().search(tenant, vector, **kwargs)
+
+
+def test_without_full_text_the_default_falls_back_to_dense_and_embeds_then(store: InMemoryStore) -> None:
+    dense_only = DenseOnly()
+    dense_only.ensure_collection(embedder_name=HashEmbedder.name, dimension=HashEmbedder.dimension)
+    chunks = [Chunk(tenant="t", document_id="d0", version="v1", position=0, text=TEXTS[0])]
+    dense_only.upsert(chunks, HashEmbedder().embed_documents(TEXTS[:1]))
+    embedder = EnglishOnly()
+    candidates, mode, note = stage1(embedder, dense_only, CHINESE)
+    assert (mode, note, embedder.queries, len(candidates)) == ("dense", None, [CHINESE], 1)
+    with pytest.raises(UnsupportedSearchError):
+        stage1(EnglishOnly(), dense_only, CHINESE, mode="hybrid")
