@@ -8,7 +8,8 @@
    and runs the rest (``run``) in a thread;
 2. the cache (``api.cache``): a hit is answered at once, marked ``cached``;
 3. stage 1: embed the query, candidates from the vector store (which checks the filters), only the versions
-   that are served;
+   that are served; a hybrid query in a language the embedder does not read runs as bm25, unembedded
+   (``retrieval.fusion.plan_legs``), and the response's ``fusion`` says so;
 4. stage 2: the reranker, when the runtime rerank gate lets it run, within ``API_RERANK_DEADLINE_S``;
 5. compose: the final order (the reranker's, the learned fusion's, or stage 1's), cut to ``top_k`` once;
 6. a healthy answer is cached, and a low-confidence one goes to the review queue (``api.low_confidence``).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as DeadlineError
 from functools import partial
@@ -38,7 +40,9 @@ from api.snapshot import ModelSnapshot
 from ingestion.records import Records
 from reranking import RankedHit, Reranker, RerankError, RerankOverloadedError, RerankUnavailableError
 from retrieval import Candidate, Embedder, VectorStore
+from retrieval.embedder import reads
 from retrieval.errors import UnsupportedSearchError
+from retrieval.fusion import plan_legs
 
 __all__ = ["Hit", "RerankInfo", "SearchRequest", "SearchResponse", "SearchResult", "SearchService"]
 
@@ -151,50 +155,75 @@ class SearchService:
         """Stage 1, stage 2 and compose, uncached."""
         embedder, store, gate = models.search_models()
         laps = Laps()
-        candidates, mode = self.stage1(embedder, store, tenant, request, laps)
+        candidates, mode, fusion_note = self.stage1(embedder, store, tenant, request, laps)
         verdict = gate.verdict(tenant) if models.reranker.reorders else None
         ranked, degraded = self.stage2(models.reranker, verdict, request, candidates)
         laps.lap("rerank")
         return self.compose(
-            request, candidates, ranked, verdict, degraded, models.reranker, mode=mode, timings=laps.total()
+            request,
+            candidates,
+            ranked,
+            verdict,
+            degraded,
+            models.reranker,
+            mode=mode,
+            timings=laps.total(),
+            fusion_note=fusion_note,
         )
 
     # -- stage 1 --------------------------------------------------------------------------------------
     def stage1(
         self, embedder: Embedder, store: VectorStore, tenant: str, request: BoundedSearch, laps: Laps
-    ) -> tuple[list[Candidate], str]:
-        """Embed the query, fetch candidates (the store checks the filters), keep the served versions."""
-        vector = embedder.embed_queries([request.query], instruction=request.instruction)[0]
+    ) -> tuple[list[Candidate], str, str | None]:
+        """Embed the query (where a dense leg runs), fetch candidates (the store checks the filters), keep
+        the served versions. Returns the candidates, the mode that ran and the fusion note (``plan_legs``:
+        a hybrid query in a language the embedder does not read runs as bm25)."""
+        plan = plan_legs(request.mode or self.default_mode, request.query, reads(embedder))
+
+        def embed() -> Any:
+            return embedder.embed_queries([request.query], instruction=request.instruction)[0]
+
+        vector = embed() if plan.needs_vector else None
         laps.lap("embed")
         limit = request.candidates + self.settings.stale_slack
-        found, mode = self.retrieve(store, tenant, request, vector, limit=limit)
+        found, mode = self.retrieve(store, tenant, request, vector, limit=limit, mode=plan.mode, embed=embed)
         laps.lap("stage1")
         candidates = self.served(tenant, found)[: request.candidates]
         laps.lap("filter")
-        return candidates, mode
+        return candidates, mode, plan.note if mode == plan.mode else None
 
     def retrieve(
-        self, store: VectorStore, tenant: str, request: SearchRequest, vector: Any, *, limit: int
+        self,
+        store: VectorStore,
+        tenant: str,
+        request: SearchRequest,
+        vector: Any,
+        *,
+        limit: int,
+        mode: str | None = None,
+        embed: Callable[[], Any] | None = None,
     ) -> tuple[list[Candidate], str]:
-        """Candidates in the requested mode. A mode the request asked for and the store cannot run is the
-        caller's error (400); the configured default quietly falls back to dense where there is no
-        full-text index (a collection from before it, or a Milvus server older than 2.5)."""
-        mode = request.mode or self.default_mode
+        """Candidates in ``mode`` (default: the requested one). A mode the request asked for and the store
+        cannot run is the caller's error (400); the configured default quietly falls back to dense where
+        there is no full-text index (a collection from before it, or a Milvus server older than 2.5);
+        ``embed`` gives the query vector then, where ``vector`` is None (a plan without a dense leg)."""
+        mode = mode or request.mode or self.default_mode
         search = partial(
             store.search,
             tenant,
-            vector,
             limit=limit,
             filters=request.filters,
             query_text=request.query,
             fusion=request.fusion or self.default_fusion,
         )
         try:
-            return search(mode=mode), mode
+            return search(vector, mode=mode), mode
         except UnsupportedSearchError:
             if request.mode is not None or mode == "dense":
                 raise
-            return search(mode="dense"), "dense"
+            if vector is None and embed is not None:
+                vector = embed()
+            return search(vector, mode="dense"), "dense"
 
     def served(self, tenant: str, candidates: list[Candidate]) -> list[Candidate]:
         """Drop chunks of versions that are not (or no longer) served: in flight, superseded, deleted."""
@@ -250,6 +279,7 @@ class SearchService:
         *,
         mode: str,
         timings: dict[str, float],
+        fusion_note: str | None = None,
     ) -> SearchResult:
         """The final order, cut to ``top_k`` (the one cut), and the response that explains it."""
         applied = ranked is not None
@@ -294,6 +324,7 @@ class SearchService:
             rerank=RerankInfo(backend=reranker.name, applied=applied, note=note),
             timings_ms=timings,
             mode=mode,
+            fusion=fusion_note,
             degraded=degraded is not None,
             degraded_reason=degraded,
             gate=verdict.info if verdict is not None else None,

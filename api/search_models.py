@@ -71,6 +71,11 @@ class SearchResponse(BaseModel):
     rerank: RerankInfo
     timings_ms: dict[str, float]
     mode: str = Field("dense", description="The stage-1 mode that ran.")
+    fusion: str | None = Field(
+        None,
+        description="Why stage 1 ran in another mode than asked, e.g. the dense leg of hybrid given weight 0 "
+        "because the query's language is not one the embedder reads (absent otherwise).",
+    )
     degraded: bool = Field(False, description="True: the rerank stage failed or missed its deadline.")
     degraded_reason: str | None = None
     gate: GateInfo | None = Field(

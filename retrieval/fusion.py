@@ -16,6 +16,12 @@ Fusion methods (``fusion=``):
 Weights default to 1 for every list. For ``hybrid`` they are ``(dense, bm25)``. Ties keep the order in which
 items were first seen (first list first), so the result is deterministic.
 
+Per-query legs (``plan_legs``): a hybrid search whose query is in a language the embedder does not read
+(``retrieval.lexical.detect_language`` of the query, outside ``retrieval.embedder.reads(embedder)``: a Chinese
+query and the English-only MiniLM) gives its dense leg weight 0, that is, runs as ``bm25`` (and needs no
+query vector); the plan's ``note`` says so. Measured on DRCD with MiniLM, hybrid RRF with the useless dense
+leg halves BM25's nDCG@10, so a default install never answers a language worse than BM25 alone.
+
 Fusion happens in the client, not in Milvus's ``hybrid_search``: the same function then serves the in-memory
 store, every server version, and the fusion of stage-1 and rerank ranks (``fuse_rerank``).
 """
@@ -23,9 +29,11 @@ store, every server version, and the fusion of stage-1 and rerank ranks (``fuse_
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal, TypeVar, get_args
 
+from retrieval.lexical import detect_language
 from retrieval.types import Candidate
 
 SearchMode = Literal["dense", "bm25", "hybrid"]
@@ -154,3 +162,30 @@ def fuse_rerank(
     else:
         raise ValueError(f"unknown fusion {fusion!r}: use one of {', '.join(FUSION_METHODS)}")
     return ranked(scores)
+
+
+@dataclass(frozen=True)
+class LegPlan:
+    """How one query runs stage 1: the ``mode`` to search in, and a ``note`` when it differs from the asked
+    mode (None otherwise); ``language`` is the query's detected language."""
+
+    mode: str
+    language: str
+    note: str | None = None
+
+    @property
+    def needs_vector(self) -> bool:
+        return self.mode != "bm25"
+
+
+def plan_legs(mode: str, query: str, languages: Collection[str]) -> LegPlan:
+    """The legs of ``query`` in ``mode`` for an embedder that reads ``languages`` (see the module docstring):
+    hybrid becomes bm25 for a query in a language outside ``languages``; any other mode runs as asked."""
+    language = detect_language(query)
+    if mode == "hybrid" and language not in languages:
+        note = (
+            f"dense leg weight 0: the query's language ({language}) is not one the embedder reads "
+            f"({', '.join(sorted(languages)) or 'none'}); ranked by bm25 alone"
+        )
+        return LegPlan("bm25", language, note)
+    return LegPlan(mode, language)

@@ -38,4 +38,8 @@ class RetrievalSettings(BaseSettings):
     embedder_max_tokens: int = 0  # 0: the model's own maximum
     embedder_dimension: int = 0  # 0: the model's full dimension (Qwen3 MRL prefix otherwise)
     embedder_batch_size: int = 32
+    # The languages the embedder reads (retrieval.lexical's en, zh, other; or all): empty means what the
+    # backend declares (MiniLM: en; bge-m3, e5, Qwen3: all). Hybrid search drops the dense leg of a query
+    # in a language outside this set (retrieval.fusion.plan_legs).
+    embedder_languages: str = ""
     query_instruction: str = QWEN3_EMBEDDING_INSTRUCTION

@@ -29,6 +29,7 @@ class EvalOptions:
     fusion: str = "rrf"  # of the hybrid legs
     rrf_k: int = 60
     weights: tuple[float, float] | None = None  # (dense, bm25)
+    language_fusion: bool = True  # hybrid: bm25 alone for a query the embedder cannot read (plan_legs)
     rerank_fusion: str = "rrf"  # of stage 1 and rerank
     rerank_weights: tuple[float, float] | None = None  # (stage1, rerank)
     chunk_tokens: int = 256

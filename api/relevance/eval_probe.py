@@ -6,7 +6,9 @@ then has the reranker score the best chunk of each of the top
 ``rerank_depth`` documents of each rerank mode. A chunk already scored for this query (the modes' heads
 overlap) is not sent again, so every configuration that reranks — ``+rerank``, ``+rerank+fusion``,
 ``+rerank+learned`` — reuses the same scores. ``rerank`` time per mode is the time that mode's head would take
-alone: the measured time per pair of this query times the head's size.
+alone: the measured time per pair of this query times the head's size. Hybrid follows the service's
+per-query legs (``retrieval.fusion.plan_legs``: bm25 alone for a query in a language the embedder does not
+read) unless ``options.language_fusion`` is off.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from api.relevance.eval_options import EvalOptions
 from api.relevance.gate import QueryRun
 from reranking import Reranker
 from retrieval import Embedder, VectorStore
+from retrieval.embedder import reads
+from retrieval.fusion import plan_legs
 from retrieval.types import Candidate
 
 TENANT = "eval"
@@ -96,13 +100,15 @@ def probe_query(
         started = time.perf_counter()
         vector = embedder.embed_queries([query])[0]
         probe.embed_ms = (time.perf_counter() - started) * 1000
+    languages = reads(embedder)
     for mode in modes:
         started = time.perf_counter()
+        ran = plan_legs(mode, query, languages).mode if options.language_fusion else mode
         found = store.search(
             TENANT,
-            None if mode == "bm25" else vector,
+            None if ran == "bm25" else vector,
             limit=2 * options.depth,
-            mode=mode,
+            mode=ran,
             query_text=query,
             fusion=options.fusion,
             rrf_k=options.rrf_k,

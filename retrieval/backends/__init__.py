@@ -7,13 +7,20 @@ that import torch) and the tables that pick an embedder and a vector store (``re
 called, so importing this package loads no model library. ``qwen3`` is served by the GPU inference engine
 on a "cuda" device (``RETRIEVAL_EMBEDDER_DEVICE``) and by transformers elsewhere, with the same name and
 vectors, so a collection built by one serves the other; ``qwen3-engine`` forces the engine.
+
+Each factory declares the languages its embedder reads (``languages``, see ``retrieval.embedder.reads``):
+the bundled MiniLM and the other English-only sentence-transformers (``all-*``) and e5's ``enpt`` variant
+read ``en`` (Latin-script text); bge-m3, multilingual-e5 and Qwen3-Embedding read every language; any other
+model is assumed multilingual. ``RETRIEVAL_EMBEDDER_LANGUAGES`` overrides the declaration.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from retrieval.embedder import Embedder
+from retrieval.embedder import ALL_LANGUAGES, ENGLISH, Embedder, parse_languages
 from retrieval.errors import ModelLoadError
 from retrieval.settings import RetrievalSettings
 from retrieval.store import VectorStore
@@ -23,33 +30,55 @@ StoreFactory = Callable[[RetrievalSettings], VectorStore]
 DEFAULT_QWEN3_MODEL = "Qwen/Qwen3-Embedding-0.6B"
 
 
+def declare(embedder: Embedder, settings: RetrievalSettings, languages: frozenset[str]) -> Embedder:
+    """``embedder`` with its ``languages``: ``RETRIEVAL_EMBEDDER_LANGUAGES`` when set, else ``languages``."""
+    target: Any = embedder  # ``languages`` is an optional attribute, outside the protocol
+    override = parse_languages(settings.embedder_languages)
+    target.languages = languages if override is None else override
+    return embedder
+
+
+def sentence_transformer_languages(model: str) -> frozenset[str]:
+    """What a sentence-transformers model reads, from its name: the bundled MiniLM (no model) and the
+    English ``all-*`` models (all-MiniLM-*, all-mpnet-*, ...) read English; anything else, or a name that
+    says multilingual, is assumed to read every language."""
+    name = Path(model).name.lower() if model else ""
+    if "multilingual" in name:
+        return ALL_LANGUAGES
+    if not model or name.startswith("all-"):
+        return ENGLISH
+    return ALL_LANGUAGES
+
+
 def _minilm(settings: RetrievalSettings) -> Embedder:
     from retrieval.backends.sentence_transformers import SentenceTransformerEmbedder
 
-    return SentenceTransformerEmbedder(
+    embedder = SentenceTransformerEmbedder(
         model=settings.embedder_model or None,
         device=settings.embedder_device,
         max_tokens=settings.embedder_max_tokens or None,
         batch_size=settings.embedder_batch_size,
     )
+    return declare(embedder, settings, sentence_transformer_languages(settings.embedder_model))
 
 
 def _bge_m3(settings: RetrievalSettings) -> Embedder:
     from retrieval.backends.sentence_transformers import SentenceTransformerEmbedder
 
-    return SentenceTransformerEmbedder(
+    embedder = SentenceTransformerEmbedder(
         model=settings.embedder_model or "BAAI/bge-m3",
         device=settings.embedder_device,
         max_tokens=settings.embedder_max_tokens or None,
         batch_size=settings.embedder_batch_size,
         setting_name="RETRIEVAL_EMBEDDER_MODEL",
     )
+    return declare(embedder, settings, ALL_LANGUAGES)
 
 
 def _qwen3_transformers(settings: RetrievalSettings) -> Embedder:
     from retrieval.backends.qwen3 import Qwen3Embedder
 
-    return Qwen3Embedder(
+    embedder = Qwen3Embedder(
         model=settings.embedder_model or DEFAULT_QWEN3_MODEL,
         device=settings.embedder_device,
         max_tokens=settings.embedder_max_tokens or None,
@@ -57,18 +86,20 @@ def _qwen3_transformers(settings: RetrievalSettings) -> Embedder:
         batch_size=settings.embedder_batch_size,
         default_instruction=settings.query_instruction,
     )
+    return declare(embedder, settings, ALL_LANGUAGES)
 
 
 def _qwen3_engine(settings: RetrievalSettings) -> Embedder:
     from retrieval.backends.qwen3_engine import EngineEmbedder
 
-    return EngineEmbedder(
+    embedder = EngineEmbedder(
         model=settings.embedder_model or DEFAULT_QWEN3_MODEL,
         device=settings.embedder_device,
         max_tokens=settings.embedder_max_tokens or None,
         dimension=settings.embedder_dimension or None,
         default_instruction=settings.query_instruction,
     )
+    return declare(embedder, settings, ALL_LANGUAGES)
 
 
 def _qwen3(settings: RetrievalSettings) -> Embedder:
@@ -79,11 +110,13 @@ def _qwen3(settings: RetrievalSettings) -> Embedder:
 def _e5(settings: RetrievalSettings) -> Embedder:
     from retrieval.backends.e5 import E5Embedder
 
-    return E5Embedder(
+    embedder = E5Embedder(
         model=settings.embedder_model or None,
         max_tokens=settings.embedder_max_tokens or None,
         batch_size=settings.embedder_batch_size,
     )
+    english = settings.embedder_model.lower() == "enpt"  # the English-Portuguese vocabulary: Latin script
+    return declare(embedder, settings, ENGLISH if english else ALL_LANGUAGES)
 
 
 EMBEDDERS: dict[str, EmbedderFactory] = {

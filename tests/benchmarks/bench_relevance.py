@@ -10,9 +10,12 @@ Rows (each a ``sieve eval`` configuration, ``api.relevance.evaluate``, on a Milv
     analysis: <mode>      the lexical field (``retrieval.lexical``), the title still in the first chunk only
     +context: <mode>      the lexical field, the title as every chunk's context (embedded and indexed)
     +context+sum: <mode>  as +context, each document scored by the sum of its 3 best chunks, not its best one
+    +context+lang: <mode> as +context, with per-query legs (``retrieval.fusion.plan_legs``, the service's
+                          default): hybrid is bm25 alone for a query the embedder does not read
 
 ``p`` is a two-sided paired t-test over per-query nDCG@10 against the ``before`` row of the same mode (the
-stock row: against ``before: bm25``). Embeddings are the bundled MiniLM (``RETRIEVAL_EMBEDDER``), cached by
+stock row: against ``before: bm25``); ``--variants`` runs some of them (the first one given is then the
+base of Δ and p). Embeddings are the bundled MiniLM (``RETRIEVAL_EMBEDDER``), cached by
 text within a run, so identical chunks are embedded once. ``--bm25-only`` skips every vector (no embedding).
 
 Where the CPU is too slow to embed the corpus twice, the vectors can come from elsewhere: ``--dump-texts
@@ -64,12 +67,14 @@ class Variant:
     legacy: bool  # the collection schema before the lexical field
     context: bool
     aggregations: tuple[str, ...] = ("best",)
+    language_fusion: bool = False  # hybrid: bm25 alone for queries the embedder cannot read
 
 
 VARIANTS = (
     Variant("before", legacy=True, context=False),
     Variant("analysis", legacy=False, context=False),
     Variant("+context", legacy=False, context=True, aggregations=("best", "sum")),
+    Variant("+context+lang", legacy=False, context=True, language_fusion=True),
 )
 
 
@@ -92,6 +97,10 @@ class CachingEmbedder:
     @property
     def max_tokens(self) -> int:
         return self._embedder.max_tokens
+
+    @property
+    def languages(self) -> frozenset[str] | None:
+        return getattr(self._embedder, "languages", None)
 
     def warm_up(self) -> None:
         self._embedder.warm_up()
@@ -226,6 +235,7 @@ def run_variant(
         chunk_overlap=ingest.chunk_overlap,
         context=variant.context,
         aggregations=variant.aggregations,
+        language_fusion=variant.language_fusion,
     )
     with eval_store(None) as (store, label):
         if variant.legacy:
@@ -273,6 +283,9 @@ def main() -> None:
     parser.add_argument("--corpus-limit", type=int, default=None)
     parser.add_argument("--bm25-only", action="store_true", help="no vectors, nothing embedded")
     parser.add_argument("--out", type=Path, default=Path("bench-relevance"))
+    parser.add_argument(
+        "--variants", default=None, help="comma-separated variant names to run (default: all), e.g. +context"
+    )
     parser.add_argument("--dump-texts", type=Path, help="write the texts to embed (.jsonl.gz) and stop")
     parser.add_argument("--vectors", type=Path, help="vectors of those texts, from embed_texts.py (.npz)")
     args = parser.parse_args()
@@ -311,7 +324,15 @@ def main() -> None:
     chunks: dict[str, int] = {}
     stock_means, stock_scores = eval_report.score_run(dataset.qrels, stock_bm25(dataset, args.language))
     per_query["stock BM25"], means["stock BM25"] = stock_scores, stock_means
-    for variant in VARIANTS:
+    variants = VARIANTS
+    if args.variants:
+        by_name = {variant.name: variant for variant in VARIANTS}
+        wanted = [name.strip() for name in args.variants.split(",") if name.strip()]
+        unknown = [name for name in wanted if name not in by_name]
+        if unknown:
+            parser.error(f"--variants: unknown {unknown}; use some of {', '.join(by_name)}")
+        variants = tuple(by_name[name] for name in wanted)
+    for variant in variants:
         report = run_variant(variant, dataset, embedder, modes, args.out, console)
         for config in report["configurations"]:
             name = f"{variant.name}: {config['name']}".replace(
@@ -325,7 +346,7 @@ def main() -> None:
     qids = list(dataset.qrels)
     for name, scores in per_query.items():
         mode = name.rsplit(": ", 1)[-1] if name != "stock BM25" else "bm25"
-        base = f"before: {mode}"
+        base = f"{variants[0].name}: {mode}"
         row: dict[str, Any] = {"name": name, **means[name], "chunks": chunks.get(name, "")}
         if name == base or base not in per_query:
             row["delta"], row["p"] = None, None
