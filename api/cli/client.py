@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -90,10 +91,10 @@ class SieveClient:
         return list(self._check(self._http.get("/v1/documents")))
 
     def document(self, document_id: str) -> dict[str, Any]:
-        return dict(self._check(self._http.get(f"/v1/documents/{document_id}")))
+        return dict(self._check(self._http.get(_document_path(document_id))))
 
     def delete(self, document_id: str) -> dict[str, Any]:
-        return dict(self._check(self._http.delete(f"/v1/documents/{document_id}")))
+        return dict(self._check(self._http.delete(_document_path(document_id))))
 
     def review_clusters(self, **params: Any) -> dict[str, Any]:
         """``GET /v1/review/clusters``: flagged queries grouped into recurring gaps (params: tenant, state,
@@ -103,3 +104,9 @@ class SieveClient:
 
     def ready(self) -> dict[str, Any]:
         return dict(self._http.get("/ready").json())
+
+
+def _document_path(document_id: str) -> str:
+    """The route of one document: the id percent-encoded whole (``/`` too), so ``a/README.md``,
+    ``a/../b`` or ``x?y#z`` reach the ``{document_id:path}`` route intact, never normalised by the URL."""
+    return f"/v1/documents/{quote(document_id, safe='')}"
