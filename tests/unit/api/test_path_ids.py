@@ -18,7 +18,14 @@ from tests.support.compat_harness import drain
 from tests.support.fakes import HashEmbedder, RecordingSender
 
 AUTH = {"Authorization": "Bearer k1"}
-IDS = ["a/README.md", "docs/guide/intro.md", "a/../b.md", "/leading.md", "odd?x=1#frag.md", "spaced name/ü.md"]
+IDS = [
+    "a/README.md",
+    "docs/guide/intro.md",
+    "a/../b.md",
+    "/leading.md",
+    "odd?x=1#frag.md",
+    "spaced name/ü.md",
+]
 
 
 @pytest.fixture
@@ -63,7 +70,10 @@ def test_path_style_id_reads_and_deletes_through_the_cli_client(
 def test_slash_id_raw_route_works(app_parts: tuple[TestClient, Resources]) -> None:
     client, res = app_parts
     files = [("files", ("x.md", b"text about folders"))]
-    assert client.post("/v1/documents", files=files, data={"document_id": "a/b/c.md"}, headers=AUTH).status_code == 202
+    assert (
+        client.post("/v1/documents", files=files, data={"document_id": "a/b/c.md"}, headers=AUTH).status_code
+        == 202
+    )
     drain(res)
     assert client.get("/v1/documents/a/b/c.md", headers=AUTH).json()["document_id"] == "a/b/c.md"
     assert client.get("/v1/documents/a%2Fb%2Fc.md", headers=AUTH).json()["document_id"] == "a/b/c.md"
