@@ -30,10 +30,9 @@ def plan_uploads(paths: list[Path]) -> tuple[list[Planned], list[tuple[Planned, 
     """The files to upload for ``paths`` and the collisions left out.
 
     A file given by itself keeps its name as its id; a folder is walked and each file's id is its path
-   
-    to that folder, with ``/`` (``sieve ingest docs`` -> ``a/README.md``, ``b/README.md``). Two files that
-    would get the same id collide: the first is kept, each later one is returned beside the one it collides
-    with (never uploaded, never silently overwriting)."""
+    relative to that folder, with ``/`` (``sieve ingest docs`` -> ``a/README.md``, ``b/README.md``). Two
+    files that would get the same id collide: the first is kept, each later one is returned beside the one it
+    collides with (never uploaded, never silently overwriting)."""
     planned: list[Planned] = []
     for p in paths:
         if p.is_dir():
