@@ -16,7 +16,9 @@ ROUTES = ["/v1/rerank", "/v2/rerank", "/rerank"]
 
 
 @pytest.mark.parametrize("route", ROUTES)
-def test_no_reranker_is_a_permanent_503_naming_real_backends(ingest_settings: IngestSettings, route: str) -> None:
+def test_no_reranker_is_a_permanent_503_naming_real_backends(
+    ingest_settings: IngestSettings, route: str
+) -> None:
     with harness.client(ingest_settings, None) as (client, _):  # RERANK_BACKEND=none
         r = client.post(route, json={"query": "x", "documents": ["d"]}, headers=AUTH)
     assert r.status_code == 503
