@@ -102,6 +102,23 @@ class SieveClient:
         query = {k: v for k, v in params.items() if v is not None}
         return dict(self._check(self._http.get("/v1/review/clusters", params=query)))
 
+    def review_page(self, **params: Any) -> dict[str, Any]:
+        """``GET /v1/review``: one page of flagged searches (params: tenant, state, since, cursor, limit)."""
+        query = {k: v for k, v in params.items() if v is not None}
+        return dict(self._check(self._http.get("/v1/review", params=query)))
+
+    def review_label(self, item_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/review/{id}``: label an item (``chunk_ids``, ``indices`` or ``none``)."""
+        return dict(self._check(self._http.post(f"/v1/review/{quote(item_id, safe='')}", json=body)))
+
+    def review_export(self, **params: Any) -> str:
+        """``GET /v1/review/export``: the labelled items as JSON lines of training pairs."""
+        query = {k: v for k, v in params.items() if v is not None}
+        response = self._http.get("/v1/review/export", params=query)
+        if not response.is_success:
+            self._check(response)
+        return response.text
+
     def ready(self) -> dict[str, Any]:
         return dict(self._http.get("/ready").json())
 

@@ -126,7 +126,9 @@ def ingest(
 
 
 def search(
-    query: str,
+    query: Annotated[
+        str, typer.Argument(help='What to look for, in plain words (quote it: "how do bees dance")')
+    ],
     top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
     url: UrlOpt = "http://127.0.0.1:8000",
     key: KeyOpt = "",

@@ -21,7 +21,7 @@ COMMANDS = [
     "reload",
 ]
 GROUPS = {
-    "review": ["clusters"],
+    "review": ["clusters", "list", "label", "export"],
     "gate": ["apply", "show", "clear"],
     "train": ["embedder", "reranker"],
 }
