@@ -8,6 +8,7 @@ measure, gate and train. This module builds the typer app; each command group li
     review    review clusters
     gate      gate apply|show|clear
     train     train embedder|reranker (``api.relevance.train_run``)
+    keys      keys create|list|revoke|limit (``api.tenant_keys``)
     errors    the one error -> message and exit code mapping (``SieveGroup``)
 
 Commands import what is heavy (models, the app, Celery) when they run, so ``import api.cli`` stays light.
@@ -25,6 +26,7 @@ from api.cli.errors import SieveGroup, set_debug
 from api.cli.eval import eval_command
 from api.cli.gate import gate_app
 from api.cli.ingest import ingest, search
+from api.cli.keys import keys_app
 from api.cli.reindex import reindex, reload
 from api.cli.review import review_app
 from api.cli.serve import down, rerank_server, serve, status, up, worker
@@ -66,3 +68,4 @@ app.command()(reload)
 app.add_typer(review_app, name="review")
 app.add_typer(gate_app, name="gate")
 app.add_typer(train_app, name="train")
+app.add_typer(keys_app, name="keys")

@@ -24,6 +24,7 @@ GROUPS = {
     "review": ["clusters", "list", "label", "export"],
     "gate": ["apply", "show", "clear"],
     "train": ["embedder", "reranker"],
+    "keys": ["create", "list", "revoke", "limit"],
 }
 
 
