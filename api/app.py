@@ -15,7 +15,7 @@ from api import errors, metrics
 from api.deps import get_tenant
 from api.limits import Admission
 from api.resources import Resources, Settings, build_resources
-from api.routes import admin, documents, embeddings, health, ops, rerank, review, search, web
+from api.routes import admin, documents, embeddings, health, keys, ops, rerank, review, search, web
 from api.serving import MODEL_ROUTES, inference_gate, make_serving
 from api.settings import UnsafeSettingsError, check_exposure
 
@@ -82,5 +82,6 @@ def create_app(
     app.include_router(embeddings.router, dependencies=[Depends(get_tenant)])
     app.include_router(ops.router)
     app.include_router(admin.router)
+    app.include_router(keys.router)
     app.include_router(web.router)
     return app

@@ -41,15 +41,19 @@ async def get_principal(resources: ResourcesDep, key: KeyDep) -> Principal:
     if key is None:
         raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", headers=UNAUTHORIZED)
     principal = identify(resources.settings.api, key)
+    if principal is None and resources.keys is not None:
+        stored_tenant = await resources.keys.atenant(key)  # a key made by `sieve keys create`
+        principal = Principal(stored_tenant) if stored_tenant is not None else None
     if principal is None:
         raise ApiError(401, "unknown API key", headers=UNAUTHORIZED)
     if principal.tenant is not None:
-        decision = await resources.ratelimit.acheck(principal.tenant)
+        stored_limit = await resources.keys.alimit(principal.tenant) if resources.keys is not None else None
+        decision = await resources.ratelimit.acheck(principal.tenant, stored_limit)
         if not decision.allowed:
             raise ApiError(
                 429,
                 f"rate limit of tenant {principal.tenant!r} exceeded: {decision.limit.describe()} "
-                f"(API_RATE_LIMIT_PER_S, API_RATE_LIMIT_BURST, API_RATE_LIMITS); "
+                f"(API_RATE_LIMIT_PER_S, API_RATE_LIMIT_BURST, API_RATE_LIMITS, `sieve keys limit`); "
                 f"retry in {decision.retry_after_s} s",
                 headers={"Retry-After": str(decision.retry_after_s)},
             )

@@ -91,10 +91,12 @@ def error_body(status: int, message: str, **extra: object) -> dict[str, object]:
 
 
 def retry_headers(exc: BaseException, status: int) -> dict[str, str] | None:
-    """``Retry-After`` for 429 and 503: the seconds an ``OverloadedError`` names, else one."""
+    """``Retry-After`` for 429 and 503: the seconds an ``OverloadedError`` names, else one; none for a
+    permanent condition (an error whose ``retry_after_s`` is None, e.g. no reranker configured)."""
     if status not in (429, 503):
         return None
-    return {"Retry-After": str(getattr(exc, "retry_after_s", 1))}
+    seconds = getattr(exc, "retry_after_s", 1)
+    return None if seconds is None else {"Retry-After": str(seconds)}
 
 
 ERROR_SCHEMA: dict[str, Any] = {

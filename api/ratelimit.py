@@ -110,9 +110,9 @@ class RateLimiter:
             args.append(self._clock())
         return args
 
-    def check(self, tenant: str) -> Decision:
+    def check(self, tenant: str, limit: Limit | None = None) -> Decision:
         """Take one token from the tenant's bucket, if it has one."""
-        limit = self.limit_for(tenant)
+        limit = limit or self.limit_for(tenant)
         if not limit.enabled:
             return Decision(True, 0, limit)
         try:
@@ -121,19 +121,24 @@ class RateLimiter:
             return _unavailable(limit, exc)
         return _decision(limit, reply)
 
-    async def acheck(self, tenant: str) -> Decision:
+    async def acheck(self, tenant: str, limit: Limit | None = None) -> Decision:
         """``check`` on the event loop without blocking it, through the asyncio client. A limiter built
-        without one (over an in-memory client, in tests) calls ``check`` inline."""
-        limit = self.limit_for(tenant)
+        without one (over an in-memory client, in tests) calls ``check`` inline. ``limit``: the tenant's
+        limit stored in Redis (``api.tenant_keys``), over the configured one."""
+        limit = limit or self.limit_for(tenant)
         if not limit.enabled:
             return Decision(True, 0, limit)
         if self._ascript is None:
-            return self.check(tenant)
+            return self.check(tenant, limit)
         try:
             reply = await self._ascript(keys=[keyspace.ratelimit(tenant)], args=self._args(limit))
         except redis.RedisError as exc:
             return _unavailable(limit, exc)
         return _decision(limit, reply)
+
+    @property
+    def aclient(self) -> redis.asyncio.Redis | None:
+        return self._aclient
 
     async def aclose(self) -> None:
         if self._aclient is not None:

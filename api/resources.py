@@ -19,6 +19,7 @@ from api.review import ReviewQueue, ReviewSink
 from api.search import SearchService
 from api.settings import ApiSettings
 from api.snapshot import ModelRegistry, ModelSnapshot
+from api.tenant_keys import TenantKeys
 from engine.hub import model_revision
 from ingestion.errors import RedisUnavailableError
 from ingestion.indexes import Indexes, IndexSpec, settings_spec
@@ -57,6 +58,7 @@ class Resources:
     review: ReviewSink
     gates: GateStore
     swap: HotSwap  # reloads models and follows the serving index
+    keys: TenantKeys | None = None  # tenant keys stored in Redis (``api.tenant_keys``)
 
     def close(self) -> None:
         self.search.close()
@@ -107,6 +109,14 @@ def build_resources(
         )
     )
     review = ReviewQueue(records.client)
+    limiter = RateLimiter(
+        records.client,
+        rate=api.rate_limit_per_s,
+        burst=api.rate_limit_burst,
+        overrides=api.rate_limits,
+        aclient=async_redis_client
+        or (async_client(settings.ingest.redis_url) if redis_client is None else None),
+    )
     return Resources(
         settings,
         models,
@@ -120,14 +130,7 @@ def build_resources(
             default_mode=settings.retrieval.search_mode,
             default_fusion=settings.retrieval.fusion,
         ),
-        RateLimiter(
-            records.client,
-            rate=api.rate_limit_per_s,
-            burst=api.rate_limit_burst,
-            overrides=api.rate_limits,
-            aclient=async_redis_client
-            or (async_client(settings.ingest.redis_url) if redis_client is None else None),
-        ),
+        limiter,
         review,
         gates,
         HotSwap(
@@ -139,6 +142,7 @@ def build_resources(
             store_factory=store_factory,
             poll_s=api.index_poll_s,
         ),
+        keys=TenantKeys(records.client, aclient=limiter.aclient),
     )
 
 

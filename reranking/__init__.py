@@ -5,7 +5,12 @@ and ``make_reranker`` (a name → factory table) live in ``reranking.backends``.
 """
 
 from reranking.backends import make_reranker
-from reranking.errors import RerankError, RerankOverloadedError, RerankUnavailableError
+from reranking.errors import (
+    RerankError,
+    RerankNotConfiguredError,
+    RerankOverloadedError,
+    RerankUnavailableError,
+)
 from reranking.reranker import NoneReranker, RankedHit, Reranker
 from reranking.settings import RerankSettings
 
@@ -15,6 +20,7 @@ __all__ = [
     "RerankError",
     "RerankOverloadedError",
     "RerankSettings",
+    "RerankNotConfiguredError",
     "RerankUnavailableError",
     "Reranker",
     "make_reranker",

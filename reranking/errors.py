@@ -2,6 +2,7 @@
 
 RerankError
 ├── RerankUnavailableError   the model is not loaded or the rerank server cannot be reached (503)
+│   └── RerankNotConfiguredError  no reranker is configured at all (503, permanent: no Retry-After)
 ├── RerankOverloadedError    the bounded queue is full (429)
 └── RerankInputError         a request the stage cannot score (empty query, too many documents) (400/413)
 """
@@ -13,6 +14,13 @@ class RerankError(Exception):
 
 class RerankUnavailableError(RerankError):
     """The reranker cannot serve right now (model not loaded, remote server down or too slow)."""
+
+
+class RerankNotConfiguredError(RerankUnavailableError):
+    """No reranker is configured (``RERANK_BACKEND=none``): permanent until the operator configures one, so
+    the answer carries no ``Retry-After`` (``retry_after_s`` None)."""
+
+    retry_after_s = None
 
 
 class RerankOverloadedError(RerankError):

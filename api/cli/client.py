@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -90,10 +91,10 @@ class SieveClient:
         return list(self._check(self._http.get("/v1/documents")))
 
     def document(self, document_id: str) -> dict[str, Any]:
-        return dict(self._check(self._http.get(f"/v1/documents/{document_id}")))
+        return dict(self._check(self._http.get(_document_path(document_id))))
 
     def delete(self, document_id: str) -> dict[str, Any]:
-        return dict(self._check(self._http.delete(f"/v1/documents/{document_id}")))
+        return dict(self._check(self._http.delete(_document_path(document_id))))
 
     def review_clusters(self, **params: Any) -> dict[str, Any]:
         """``GET /v1/review/clusters``: flagged queries grouped into recurring gaps (params: tenant, state,
@@ -101,5 +102,28 @@ class SieveClient:
         query = {k: v for k, v in params.items() if v is not None}
         return dict(self._check(self._http.get("/v1/review/clusters", params=query)))
 
+    def review_page(self, **params: Any) -> dict[str, Any]:
+        """``GET /v1/review``: one page of flagged searches (params: tenant, state, since, cursor, limit)."""
+        query = {k: v for k, v in params.items() if v is not None}
+        return dict(self._check(self._http.get("/v1/review", params=query)))
+
+    def review_label(self, item_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/review/{id}``: label an item (``chunk_ids``, ``indices`` or ``none``)."""
+        return dict(self._check(self._http.post(f"/v1/review/{quote(item_id, safe='')}", json=body)))
+
+    def review_export(self, **params: Any) -> str:
+        """``GET /v1/review/export``: the labelled items as JSON lines of training pairs."""
+        query = {k: v for k, v in params.items() if v is not None}
+        response = self._http.get("/v1/review/export", params=query)
+        if not response.is_success:
+            self._check(response)
+        return response.text
+
     def ready(self) -> dict[str, Any]:
         return dict(self._http.get("/ready").json())
+
+
+def _document_path(document_id: str) -> str:
+    """The route of one document: the id percent-encoded whole (``/`` too), so ``a/README.md``,
+    ``a/../b`` or ``x?y#z`` reach the ``{document_id:path}`` route intact, never normalised by the URL."""
+    return f"/v1/documents/{quote(document_id, safe='')}"

@@ -131,12 +131,12 @@ def list_documents(tenant: TenantDep, records: RecordsDep) -> list[DocumentView]
     return [DocumentView.of(d) for d in records.list_documents(tenant)]
 
 
-@router.get("/documents/{document_id}", response_model=DocumentView)
+@router.get("/documents/{document_id:path}", response_model=DocumentView)
 def get_document(document_id: str, tenant: TenantDep, records: RecordsDep) -> DocumentView:
     return DocumentView.of(records.get_document(tenant, document_id))
 
 
-@router.delete("/documents/{document_id}", status_code=202, response_model=JobView)
+@router.delete("/documents/{document_id:path}", status_code=202, response_model=JobView)
 def delete_document(document_id: str, tenant: TenantDep, uploads: UploadsDep) -> JobView:
     """Hides the document from search at once; a job removes its chunks."""
     return JobView.of(uploads.delete(tenant, document_id))

@@ -34,7 +34,8 @@ from api.compat import (
 from api.limits import Field, check_cap, length_problems, reject, run_admitted
 from api.serving import ModelsDep, Serving, ServingDep
 from api.snapshot import ModelSnapshot
-from reranking import RankedHit, RerankUnavailableError
+from reranking import RankedHit, RerankNotConfiguredError
+from reranking.backends import stage2_howto
 
 router = APIRouter(tags=["rerank"])
 
@@ -46,9 +47,9 @@ def check(
 ) -> None:
     """On the event loop, before the queue: a model is served, the count and the lengths within the caps."""
     if not models.reranker.reorders:
-        raise RerankUnavailableError(
-            f"no rerank model is served (RERANK_BACKEND={models.rerank.backend}): set RERANK_BACKEND to "
-            "qwen3, cross-encoder, engine or remote"
+        raise RerankNotConfiguredError(
+            f"stage 2 is off: no reranker is configured (RERANK_BACKEND={models.rerank.backend}; no reranker "
+            f"weights ship with Sieve, so the default stack serves stage 1 only); {stage2_howto()}"
         )
     api = serving.api
     check_cap(len(documents), api.max_rerank_documents, "documents", "API_MAX_RERANK_DOCUMENTS")

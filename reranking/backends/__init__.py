@@ -94,3 +94,17 @@ def make_reranker(settings: RerankSettings | None = None) -> Reranker:
             "set RERANK_BACKEND to none, cross-encoder, qwen3, qwen3-engine, qwen3-transformers or remote"
         )
     return factory(settings)
+
+
+# The ways to turn stage 2 on, by their canonical RERANK_BACKEND value (each a key of RERANKERS).
+STAGE2_OPTIONS: dict[str, str] = {
+    "qwen3-engine": "a GPU, with RERANK_MODEL a Qwen3-Reranker folder",
+    "cross-encoder": "on CPU, with RERANK_MODEL a cross-encoder folder",
+    "remote": "a rerank server (`sieve rerank-server`), with RERANK_URL its address",
+}
+
+
+def stage2_howto() -> str:
+    """One sentence saying how to turn stage 2 on, naming real ``RERANK_BACKEND`` values."""
+    ways = "; ".join(f"RERANK_BACKEND={name} ({how})" for name, how in STAGE2_OPTIONS.items())
+    return f"to turn stage 2 on, set {ways}, then restart the API (README: Turning stage 2 on)"

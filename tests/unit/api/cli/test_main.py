@@ -21,9 +21,10 @@ COMMANDS = [
     "reload",
 ]
 GROUPS = {
-    "review": ["clusters"],
+    "review": ["clusters", "list", "label", "export"],
     "gate": ["apply", "show", "clear"],
     "train": ["embedder", "reranker"],
+    "keys": ["create", "list", "revoke", "limit"],
 }
 
 
