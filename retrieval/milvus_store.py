@@ -31,6 +31,9 @@ Differences between servers, handled here:
   atomic: a concurrent search can briefly miss a chunk being replaced).
 - Milvus Lite searches unflushed rows slowly, so writes are flushed there. On a server ``flush`` seals a
   segment (seconds each) and Strong consistency already shows a client its own writes: no flush.
+- Milvus Lite keeps BM25 statistics per segment (each flush makes one), which ranks badly: with
+  ``RETRIEVAL_LEXICAL_DIR`` set (``sieve up`` sets it) the lexical leg there runs on an SQLite FTS5 index of
+  the same analysed terms (``retrieval.lexical_index``), filled from the collection once if it predates it.
 - String literals escape only ``\\``, ``"``, newline, carriage return and tab: Milvus Lite rejects the
   ``\\uXXXX``, ``\\b`` and ``\\f`` escapes of ``json.dumps``; both parsers take other characters as they are.
 """
@@ -43,6 +46,7 @@ import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -60,6 +64,7 @@ from retrieval.errors import (
 )
 from retrieval.fusion import check_search, fuse_candidates
 from retrieval.lexical import ANALYSIS_VERSION, analyze
+from retrieval.lexical_index import LexicalRow, SqliteLexicalIndex
 from retrieval.settings import RetrievalSettings
 from retrieval.store import FilterValue, validate_filters
 from retrieval.types import Candidate, Chunk
@@ -91,6 +96,7 @@ class MilvusStore:
         self._server_full_text = False
         self._full_text: fulltext.FullText = "none"  # of the open collection
         self._dimension: int | None = None
+        self._sqlite: SqliteLexicalIndex | None = None  # the lexical leg on Milvus Lite, when configured
 
     def ensure_collection(self, *, embedder_name: str, dimension: int) -> None:
         client, t = self._client(), self._timeout
@@ -99,6 +105,9 @@ class MilvusStore:
                 self._create(client, dimension)
                 self._full_text = "lexical" if self._server_full_text else "none"
                 self._record(client, embedder_name, dimension)
+                if self._sqlite is not None:  # a new collection: the index starts empty with it
+                    self._sqlite.drop()
+                    self._sqlite.mark_complete()
             else:
                 info = client.describe_collection(self._name, timeout=t)
                 self._full_text = self._adopt_full_text(info)
@@ -113,6 +122,7 @@ class MilvusStore:
                         f"(dimension {dimension}): set another RETRIEVAL_COLLECTION or rebuild the index"
                     )
             client.load_collection(self._name, timeout=t)
+            self._fill_lexical_index(client)
         self._dimension = dimension
 
     def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
@@ -142,6 +152,8 @@ class MilvusStore:
                     client.insert(self._name, batch, timeout=t)
             if self._lite:
                 client.flush(self._name, timeout=t)
+        if self._sqlite is not None and lexical:
+            self._sqlite.upsert(_lexical_row(row) for row in rows)
 
     def delete_document(
         self,
@@ -159,6 +171,10 @@ class MilvusStore:
             client.delete(self._name, filter=expression, timeout=self._timeout)
             if self._lite:
                 client.flush(self._name, timeout=self._timeout)
+        if self._sqlite is not None:
+            self._sqlite.delete_document(
+                tenant, document_id, version=version, except_versions=except_versions
+            )
 
     def search(
         self,
@@ -181,7 +197,8 @@ class MilvusStore:
             rrf_k=rrf_k,
             weights=weights,
         )
-        expression = _expression(tenant, validate_filters(filters))
+        clean = validate_filters(filters)
+        expression = _expression(tenant, clean)
         client, dimension = self._open()
         if mode != "dense" and self._full_text == "none":
             raise UnsupportedSearchError(self._no_full_text_reason(mode))
@@ -200,7 +217,10 @@ class MilvusStore:
                 params["params"]["ef"] = max(self.settings.search_ef, limit)
             legs.append(self._leg(client, "vector", query.tolist(), expression, limit, params))
         terms = self._query_terms(query_text) if mode != "dense" else ""
-        if terms:
+        if terms and self._sqlite is not None and self._full_text == "lexical":
+            only = None if clean.get("document_id") is None else str(clean["document_id"])
+            legs.append(self._sqlite_leg(client, tenant, terms, expression, limit, only))
+        elif terms:
             bm25 = fulltext.bm25_search_params()
             legs.append(self._leg(client, fulltext.SPARSE_FIELD, terms, expression, limit, bm25))
         elif mode != "dense":
@@ -230,6 +250,65 @@ class MilvusStore:
         else:
             candidates = [c.model_copy(update={"dense_score": c.score}) for c in candidates]
         return sorted(candidates, key=lambda candidate: -candidate.score)
+
+    def _sqlite_leg(
+        self,
+        client: MilvusClient,
+        tenant: str,
+        terms: str,
+        expression: str,
+        limit: int,
+        document_id: str | None,
+    ) -> list[Candidate]:
+        """The bm25 leg on the SQLite index: ids and scores from there, the rows from Milvus under the
+        request's filters. Ids that Milvus does not return (filtered out, or not in Milvus) are skipped, and
+        more are read from the index until ``limit`` rows are found or it has no more."""
+        assert self._sqlite is not None
+        found: list[Candidate] = []
+        offset, page = 0, max(limit * 2, 20)
+        while len(found) < limit:
+            scored = self._sqlite.search(tenant, terms, limit=page, offset=offset, document_id=document_id)
+            if not scored:
+                break
+            ids = [chunk for chunk, _ in scored]
+            with self._errors("search"):
+                rows = client.query(
+                    self._name,
+                    filter=f"{expression} and id in [{', '.join(quote(i) for i in ids)}]",
+                    output_fields=["id", *_OUTPUT_FIELDS],
+                    consistency_level=self.settings.consistency_level,
+                    timeout=self._timeout,
+                )
+            by_id = {str(row["id"]): row for row in rows}
+            found.extend(
+                _candidate({"id": chunk, "entity": by_id[chunk], "distance": score})
+                for chunk, score in scored
+                if chunk in by_id
+            )
+            if len(scored) < page:
+                break
+            offset, page = offset + page, page * 2
+        return found[:limit]
+
+    def _fill_lexical_index(self, client: MilvusClient) -> None:
+        """Fill the SQLite index from the collection once, if the collection predates it (or it was lost)."""
+        index = self._sqlite
+        if index is None or self._full_text != "lexical" or index.complete():
+            return
+        logger.info("filling the lexical index %s from collection %s", index.folder, self._name)
+        fields = ["id", "tenant", "doc_id", "version", fulltext.LEXICAL_FIELD]
+        iterator = client.query_iterator(
+            self._name, batch_size=2000, filter='id != ""', output_fields=fields, timeout=self._timeout
+        )
+        total = 0
+        try:
+            while batch := iterator.next():
+                index.upsert(_lexical_row(row) for row in batch)
+                total += len(batch)
+        finally:
+            iterator.close()
+        index.mark_complete()
+        logger.info("lexical index %s: %d rows", index.folder, total)
 
     def _query_terms(self, query_text: str | None) -> str:
         """What the bm25 leg sends: the analysed query, or (legacy collection) the query as typed."""
@@ -294,6 +373,8 @@ class MilvusStore:
         with self._errors(f"dropping collection {self._name!r}"):
             if client.has_collection(self._name, timeout=self._timeout):
                 client.drop_collection(self._name, timeout=self._timeout)
+        if self._sqlite is not None:
+            self._sqlite.drop()
         self._dimension = None
 
     def close(self) -> None:
@@ -317,9 +398,22 @@ class MilvusStore:
                 found = re.search(r"(\d+)\.(\d+)", version)
                 self._native_upsert = self._lite or found is None or (int(found[1]), int(found[2])) >= (2, 4)
                 self._server_full_text = fulltext.server_has_full_text(version)
+                self._sqlite = self._lexical_index() if self._lite else None
                 logger.info("connected to Milvus %s at %s", version, self._uri)
                 self._conn = client
             return self._conn
+
+    def _lexical_index(self) -> SqliteLexicalIndex | None:
+        mode, folder = self.settings.lexical_index.strip().lower(), self.settings.lexical_dir.strip()
+        if mode not in ("auto", "milvus"):
+            raise ValueError(f"RETRIEVAL_LEXICAL_INDEX must be auto or milvus, not {mode!r}")
+        if mode == "milvus" or not folder:
+            logger.warning(
+                "bm25 on Milvus Lite uses its own statistics per segment, which rank poorly: set "
+                "RETRIEVAL_LEXICAL_DIR for the embedded lexical index"
+            )
+            return None
+        return SqliteLexicalIndex(Path(folder) / self._name)
 
     def _open(self) -> tuple[MilvusClient, int]:
         """The client and vector dimension of an existing collection, loaded once per store."""
@@ -334,6 +428,7 @@ class MilvusStore:
                 dimension = _vector_dim(info)
                 self._full_text = self._adopt_full_text(info)
                 client.load_collection(self._name, timeout=self._timeout)
+                self._fill_lexical_index(client)
             self._dimension = dimension
         return client, self._dimension
 
@@ -453,6 +548,16 @@ def _row(chunk: Chunk, vector: np.ndarray, *, lexical: bool) -> dict[str, Any]:
     if lexical:
         row[fulltext.LEXICAL_FIELD] = fulltext.clip(analyze(chunk.indexed_text))
     return {**row, "metadata": metadata, "vector": vector.tolist()}
+
+
+def _lexical_row(row: Mapping[str, Any]) -> LexicalRow:
+    return LexicalRow(
+        tenant=row["tenant"],
+        id=str(row["id"]),
+        document_id=row["doc_id"],
+        version=row["version"],
+        terms=row[fulltext.LEXICAL_FIELD],
+    )
 
 
 def _vector_dim(info: Mapping[str, Any]) -> int:

@@ -24,6 +24,11 @@ class RetrievalSettings(BaseSettings):
     # text is analysed by retrieval.lexical (language detected per chunk and per query), not by a setting.
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
+    # Where the lexical leg runs on Milvus Lite: "auto" (the embedded SQLite FTS5 index under ``lexical_dir``
+    # when it is set: Milvus Lite's own BM25 keeps statistics per segment, see retrieval.lexical_index),
+    # "milvus" (Milvus Lite's BM25 all the same). A Milvus 2.5+ server always uses its own BM25.
+    lexical_index: str = "auto"
+    lexical_dir: str = ""
 
     # Stage 1 when a search request does not say: dense, bm25 or hybrid (Milvus BM25 + dense, fused).
     # Where the server or collection has no full-text index, a default of hybrid falls back to dense.

@@ -223,6 +223,7 @@ class Stack:
             INGEST_REDIS_URL=self.redis_url,
             INGEST_DATA_DIR=str(self.home / "files"),
             RETRIEVAL_MILVUS_URI=self.milvus_uri,
+            RETRIEVAL_LEXICAL_DIR=str(self.home / "lexical"),
             API_KEYS=json.dumps(keys),
             API_ADMIN_KEY=os.environ.get("API_ADMIN_KEY") or self.admin_key(),
             API_HOST=self.host,

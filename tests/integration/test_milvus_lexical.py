@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pymilvus import DataType, Function, FunctionType, MilvusClient
 
 from retrieval import milvus_fulltext as fulltext
-from retrieval.lexical import ANALYSIS_VERSION
+from retrieval.lexical import ANALYSIS_VERSION, analyze
 from retrieval.milvus_store import DIMENSION_PROPERTY, EMBEDDER_PROPERTY, MilvusStore
 from retrieval.settings import RetrievalSettings
+from retrieval.types import Chunk
 from tests.contract.vector_store import DIM, EMBEDDER, make_chunk, put, unit
 from tests.support.services import start_milvus_lite
 
@@ -121,6 +124,118 @@ def test_a_collection_made_before_the_lexical_field_keeps_its_full_text(lite_uri
         assert _bm25(store, "zorbulase") == [chunk.id]  # the query goes to the server as typed
         hybrid = store.search("acme", unit(1), limit=5, mode="hybrid", query_text="zorbulase")
         assert {hit.id for hit in hybrid} == {chunk.id, other.id}
+    finally:
+        store.drop()
+        store.close()
+
+
+def _sample_like(store: MilvusStore) -> tuple[dict[str, list[str]], list[Chunk]]:
+    """Four documents written one by one (each write flushed: a Milvus Lite segment of its own); every chunk
+    carries its document's title as context, as chunking gives it."""
+    documents = {
+        "vaccines": (
+            "How vaccines train the immune system",
+            [
+                "Vaccines expose the body to a harmless piece of a pathogen.",
+                "Memory cells remember the antigen.",
+                "Boosters renew immunity over time.",
+            ],
+        ),
+        "caching": (
+            "How HTTP caching works",
+            [
+                "A cache stores responses to reuse them.",
+                "Cache-Control says how long a response stays fresh.",
+                "Validators like ETag avoid sending the body again.",
+            ],
+        ),
+        "tea": (
+            "Brewing tea",
+            [
+                "Warm the pot first.",
+                "Steep green tea for two minutes.",
+                "Black tea takes hotter water and more time, which is how its tannins come out.",
+            ],
+        ),
+        "bread": (
+            "Sourdough",
+            [
+                "A starter holds wild yeast.",
+                "Long fermentation makes the crumb open.",
+                "Bake it hot, with steam at first, to make the crust work.",
+            ],
+        ),
+    }
+    ids: dict[str, list[str]] = {}
+    written: list[Chunk] = []
+    for seed, (name, (title, texts)) in enumerate(documents.items()):
+        chunks = [
+            make_chunk(document_id=name, position=i, text=text).model_copy(update={"context": title})
+            for i, text in enumerate(texts)
+        ]
+        put(store, chunks, [unit(seed * 10 + i) for i in range(len(chunks))])
+        ids[name] = [chunk.id for chunk in chunks]
+        written.extend(chunks)
+    return ids, written
+
+
+def test_bm25_statistics_span_the_whole_tenant_with_the_lexical_index(lite_uri: str, tmp_path: Path) -> None:
+    """Milvus Lite's own BM25 keeps idf per segment: "vaccin", in every chunk of its document's segment, gets
+    an idf near 0 there, so "how do vaccines work" ranked the caching document first (the sample corpus).
+    The SQLite index scores over the tenant's chunks as one collection."""
+    settings = RetrievalSettings(
+        milvus_uri=lite_uri, collection=f"lex_{uuid.uuid4().hex[:12]}", lexical_dir=str(tmp_path)
+    )
+    store = MilvusStore(settings)
+    try:
+        store.ensure_collection(embedder_name=EMBEDDER, dimension=DIM)
+        ids, written = _sample_like(store)
+        hits = store.search("acme", None, limit=3, mode="bm25", query_text="how do vaccines work")
+        assert [hit.document_id for hit in hits] == ["vaccines"] * 3
+        # BM25 (FTS5's: k1 1.2, b 0.75) over the tenant's 12 chunks as one collection
+        chunks = {c.id: analyze(c.indexed_text).split() for c in written}
+        average = sum(map(len, chunks.values())) / len(chunks)
+        holding = [i for i, terms in chunks.items() if "vaccin" in terms]
+        idf = math.log((len(chunks) - len(holding) + 0.5) / (len(holding) + 0.5))
+        expected = {
+            i: idf
+            * (tf := chunks[i].count("vaccin"))
+            * 2.2
+            / (tf + 1.2 * (0.25 + 0.75 * len(chunks[i]) / average))
+            for i in holding
+        }
+        scored = store.search("acme", None, limit=12, mode="bm25", query_text="vaccines")
+        assert {hit.id: hit.score for hit in scored} == pytest.approx(expected, rel=1e-6)
+        assert store.search("acme", None, limit=1, mode="bm25", query_text="cache")[0].id in ids["caching"]
+    finally:
+        store.drop()
+        store.close()
+    assert not (tmp_path / settings.collection).exists()  # dropped with its collection
+
+
+def test_the_lexical_index_is_filled_from_an_older_collection_and_follows_deletes(
+    lite_uri: str, tmp_path: Path
+) -> None:
+    name = f"lex_{uuid.uuid4().hex[:12]}"
+    before = MilvusStore(RetrievalSettings(milvus_uri=lite_uri, collection=name))  # Milvus Lite's own BM25
+    before.ensure_collection(embedder_name=EMBEDDER, dimension=DIM)
+    ids, _ = _sample_like(before)
+    before.close()
+    store = MilvusStore(RetrievalSettings(milvus_uri=lite_uri, collection=name, lexical_dir=str(tmp_path)))
+    try:
+        # no ensure_collection: the first search opens the collection and fills the index from it
+        assert [
+            h.document_id for h in store.search("acme", None, limit=3, mode="bm25", query_text="vaccines")
+        ] == ["vaccines"] * 3
+        assert (tmp_path / name / "COMPLETE").exists()
+        # "how" is in every chunk of vaccines and caching (their titles), in one chunk of tea's text
+        only = store.search(
+            "acme", None, limit=5, mode="bm25", query_text="how", filters={"document_id": "tea"}
+        )
+        assert [hit.id for hit in only] == [ids["tea"][2]]
+        store.delete_document("acme", "vaccines")
+        assert store.search("acme", None, limit=3, mode="bm25", query_text="vaccines") == []
+        assert store.search("other", None, limit=3, mode="bm25", query_text="tea") == []  # another tenant
     finally:
         store.drop()
         store.close()

@@ -82,6 +82,15 @@ class TestMilvusLiteStore(VectorStoreContract):
                 put(store, [make_chunk(document_id="d" * 513)])
 
 
+class TestMilvusLiteStoreWithLexicalIndex(VectorStoreContract):
+    """The embedded stack's configuration: the bm25 leg on the SQLite index (``RETRIEVAL_LEXICAL_DIR``)."""
+
+    @pytest.fixture
+    def store(self, milvus_lite_uri: str, tmp_path: Path) -> Iterator[MilvusStore]:
+        with _store(milvus_lite_uri, lexical_dir=str(tmp_path / "lexical")) as store:
+            yield store
+
+
 @pytest.mark.slow
 class TestMilvusServerStore(VectorStoreContract):
     FULL_TEXT = False  # Milvus 2.3 has no BM25 function: bm25 and hybrid raise UnsupportedSearchError

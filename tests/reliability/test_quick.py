@@ -32,7 +32,7 @@ SMALL = replace(
     bomb_mib=100,
     bomb_wait_s=20.0,
     big_bodies=False,
-    settle_s=45.0,
+    settle_s=120.0,  # the longest a job may wait for terminal before it counts as lost (retries back off)
 )
 
 
@@ -49,7 +49,7 @@ def test_nothing_lost_duplicated_leaked_or_5xx(tmp_path: Path) -> None:
     broken = [f"{row.title}: {row.error}" for row in outcome.rows if row.error]
     assert not broken, broken
     missed = [
-        f"{row.title}: {figure.name} = {figure.value}"
+        f"{row.title}: {figure.name} = {figure.value} ({' / '.join(row.counts)})"
         for row in outcome.rows
         for figure in row.figures
         if figure.correctness and figure.ok is False

@@ -261,8 +261,17 @@ async def verify(
 
         async def find(doc: Doc) -> bool:
             body = {"query": doc.marker, "top_k": 1, "filters": {"document_id": doc.document_id}}
-            result = await ctx.api.call("POST", "/v1/search", key=key, retry_429=True, json=body)
-            hits = result.json().get("hits", []) if result.status == 200 else []
+            until = time.monotonic() + 30  # a 503 or no answer is tried again each second, as a client would
+            while True:
+                result = await ctx.api.call("POST", "/v1/search", key=key, retry_429=True, json=body)
+                if result.status not in (0, 503) or time.monotonic() > until:
+                    break
+                logger.warning("search for %s: HTTP %s, trying again", doc.document_id, result.status)
+                await asyncio.sleep(1.0)
+            if result.status != 200:
+                logger.warning("search for %s: HTTP %s %s", doc.document_id, result.status, result.body[:300])
+                return False
+            hits = result.json().get("hits", [])
             return bool(hits) and hits[0]["document_id"] == doc.document_id
 
         docs = [doc for doc, _ in accepted.values()]

@@ -56,13 +56,29 @@ async def _break(ctx: Context, service: str, answers: Callable[[], bool]) -> Out
     await restore(ctx, service, spec, record)
     outage.restarted_at = time.monotonic()
     outage.replaced_by = record.replaced_by
-    deadline = time.monotonic() + 120
+    deadline, starts = time.monotonic() + 120, 1
     while not await asyncio.to_thread(answers):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{service} did not answer within 120 s of its restart")
+            raise RuntimeError(
+                f"{service} did not answer within 120 s of its restart{_last_words(ctx, service)}"
+            )
+        if ctx.harness.proc(service) is None and starts < 3:  # it exited (a port not yet free...): as a
+            logger.warning("%s exited after its restart%s", service, _last_words(ctx, service))
+            await restore(ctx, service, spec, record)  # supervisor would, start it again
+            starts += 1
         await asyncio.sleep(0.1)
     outage.answering_at = time.monotonic()
     return outage
+
+
+def _last_words(ctx: Context, service: str) -> str:
+    """The end of the restarted process's log, for the error."""
+    log = ctx.harness.home / "logs" / f"{service}.restarts.log"
+    try:
+        tail = log.read_bytes()[-600:].decode("utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+    return f" (its log ends: {tail!r})" if tail else ""
 
 
 async def _ready_after(ctx: Context, since: float, timeout_s: float = 120.0) -> float | None:

@@ -1,0 +1,123 @@
+"""The SQLite FTS5 lexical index: writes, deletes, per-tenant statistics, paging, and errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from retrieval.errors import StoreUnavailableError
+from retrieval.lexical_index import LexicalRow, SqliteLexicalIndex
+
+
+def row(id_: str, terms: str, *, tenant: str = "acme", doc: str = "d1", version: str = "v1") -> LexicalRow:
+    return LexicalRow(tenant=tenant, id=id_, document_id=doc, version=version, terms=terms)
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> SqliteLexicalIndex:
+    return SqliteLexicalIndex(tmp_path / "coll")
+
+
+def ids(hits: list[tuple[str, float]]) -> list[str]:
+    return [i for i, _ in hits]
+
+
+def test_any_term_matches_and_rarer_terms_weigh_more(index: SqliteLexicalIndex) -> None:
+    index.upsert(
+        [
+            row("a", "vaccin train immun system"),
+            row("b", "how http cach work"),
+            row("c", "how bread rise"),
+            row("d", "how tea steep"),
+        ]
+    )
+    hits = index.search("acme", "how vaccin", limit=10)
+    assert ids(hits)[0] == "a"  # vaccin (1 of 4 chunks) outweighs how (3 of 4)
+    assert set(ids(hits)) == {"a", "b", "c", "d"}
+    assert all(score > 0 for _, score in hits)
+    assert index.search("acme", "nothing here", limit=10) == []
+    assert index.search("acme", "", limit=10) == []
+
+
+def test_terms_are_split_at_spaces_only_and_quoted(index: SqliteLexicalIndex) -> None:
+    index.upsert([row("zh", "北京 是 中国 首都"), row("en", "and or not near")])
+    assert ids(index.search("acme", "中国", limit=5)) == ["zh"]
+    assert ids(index.search("acme", "中", limit=5)) == []  # a whole term, not a prefix or a character
+    # FTS5 operators in the terms are words to match, not syntax
+    assert ids(index.search("acme", "not", limit=5)) == ["en"]
+    assert ids(index.search("acme", 'near" OR "x', limit=5)) == ["en"]  # words: near, or, x
+
+
+def test_statistics_are_per_tenant(index: SqliteLexicalIndex) -> None:
+    index.upsert([row("a1", "apple pie"), row("a2", "apple tart")])
+    index.upsert(
+        [row(f"b{i}", f"pear {i}", tenant="other") for i in range(20)]
+        + [row("b-apple", "apple", tenant="other")]
+    )
+    mine = dict(index.search("acme", "apple", limit=5))
+    theirs = dict(index.search("other", "apple", limit=5))
+    assert set(mine) == {"a1", "a2"} and set(theirs) == {"b-apple"}
+    # "apple" is in every one of acme's chunks (idf floor) but rare among the other tenant's
+    assert max(mine.values()) < theirs["b-apple"]
+    assert index.count("acme") == 2 and index.count("other") == 21 and index.count("nobody") == 0
+
+
+def test_upsert_replaces_by_id(index: SqliteLexicalIndex) -> None:
+    index.upsert([row("a", "old words")])
+    index.upsert([row("a", "new words", version="v2")])
+    index.upsert([row("a", "new words", version="v2")])  # the same again: nothing changes
+    assert index.search("acme", "old", limit=5) == []
+    assert ids(index.search("acme", "new", limit=5)) == ["a"]
+    assert index.count("acme") == 1
+
+
+def test_deletes_by_document_version_and_ids(index: SqliteLexicalIndex) -> None:
+    index.upsert(
+        [
+            row("d1v1", "word", doc="d1", version="v1"),
+            row("d1v2", "word", doc="d1", version="v2"),
+            row("d1v3", "word", doc="d1", version="v3"),
+            row("d2v1", "word", doc="d2", version="v1"),
+        ]
+    )
+    index.delete_document("acme", "d1", except_versions=["v3"])
+    assert sorted(ids(index.search("acme", "word", limit=9))) == ["d1v3", "d2v1"]
+    index.delete_document("acme", "d1", version="v3")
+    index.delete_ids("acme", ["d2v1"])
+    assert index.search("acme", "word", limit=9) == []
+    index.delete_document("never-written", "d1")  # no file, nothing to do
+
+
+def test_paging_and_document_filter(index: SqliteLexicalIndex) -> None:
+    index.upsert(
+        [row(f"c{i}", " ".join(["term"] * (i + 1) + ["pad"] * 5), doc=f"d{i % 3}") for i in range(9)]
+    )
+    everything = index.search("acme", "term", limit=9)
+    assert len(everything) == 9
+    assert [s for _, s in everything] == sorted((s for _, s in everything), reverse=True)
+    pages = index.search("acme", "term", limit=4) + index.search("acme", "term", limit=4, offset=4)
+    assert pages == everything[:8]
+    only = index.search("acme", "term", limit=9, document_id="d1")
+    assert sorted(ids(only)) == ["c1", "c4", "c7"]
+
+
+def test_complete_marker_and_drop(index: SqliteLexicalIndex) -> None:
+    assert not index.complete()
+    index.mark_complete()
+    index.upsert([row("a", "word")])
+    assert index.complete()
+    index.drop()
+    assert not index.complete() and index.count("acme") == 0
+
+
+def test_an_unusable_folder_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(StoreUnavailableError, match="lexical index"):
+        SqliteLexicalIndex(tmp_path / "file" / "coll").upsert([row("a", "word")])
+    corrupt = SqliteLexicalIndex(tmp_path / "corrupt")
+    corrupt.upsert([row("a", "word")])
+    for path in (tmp_path / "corrupt").glob("*.sqlite"):
+        path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreUnavailableError, match="lexical index"):
+        corrupt.search("acme", "word", limit=1)
