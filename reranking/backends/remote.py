@@ -81,7 +81,7 @@ class RemoteReranker:
         """Ask ``/ready`` (no token needed): None when the server is ready (``reported_depth`` is refreshed
         from its answer), else why not, in words."""
         try:
-            response = self._client.get(f"{self.url}/ready", headers=self._headers, timeout=self.timeout_s)
+            response = self._client.get(f"{self.url}/ready", headers=self._headers)
         except httpx.HTTPError as exc:
             return f"/ready failed: {exc!r}"
         if response.status_code != 200:
