@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -400,3 +401,44 @@ def test_the_checker_ends_with_the_pool() -> None:
     assert not checker.is_alive()
     pool.warm_up()  # closed: no checker starts again
     assert pool._checker is checker
+
+
+# -- the API's search through the pool ---------------------------------------------------------------------
+
+
+def test_search_through_the_pool(servers: Callable[..., Server], tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from ingestion.settings import IngestSettings
+    from tests.support import compat_harness as harness
+
+    a, b = servers(), servers()
+    settings = harness.settings(IngestSettings(data_dir=tmp_path / "files"), cache_ttl_s=0)
+    settings.rerank = RerankSettings(backend="remote", urls=f"{a.url},{b.url}", health_period_s=QUIET)
+    app = create_app(settings, resources_factory=harness.resources_factory(None))  # the pool, from settings
+    docs = {"bees.md": "Honey bees dance to show where flowers grow.", "tides.txt": "Tides follow the moon."}
+
+    def search(i: int) -> dict:
+        r = client.post(
+            "/v1/search", json={"query": f"where do bees dance {i}", "top_k": 2}, headers=harness.AUTH
+        )
+        assert r.status_code == 200
+        return r.json()
+
+    with TestClient(app) as client:
+        harness.index(client.app_state["resources"], "t1", docs)
+        for i in range(4):
+            body = search(i)
+            assert not body["degraded"] and body["rerank"]["applied"], body
+        a.stop()
+        for i in range(4):
+            body = search(10 + i)
+            assert not body["degraded"] and body["rerank"]["applied"], body
+        b.stop()
+        body = search(20)
+        assert body["degraded"] is True and "unavailable" in body["degraded_reason"], body
+        metrics = client.get("/metrics").text
+    assert f'sieve_rerank_pool_server_up{{server="{a.url}"}} 0.0' in metrics
+    assert f'sieve_rerank_pool_server_up{{server="{b.url}"}} 0.0' in metrics
+    assert f'sieve_rerank_pool_calls_total{{outcome="ok",server="{b.url}"}}' in metrics
