@@ -19,6 +19,14 @@ can count with ``from api import metrics; metrics.DEGRADED.labels(reason="timeou
 | ``sieve_degraded_total`` | counter | reason | stage-1 answers: timeout, unavailable, overloaded, error |
 | ``sieve_low_confidence_total`` | counter | | searches flagged for review (low best score / spread) |
 | ``sieve_search_cache_total`` | counter | result | search cache lookups: hit, miss |
+| ``sieve_rerank_pool_server_up`` | gauge | server | 1 while a server of ``RERANK_URLS`` is in, 0 out |
+| ``sieve_rerank_pool_inflight`` | gauge | server | rerank calls this API has in flight on the server |
+| ``sieve_rerank_pool_queue_depth`` | gauge | server | the server's inference queue, as it last reported it |
+| ``sieve_rerank_pool_calls_total`` | counter | server, outcome | ok, failed, overloaded, refused |
+| ``sieve_rerank_pool_retries_total`` | counter | | pool calls sent on to a second server |
+
+The ``sieve_rerank_pool_*`` metrics are defined beside the pool (``reranking.backends.pool``: ``reranking``
+does not import ``api``) on the same registry; they appear once ``RERANK_URLS`` names two or more servers.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def reranker_identity(reranker: Reranker, settings: RerankSettings | None = None
     """The serving (or evaluated) reranker's identity; a backend's own ``revision`` attribute wins."""
     model = None
     if settings is not None:
-        model = (settings.url if settings.backend == "remote" else settings.model) or None
+        model = (",".join(settings.server_urls()) if settings.backend == "remote" else settings.model) or None
     revision = reranker.revision
     if not isinstance(revision, str) or not revision:
         revision = revision_of(model) if model and settings and settings.backend != "remote" else None

@@ -8,7 +8,9 @@ and ``RERANK_URL``. There are no API keys here but one shared token, ``RERANK_SE
 every route but ``/health`` and ``/ready`` asks for ``Authorization: Bearer <token>`` (401 otherwise), and the
 API's remote backend sends it. On loopback the token is optional; on any other address the server refuses to
 start without one (or with a placeholder or one shorter than 16 characters). The model loads before the port
-opens.
+opens. Every answer carries the inference queue's depth (model calls running + waiting) in
+``X-Sieve-Queue-Depth``, and ``/ready`` says it as ``queue_depth``: the API's pool of rerank servers
+(``RERANK_URLS``) sends each call to the least loaded one.
 """
 
 from __future__ import annotations
@@ -22,15 +24,19 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors, metrics
 from api.errors import ApiError
+from api.limits import Admission
 from api.principal import UNAUTHORIZED
 from api.routes import ops, rerank
-from api.serving import MODEL_ROUTES, ModelsDep, inference_gate, make_serving
+from api.serving import MODEL_ROUTES, ModelsDep, ServingDep, inference_gate, make_serving
 from api.settings import GENERATE, ApiSettings, UnsafeSettingsError, is_loopback, weak_secret
 from api.snapshot import ModelRegistry, ModelSnapshot
 from reranking import Reranker, RerankError, RerankSettings, make_reranker
+from reranking.backends.remote import QUEUE_DEPTH_HEADER
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +79,32 @@ def token_check(token: str) -> Any:
     return require_token
 
 
+def queue_depth(queue: Admission) -> int:
+    return queue.running + queue.waiting
+
+
+class QueueDepthHeader:
+    """Pure ASGI middleware: ``X-Sieve-Queue-Depth`` on every answer (a 429 at the door included), read
+    from the inference queue when the answer starts."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                queue = inference_gate(scope.get("state") or {})
+                if queue is not None:
+                    MutableHeaders(scope=message).append(QUEUE_DEPTH_HEADER, str(queue_depth(queue)))
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
 def create_rerank_app(
     settings: RerankServerSettings | None = None, *, reranker: Reranker | None = None
 ) -> FastAPI:
@@ -101,14 +133,19 @@ def create_rerank_app(
     errors.limit_body(app, settings.api.json_body_cap())
     errors.shed_when_full(app, dict.fromkeys(MODEL_ROUTES, inference_gate))
     metrics.instrument(app)
+    app.add_middleware(QueueDepthHeader)  # the outermost: every answer says the depth
 
     @app.get("/health", tags=["health"])
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/ready", tags=["health"])
-    def ready(models: ModelsDep) -> dict[str, Any]:
-        return {"ready": True, "checks": {"reranker": models.reranker.name}}
+    async def ready(serving: ServingDep, models: ModelsDep) -> dict[str, Any]:  # async: no thread needed
+        return {
+            "ready": True,
+            "checks": {"reranker": models.reranker.name},
+            "queue_depth": queue_depth(serving.queue),
+        }
 
     token = settings.rerank.server_token
     guarded = [Depends(token_check(token))] if token else []

@@ -21,8 +21,21 @@ class RerankSettings(BaseSettings):
     max_tokens: int = 0  # 0: the backend's default budget per (query, document) pair
     batch_size: int = 16
     instruction: str = QWEN3_RERANKER_INSTRUCTION
-    url: str = ""  # for backend=remote
+    url: str = ""  # for backend=remote: one rerank server
+    # for backend=remote: several rerank servers, comma-separated (RERANK_URL, when set too, is one more);
+    # two or more make a pool that spreads calls by each server's queue depth (reranking/backends/pool.py)
+    urls: str = ""
     timeout_s: float = 2.0
+    health_period_s: float = 2.0  # the pool asks each server's /ready this often; a server out comes back
     # The shared token of `sieve rerank-server`: the server asks for it as `Authorization: Bearer <token>`
     # (required when it listens on an address other than loopback), the remote backend sends it.
     server_token: str = ""
+
+    def server_urls(self) -> list[str]:
+        """The rerank servers of backend=remote: ``RERANK_URL`` then ``RERANK_URLS``, without repeats."""
+        urls: list[str] = []
+        for raw in [self.url, *self.urls.split(",")]:
+            url = raw.strip().rstrip("/")
+            if url and url not in urls:
+                urls.append(url)
+        return urls

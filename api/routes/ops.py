@@ -61,7 +61,7 @@ def info(serving: ServingDep, models: ModelsDep, tenant: KeyTenantDep) -> Info:
         "reranker": ModelInfo(
             name=reranker.name,
             backend=rerank.backend,
-            model=(rerank.url if rerank.backend == "remote" else rerank.model) or None,
+            model=(",".join(rerank.server_urls()) if rerank.backend == "remote" else rerank.model) or None,
             revision=_revision(rerank.model),
             device=rerank.device if reranker.reorders and rerank.backend != "remote" else None,
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,

@@ -64,11 +64,25 @@ def _qwen3(settings: RerankSettings) -> Reranker:
 
 
 def _remote(settings: RerankSettings) -> Reranker:
-    from reranking.backends.remote import RemoteReranker
+    """One rerank server (``RERANK_URL``): ``RemoteReranker``; several (``RERANK_URLS``): a pool of them."""
+    urls = settings.server_urls()
+    if not urls:
+        raise RerankError(
+            "RERANK_URL (one) or RERANK_URLS (several, comma-separated) must name the rerank server "
+            "(http://host:port) for backend=remote"
+        )
+    if len(urls) == 1:
+        from reranking.backends.remote import RemoteReranker
 
-    if not settings.url:
-        raise RerankError("RERANK_URL must name the rerank server (http://host:port) for backend=remote")
-    return RemoteReranker(settings.url, timeout_s=settings.timeout_s, api_key=settings.server_token)
+        return RemoteReranker(urls[0], timeout_s=settings.timeout_s, api_key=settings.server_token)
+    from reranking.backends.pool import RerankerPool
+
+    return RerankerPool.from_urls(
+        urls,
+        timeout_s=settings.timeout_s,
+        api_key=settings.server_token,
+        health_period_s=settings.health_period_s,
+    )
 
 
 RERANKERS: dict[str, RerankerFactory] = {
@@ -100,7 +114,7 @@ def make_reranker(settings: RerankSettings | None = None) -> Reranker:
 STAGE2_OPTIONS: dict[str, str] = {
     "qwen3-engine": "a GPU, with RERANK_MODEL a Qwen3-Reranker folder",
     "cross-encoder": "on CPU, with RERANK_MODEL a cross-encoder folder",
-    "remote": "a rerank server (`sieve rerank-server`), with RERANK_URL its address",
+    "remote": "a rerank server (`sieve rerank-server`), with RERANK_URL its address (RERANK_URLS: several)",
 }
 
 

@@ -7,6 +7,10 @@ Scores are the served backend's, unchanged. Errors: the server unreachable, too 
 ``RerankUnavailableError``, and so is a refused token (401, 403: ``RERANK_SERVER_TOKEN`` differs); 429 →
 ``RerankOverloadedError``; a refused request (other 4xx) → ``RerankInputError`` with the server's message.
 ``/v1/search`` turns the first two into a degraded answer in stage-1 order. No torch here: only httpx.
+
+A rerank server reports its inference queue (model calls running + waiting) in the ``X-Sieve-Queue-Depth``
+header of every answer and as ``queue_depth`` in ``/ready``; ``reported_depth`` keeps the last figure, which
+the pool of several servers (``reranking.backends.pool``, ``RERANK_URLS``) balances on.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from reranking.errors import RerankInputError, RerankOverloadedError, RerankUnav
 from reranking.reranker import RankedHit, check_rank_request
 
 logger = logging.getLogger(__name__)
+
+QUEUE_DEPTH_HEADER = "X-Sieve-Queue-Depth"
 
 
 class RemoteReranker:
@@ -48,6 +54,7 @@ class RemoteReranker:
         self._client = client or httpx.Client(timeout=timeout_s)
         self._owns_client = client is None
         self.served_model: str | None = None  # the server's model name, once it has answered
+        self.reported_depth: int | None = None  # the server's queue depth, as it last reported it
 
     @property
     def name(self) -> str:
@@ -69,6 +76,23 @@ class RemoteReranker:
             self._client.get(f"{self.url}/ready", headers=self._headers).raise_for_status()
         except httpx.HTTPError as exc:
             logger.warning("rerank server %s is not ready yet: %s", self.url, exc)
+
+    def probe(self) -> str | None:
+        """Ask ``/ready`` (no token needed): None when the server is ready (``reported_depth`` is refreshed
+        from its answer), else why not, in words."""
+        try:
+            response = self._client.get(f"{self.url}/ready", headers=self._headers)
+        except httpx.HTTPError as exc:
+            return f"/ready failed: {exc!r}"
+        if response.status_code != 200:
+            return f"/ready answered {response.status_code}: {_message(response)}"
+        try:
+            depth = response.json().get("queue_depth")
+        except (ValueError, AttributeError):
+            return "/ready sent no JSON body"
+        if isinstance(depth, int) and depth >= 0:
+            self.reported_depth = depth
+        return None
 
     def close(self) -> None:
         if self._owns_client:
@@ -103,6 +127,7 @@ class RemoteReranker:
             ) from exc
         except httpx.HTTPError as exc:
             raise RerankUnavailableError(f"the rerank server {self.url} cannot be reached: {exc}") from exc
+        self._read_depth(response)
         if response.status_code == 200:
             try:
                 return response.json()
@@ -119,6 +144,11 @@ class RemoteReranker:
             raise RerankInputError(message)
         status = response.status_code
         raise RerankUnavailableError(f"the rerank server {self.url} answered {status}: {message}")
+
+    def _read_depth(self, response: httpx.Response) -> None:
+        value = response.headers.get(QUEUE_DEPTH_HEADER, "").strip()
+        if value.isdigit():
+            self.reported_depth = int(value)
 
     def _hits(self, payload: Any, count: int) -> list[RankedHit]:
         try:

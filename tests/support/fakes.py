@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import Literal, NamedTuple
@@ -104,7 +105,8 @@ class FakeReranker:
       here depends on the document's position, so the contract suite runs on the other two.
 
     Every ``rank`` call is kept in ``calls`` (``pairs``: each (query, document) scored). ``fail`` is raised by
-    ``rank``, ``fail_warm_up`` by ``warm_up`` (a model that cannot load); ``delay_s`` slows each call.
+    ``rank``, ``fail_warm_up`` by ``warm_up`` (a model that cannot load); ``delay_s`` slows each call, and
+    ``hold`` (an event) keeps each call, once recorded, until it is set (a busy model: its queue fills).
     """
 
     reorders = True
@@ -120,8 +122,10 @@ class FakeReranker:
         fail_warm_up: BaseException | None = None,
         delay_s: float = 0.0,
         unsure: Iterable[str] = (),
+        hold: threading.Event | None = None,
     ) -> None:
         self.scoring = scoring
+        self.hold = hold
         self.name = name or ("qwen3-reranker:scripted" if scoring == "stage1" else f"test:{scoring}")
         self.max_tokens = max_tokens
         self.fail = fail
@@ -156,6 +160,8 @@ class FakeReranker:
         instruction: str | None = None,
     ) -> list[RankedHit]:
         self.calls.append(RerankCall(query, list(documents), top_k, instruction))
+        if self.hold is not None and not self.hold.wait(timeout=60):
+            raise TimeoutError("FakeReranker.hold was never set")
         if self.delay_s:
             time.sleep(self.delay_s)
         if self.fail is not None:

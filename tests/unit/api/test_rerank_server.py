@@ -44,7 +44,9 @@ def test_serves_the_rerank_routes_without_keys(server: TestClient) -> None:
 
 def test_health_ready_info_metrics_and_nothing_else(server: TestClient) -> None:
     assert server.get("/health").json() == {"status": "ok"}
-    assert server.get("/ready").json() == {"ready": True, "checks": {"reranker": "test:overlap"}}
+    ready = server.get("/ready")
+    assert ready.json() == {"ready": True, "checks": {"reranker": "test:overlap"}, "queue_depth": 0}
+    assert ready.headers["X-Sieve-Queue-Depth"] == "0"
     info = server.get("/info").json()
     assert info["service"] == "sieve-rerank-server" and set(info["models"]) == {"reranker"}
     assert "max_embedding_inputs" not in info["limits"] and info["limits"]["max_rerank_documents"] == 3

@@ -1,6 +1,7 @@
 """The ``Reranker`` contract (``tests/contract/reranker.py``) on the tiny Qwen3Reranker, the tiny
 cross-encoder, the ``none`` backend, ``RemoteReranker`` in front of a rerank server (in-process) serving the
-tiny cross-encoder, and the test fake ``FakeReranker`` in its position-independent scorings."""
+tiny cross-encoder, ``RerankerPool`` in front of two such servers, and the test fake ``FakeReranker`` in its
+position-independent scorings."""
 
 from __future__ import annotations
 
@@ -27,8 +28,35 @@ def remote_reranker(cross_encoder_reranker: Reranker) -> Iterator[Reranker]:
         yield RemoteReranker("http://testserver", client=server)
 
 
+@pytest.fixture(scope="module")
+def pool_reranker(cross_encoder_reranker: Reranker) -> Iterator[Reranker]:
+    from fastapi.testclient import TestClient
+
+    from api.rerank_server import create_rerank_app
+    from reranking.backends.pool import RerankerPool
+    from reranking.backends.remote import RemoteReranker
+
+    with (
+        TestClient(create_rerank_app(reranker=cross_encoder_reranker)) as one,
+        TestClient(create_rerank_app(reranker=cross_encoder_reranker)) as two,
+    ):
+        pool = RerankerPool(
+            [RemoteReranker("http://one", client=one), RemoteReranker("http://two", client=two)]
+        )
+        yield pool
+        pool.close()
+
+
 @pytest.fixture(
-    params=["qwen3_reranker", "cross_encoder_reranker", "none", "remote_reranker", "fake", "fake-shortest"]
+    params=[
+        "qwen3_reranker",
+        "cross_encoder_reranker",
+        "none",
+        "remote_reranker",
+        "pool_reranker",
+        "fake",
+        "fake-shortest",
+    ]
 )
 def reranker(request: pytest.FixtureRequest) -> Reranker:
     if request.param == "none":
@@ -60,6 +88,9 @@ def test_factory_passes_keywords_the_backends_accept(
 
 
 def test_remote_scores_are_the_served_model_scores(
-    remote_reranker: Reranker, cross_encoder_reranker: Reranker
+    remote_reranker: Reranker, pool_reranker: Reranker, cross_encoder_reranker: Reranker
 ) -> None:
-    assert remote_reranker.rank(QUERY, DOCS, top_k=3) == cross_encoder_reranker.rank(QUERY, DOCS, top_k=3)
+    expected = cross_encoder_reranker.rank(QUERY, DOCS, top_k=3)
+    assert remote_reranker.rank(QUERY, DOCS, top_k=3) == expected
+    for _ in range(4):  # whichever server of the pool answers
+        assert pool_reranker.rank(QUERY, DOCS, top_k=3) == expected
