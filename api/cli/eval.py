@@ -207,7 +207,10 @@ def eval_store(milvus_uri: str | None, *, keep: bool = False) -> Iterator[tuple[
                 started.append(stack)
                 stack.start_milvus()
                 milvus_uri = stack.milvus_uri
-            store = make_store(RetrievalSettings(milvus_uri=milvus_uri, collection=collection))
+            settings = RetrievalSettings(milvus_uri=milvus_uri, collection=collection)
+            if stack is not None:  # a server started here: the embedded lexical index, as in `sieve up`
+                settings = settings.model_copy(update={"lexical_dir": str(Path(home) / "lexical")})
+            store = make_store(settings)
             try:
                 yield store, f"{type(store).__name__} at {milvus_uri}, collection {collection}"
             finally:
