@@ -3,8 +3,8 @@ a manifest's variables against them, compose-style interpolation, and the check 
 with the ``sieve`` CLI.
 
 A variable is *Sieve's* when it starts with the env prefix of one of the settings classes (``API_``,
-``INGEST_``, ``RETRIEVAL_``, ``RERANK_``, read from the classes themselves); such a variable in a manifest must
-be a field of that class, so renaming a setting without the manifests (or a typo in them) fails.
+``INGEST_``, ``RETRIEVAL_``, ``RERANK_``, read from the classes themselves); such a variable in a manifest
+must be a field of that class, so renaming a setting without the manifests (or a typo in them) fails.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import click
 import typer
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
@@ -38,7 +37,11 @@ def settings_classes() -> list[type[BaseSettings]]:
         for path in sorted((ROOT / package).rglob("settings.py")):
             module = importlib.import_module(".".join(path.relative_to(ROOT).with_suffix("").parts))
             for _, obj in inspect.getmembers(module, inspect.isclass):
-                if issubclass(obj, BaseSettings) and obj is not BaseSettings and obj.__module__ == module.__name__:
+                if (
+                    issubclass(obj, BaseSettings)
+                    and obj is not BaseSettings
+                    and obj.__module__ == module.__name__
+                ):
                     found.append(obj)
     return found
 
@@ -86,8 +89,8 @@ class InterpolationError(ValueError):
 
 
 def interpolate(value: object, env: Mapping[str, str]) -> object:
-    """``value`` (a parsed YAML tree) with ``$$``, ``$VAR``, ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``,
-    ``${VAR:?message}`` and ``${VAR?message}`` replaced as docker compose does."""
+    """``value`` (a parsed YAML tree) with ``$$``, ``$VAR``, ``${VAR}``, ``${VAR:-default}``,
+    ``${VAR-default}``, ``${VAR:?message}`` and ``${VAR?message}`` replaced as docker compose does."""
     if isinstance(value, dict):
         return {interpolate(k, env): interpolate(v, env) for k, v in value.items()}
     if isinstance(value, list):
@@ -137,18 +140,25 @@ def read_env_file(path: Path) -> dict[str, str]:
     return env
 
 
-# -- the CLI -----------------------------------------------------------------------------------------------------
+# -- the CLI ------------------------------------------------------------------------------------------------
+class CliArgsError(ValueError):
+    """A command line the ``sieve`` CLI would refuse (unknown command or option, a bad value)."""
+
+
 def check_cli(argv: list[str]) -> None:
-    """Raise ``click.UsageError`` (or ``click.BadParameter``) unless ``argv`` (``sieve ...``) names a command
-    of the ``sieve`` CLI with options it takes; nothing runs."""
+    """Raise ``CliArgsError`` unless ``argv`` (``sieve ...``) names a command of the ``sieve`` CLI with
+    options it takes; nothing runs. (Typer may carry its own copy of click, so its classes are used as
+    found.)"""
     from api.cli import app
 
     assert argv[0] == "sieve", argv
     group = typer.main.get_command(app)
-    assert isinstance(group, click.Group)
     with group.make_context("sieve", [], resilient_parsing=True) as parent:
-        command = group.get_command(parent, argv[1])
+        command = group.get_command(parent, argv[1])  # type: ignore[attr-defined] # a group
         if command is None:
-            raise click.UsageError(f"no command {argv[1]!r} in the sieve CLI")
-        with command.make_context(argv[1], list(argv[2:]), parent=parent):
-            pass
+            raise CliArgsError(f"no command {argv[1]!r} in the sieve CLI")
+        try:
+            with command.make_context(argv[1], list(argv[2:]), parent=parent):
+                pass
+        except Exception as exc:  # noqa: BLE001 - click's usage errors, whichever click typer uses
+            raise CliArgsError(f"{' '.join(argv)}: {exc}") from exc

@@ -1,6 +1,6 @@
-"""deploy/compose/compose.yaml: valid against the Compose Specification's schema (vendored, offline), its Sieve
-variables declared by the settings classes, secrets only from the environment, start order by readiness,
-one GPU per GPU process, and commands the ``sieve`` CLI takes."""
+"""deploy/compose/compose.yaml: valid against the Compose Specification's schema (vendored, offline), its
+Sieve variables declared by the settings classes, secrets only from the environment, start order by
+readiness, one GPU per GPU process, and commands the ``sieve`` CLI takes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import click
 import jsonschema
 import pytest
 import yaml
@@ -18,6 +17,7 @@ from tests.unit.deploy.manifests import (
     ROOT,
     SECRET_NAME,
     UPCOMING,
+    CliArgsError,
     InterpolationError,
     check_cli,
     declared_env,
@@ -29,7 +29,14 @@ from tests.unit.deploy.manifests import (
 
 COMPOSE = ROOT / "deploy" / "compose"
 SCHEMA = Path(__file__).parent / "schemas" / "compose-spec.json"
-SECRETS = ("REDIS_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "API_KEYS", "API_ADMIN_KEY", "RERANK_SERVER_TOKEN")
+SECRETS = (
+    "REDIS_PASSWORD",
+    "MINIO_ROOT_USER",
+    "MINIO_ROOT_PASSWORD",
+    "API_KEYS",
+    "API_ADMIN_KEY",
+    "RERANK_SERVER_TOKEN",
+)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +82,9 @@ def test_the_schema_check_catches_a_wrong_key(compose: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("secret", SECRETS)
-def test_a_missing_secret_stops_the_file(raw: dict[str, Any], filled_env: dict[str, str], secret: str) -> None:
+def test_a_missing_secret_stops_the_file(
+    raw: dict[str, Any], filled_env: dict[str, str], secret: str
+) -> None:
     with pytest.raises(InterpolationError, match=secret):
         interpolate(raw, {**filled_env, secret: ""})
 
@@ -97,7 +106,9 @@ def test_secrets_come_only_from_the_environment(raw: dict[str, Any]) -> None:
     assert not literal, literal
 
 
-def test_sieve_variables_are_declared_by_the_settings_classes(raw: dict[str, Any], example_env: dict[str, str]) -> None:
+def test_sieve_variables_are_declared_by_the_settings_classes(
+    raw: dict[str, Any], example_env: dict[str, str]
+) -> None:
     names = set(example_env) | variables(raw)
     for service in raw["services"].values():
         names |= set(environment(service))
@@ -165,7 +176,9 @@ def test_each_gpu_process_has_one_gpu_of_its_own(compose: dict[str, Any]) -> Non
     assert len(set(devices)) == len(devices), devices
 
 
-def test_rerank_servers_and_the_api_share_one_token(compose: dict[str, Any], filled_env: dict[str, str]) -> None:
+def test_rerank_servers_and_the_api_share_one_token(
+    compose: dict[str, Any], filled_env: dict[str, str]
+) -> None:
     services = compose["services"]
     token = filled_env["RERANK_SERVER_TOKEN"]
     for name in ("api", "rerank-0", "rerank-1"):
@@ -181,7 +194,7 @@ def test_sieve_commands_are_commands_of_the_cli(compose: dict[str, Any]) -> None
     assert len(commands) == 6  # api, worker-cpu, two GPU workers, two rerank servers
     for argv in commands:
         check_cli(argv)
-    with pytest.raises(click.UsageError):
+    with pytest.raises(CliArgsError, match="pools"):
         check_cli(["sieve", "worker", "--pools", "solo"])
 
 
