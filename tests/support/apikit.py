@@ -64,7 +64,7 @@ class Harness:
                     job.document_id,
                     records=res.records,
                     store=res.models.current().store,
-                    files=res.uploads.files,
+                    blobs=res.uploads.blobs,
                 )
         sender.sent.clear()
 
