@@ -22,7 +22,14 @@ def _local(settings: IngestSettings) -> BlobStore:
 
 
 def _s3(settings: IngestSettings) -> BlobStore:
-    from ingestion.backends.s3_blobs import S3BlobStore
+    try:
+        from ingestion.backends.s3_blobs import S3BlobStore
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("boto3", "botocore"):
+            raise
+        raise ModuleNotFoundError(
+            "INGEST_BLOB_STORE=s3 needs boto3: pip install 'sieve[s3]'", name=exc.name
+        ) from exc
 
     return S3BlobStore.from_settings(settings)
 

@@ -11,6 +11,7 @@ instance or pod role). Needs the ``s3`` extra (boto3).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -26,6 +27,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ingestion.blobs import check_key, check_prefix
 from ingestion.errors import BlobStoreUnavailableError
 from ingestion.settings import IngestSettings
+
+logger = logging.getLogger(__name__)
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _DELETE_BATCH = 1000  # the most keys one DeleteObjects takes
@@ -71,6 +74,8 @@ class S3BlobStore:
     def fetch(self, key: str) -> Iterator[Path]:
         name = self._name(key)
         suffix = "-" + key.rsplit("/", 1)[-1][-60:]
+        if self.download_dir:  # created here: a missing folder must not read as a missing blob
+            os.makedirs(self.download_dir, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix="sieve-blob-", suffix=suffix, dir=self.download_dir)
         path = Path(tmp)
         try:
@@ -109,25 +114,33 @@ class S3BlobStore:
                 failed = reply.get("Errors") or []
                 if failed:
                     first = failed[0]
-                    raise BlobStoreUnavailableError(
-                        f"s3://{self.bucket}: {len(failed)} blobs under {prefix!r} not deleted "
-                        f"({first.get('Code')}: {first.get('Message')})"
+                    logger.warning(
+                        "blob store: %d blobs under %s not deleted (%s: %s)",
+                        len(failed),
+                        prefix,
+                        first.get("Code"),
+                        first.get("Message"),
                     )
+                    raise BlobStoreUnavailableError(f"file storage refused to delete ({first.get('Code')})")
 
 
 @contextlib.contextmanager
 def _errors(what: str) -> Iterator[None]:
     """boto's errors as the blob store's: a missing object ``FileNotFoundError``, anything else from the
-    server or the connection ``BlobStoreUnavailableError``."""
+    server or the connection ``BlobStoreUnavailableError``. Their messages (which an upload's answer may
+    carry) name the operation and S3's error code, never the endpoint or the bucket; the log has the rest."""
+    operation = what.split(" ", 1)[0]
     try:
         yield
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in _MISSING:
             raise FileNotFoundError(f"no stored file ({what})") from exc
-        raise BlobStoreUnavailableError(f"blob store refused to {what}: {code or exc}") from exc
+        logger.warning("blob store: %s failed: %s", what, exc)
+        raise BlobStoreUnavailableError(f"file storage refused to {operation} ({code or 'error'})") from exc
     except BotoCoreError as exc:
-        raise BlobStoreUnavailableError(f"blob store unreachable ({what}): {exc}") from exc
+        logger.warning("blob store: %s failed: %s", what, exc)
+        raise BlobStoreUnavailableError(f"file storage is unreachable ({operation})") from exc
 
 
 def make_client(settings: IngestSettings) -> Any:

@@ -67,11 +67,12 @@ class BlobStoreContract:
         assert blobs.list("stay/") == ["stay/a.txt"]
 
     def test_list_gives_the_keys_under_a_prefix_sorted(self, blobs: BlobStore) -> None:
-        for key in ["a/b/2.txt", "a/b/1.txt", "a/b/c/3.txt", "a/bc/4.txt", "a/5.txt", "z/6.txt"]:
+        keys = ["a/b/2.txt", "a/b/1.txt", "a/b/c/3.txt", "a/bc/4.txt", "a/5.txt", "z/6.txt"]
+        for key in keys:
             blobs.put(key, key.encode())
         assert blobs.list("a/b/") == ["a/b/1.txt", "a/b/2.txt", "a/b/c/3.txt"]
         assert blobs.list("a/") == ["a/5.txt", "a/b/1.txt", "a/b/2.txt", "a/b/c/3.txt", "a/bc/4.txt"]
-        assert blobs.list("") == sorted(["a/b/2.txt", "a/b/1.txt", "a/b/c/3.txt", "a/bc/4.txt", "a/5.txt", "z/6.txt"])
+        assert blobs.list("") == sorted(keys)
         assert blobs.list("nothing/") == []
 
     def test_delete_prefix_removes_what_is_under_it_and_nothing_else(self, blobs: BlobStore) -> None:
