@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.limits import Admission, LimitError, LimitExceededError, OverloadedError
 from ingestion.errors import (
+    BlobStoreUnavailableError,
     DocumentNotFoundError,
     DocumentTooLargeError,
     EmptyDocumentError,
@@ -74,6 +75,7 @@ STATUS: list[tuple[type[BaseException], int]] = [
     (EmbedderMismatchError, 503),
     (ModelLoadError, 503),
     (RedisUnavailableError, 503),
+    (BlobStoreUnavailableError, 503),
     (RerankUnavailableError, 503),
     (EmbedderUnavailableError, 503),
 ]

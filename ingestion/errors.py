@@ -9,6 +9,9 @@ IngestError
 ├── DocumentTooLargeError    the upload exceeds the configured size limit (413)
 ├── DocumentNotFoundError    no such document or job for this tenant (404)
 ├── RedisUnavailableError    Redis (the broker, the job store, the document registry) cannot be reached (503)
+├── BlobStoreUnavailableError  the blob store of uploaded files (``ingestion.blobs``) cannot be reached or
+│                            refused a request (503; a worker retries). A blob that is not there is a
+│                            ``FileNotFoundError``, as a missing local file is.
 └── ReindexBusyError         (``ingestion.indexes``) a rebuild is already running (409)
 """
 
@@ -43,3 +46,7 @@ class DocumentNotFoundError(IngestError):
 
 class RedisUnavailableError(IngestError):
     """Redis (broker, job store or document registry) is unreachable or failed a command."""
+
+
+class BlobStoreUnavailableError(IngestError):
+    """The blob store of uploaded files (an S3 endpoint) is unreachable or failed a request."""

@@ -17,12 +17,12 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from ingestion.backends import make_blob_store
+from ingestion.blobs import BlobStore, document_prefix
 from ingestion.chunking import TextChunk, chunk_sections
 from ingestion.errors import DocumentNotFoundError
-from ingestion.files import FileStore
 from ingestion.parsers import Section
 from ingestion.records import DocumentVersion, Job, JobState, Records
 from ingestion.sandbox import limits_from, parse_file
@@ -109,12 +109,20 @@ def write_chunks(
 
 
 def chunk_version(
-    version: DocumentVersion, embedder: Embedder, budget: ChunkBudget, settings: IngestSettings | None = None
+    version: DocumentVersion,
+    embedder: Embedder,
+    budget: ChunkBudget,
+    settings: IngestSettings | None = None,
+    blobs: BlobStore | None = None,
 ) -> list[TextChunk]:
-    """Parse the version's stored file under the limits of ``settings`` and chunk it (raises the parser's
-    errors, ``ParseLimitError`` for a parse past a limit)."""
-    parse_limits, sandbox = limits_from(settings or IngestSettings())
-    sections = parse_file(Path(version.path), version.filename, parse_limits, sandbox)
+    """Parse the version's stored file (from ``blobs``, else the store ``settings`` name) under the limits of
+    ``settings`` and chunk it. Raises the parser's errors (``ParseLimitError`` for a parse past a limit),
+    ``FileNotFoundError`` when the file is gone, ``BlobStoreUnavailableError`` when the store is down."""
+    settings = settings or IngestSettings()
+    parse_limits, sandbox = limits_from(settings)
+    blobs = make_blob_store(settings) if blobs is None else blobs
+    with blobs.fetch(version.blob_key) as path:  # a download (S3) is removed after the parse
+        sections = parse_file(path, version.filename, parse_limits, sandbox)
     return budget.split(sections, embedder)
 
 
@@ -126,10 +134,12 @@ def write_version(
     embedder: Embedder,
     settings: IngestSettings,
     progress: Progress | None = None,
+    blobs: BlobStore | None = None,
 ) -> int:
     """Chunk, embed and upsert one document version (``metadata`` goes with every chunk, with the filename).
     Returns the number of chunks. Nothing is activated: see ``settle``."""
-    pieces = chunk_version(version, embedder, ChunkBudget.from_settings(embedder, settings), settings)
+    budget = ChunkBudget.from_settings(embedder, settings)
+    pieces = chunk_version(version, embedder, budget, settings, blobs)
     total = len(pieces)
     base_meta = {**metadata, "filename": version.filename}
     chunks = (
@@ -162,11 +172,13 @@ def ingest(
     settings: IngestSettings,
     progress: Progress | None = None,
     metadata: dict[str, Any] | None = None,
+    blobs: BlobStore | None = None,
 ) -> int:
     """Index one document version and make it the served one. Returns the number of chunks.
 
     ``metadata``: the upload's own (a job's); None takes the document record's (jobs recorded before jobs
-    carried their metadata). Raises the parser's errors (permanent) or store/Redis errors (transient).
+    carried their metadata). ``blobs``: where the file is (the store ``settings`` name when None). Raises the
+    parser's errors (permanent) or store/Redis/blob-store errors (transient).
     """
     try:
         document = records.get_document(version.tenant, version.document_id)
@@ -176,7 +188,9 @@ def ingest(
         )
         return 0
     meta = document.metadata if metadata is None else metadata
-    total = write_version(version, meta, store=store, embedder=embedder, settings=settings, progress=progress)
+    total = write_version(
+        version, meta, store=store, embedder=embedder, settings=settings, progress=progress, blobs=blobs
+    )
     settle(version, records=records, store=store, chunks=total, metadata=meta)
     return total
 
@@ -221,13 +235,14 @@ def discard(version: DocumentVersion, *, records: Records, store: VectorStore) -
         store.delete_document(version.tenant, version.document_id, version=version.version)
 
 
-def delete(tenant: str, document_id: str, *, records: Records, store: VectorStore, files: FileStore) -> None:
-    """Remove a deleted document's chunks and files; if it was re-uploaded meanwhile, keep the new upload."""
+def delete(tenant: str, document_id: str, *, records: Records, store: VectorStore, blobs: BlobStore) -> None:
+    """Remove a deleted document's chunks and stored files; if it was re-uploaded meanwhile, keep the new
+    upload."""
     try:
         current = records.get_document(tenant, document_id)
     except DocumentNotFoundError:
         store.delete_document(tenant, document_id)
-        files.remove_document(tenant, document_id)
+        blobs.delete_prefix(document_prefix(tenant, document_id))
         records.forget(tenant, document_id)
         records.bump_index_version(tenant)
         return

@@ -33,6 +33,7 @@ import redis
 from pydantic import BaseModel, Field, field_validator
 
 from ingestion import keyspace
+from ingestion.blobs import version_key
 from ingestion.errors import DocumentNotFoundError, RedisUnavailableError
 from ingestion.keyspace import redis_call
 
@@ -53,13 +54,21 @@ class JobState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class DocumentVersion:
-    """One version of a document and its stored file: what ``ingestion.pipeline`` indexes."""
+    """One version of a document and its stored file: what ``ingestion.pipeline`` indexes.
+
+    ``path``: the blob key the upload was stored under, as recorded (a local path on jobs recorded before the
+    blob store); the file is read by ``blob_key``, which the other fields determine."""
 
     tenant: str
     document_id: str
     version: str
     filename: str
     path: str
+
+    @property
+    def blob_key(self) -> str:
+        """The key of this version's stored file in the blob store (``ingestion.blobs.version_key``)."""
+        return version_key(self.tenant, self.document_id, self.version, self.filename)
 
 
 class Job(BaseModel):

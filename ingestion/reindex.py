@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from ingestion.blobs import BlobStore, version_prefix
 from ingestion.errors import EmptyDocumentError, ParseError, UnsupportedFormatError
-from ingestion.files import FileStore, safe_name
+from ingestion.files import safe_name
 from ingestion.indexes import BuildState, BuildStatus, Indexes, IndexSpec, ReindexBusyError
 from ingestion.pipeline import write_version
 from ingestion.records import Document, DocumentVersion, Records
@@ -46,19 +47,22 @@ def active_documents(records: Records) -> Snapshot:
 def index_document(
     doc: Document,
     *,
-    files: FileStore,
+    blobs: BlobStore,
     store: VectorStore,
     embedder: Embedder,
     settings: IngestSettings,
 ) -> int:
     """Index the active version of ``doc`` from its stored file into ``store``; drop its other versions."""
-    path = files.find(doc.tenant, doc.document_id, doc.active)
-    if path is None:
+    keys = blobs.list(version_prefix(doc.tenant, doc.document_id, doc.active))
+    if not keys:
         raise FileNotFoundError(f"the stored file of {doc.document_id!r} version {doc.active} is gone")
-    filename = doc.filename if safe_name(doc.filename) == path.name else path.name
-    version = DocumentVersion(doc.tenant, doc.document_id, doc.active, filename, str(path))
+    key = keys[0]
+    stored = key.rsplit("/", 1)[-1]
+    # The record's filename is the latest upload's; the served version's may have had another name.
+    filename = doc.filename if safe_name(doc.filename) == stored else stored
+    version = DocumentVersion(doc.tenant, doc.document_id, doc.active, filename, key)
     metadata = doc.metadata if doc.active_metadata is None else doc.active_metadata  # the served version's
-    total = write_version(version, metadata, store=store, embedder=embedder, settings=settings)
+    total = write_version(version, metadata, store=store, embedder=embedder, settings=settings, blobs=blobs)
     store.delete_document(doc.tenant, doc.document_id, except_versions=[doc.active])
     return total
 
@@ -72,7 +76,7 @@ class Rebuild:
         *,
         records: Records,
         indexes: Indexes,
-        files: FileStore,
+        blobs: BlobStore,
         store: VectorStore,
         embedder: Embedder,
         settings: IngestSettings,
@@ -81,7 +85,7 @@ class Rebuild:
         on_document: Callable[[BuildStatus], None] | None = None,
     ) -> None:
         self.build = build
-        self.records, self.indexes, self.files = records, indexes, files
+        self.records, self.indexes, self.blobs = records, indexes, blobs
         self.store, self.embedder, self.settings = store, embedder, settings
         self.default = default
         self.max_passes = max_passes
@@ -132,7 +136,7 @@ class Rebuild:
         chunks = 0
         try:
             chunks = index_document(
-                doc, files=self.files, store=self.store, embedder=self.embedder, settings=self.settings
+                doc, blobs=self.blobs, store=self.store, embedder=self.embedder, settings=self.settings
             )
         except UNREADABLE as exc:  # the document cannot be served by the new index; the others can
             logger.warning(

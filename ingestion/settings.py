@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -13,8 +15,24 @@ class IngestSettings(BaseSettings):
     # Redis: Celery broker, job states and the document registry. The embedded stack starts its own
     # Redis on this port (never the machine's 6379), with an append-only file in its data dir.
     redis_url: str = "redis://127.0.0.1:6390/0"
-    # Accepted files are written here (and fsynced) before the upload is answered.
+    # Where accepted files are stored (durably, before the upload is answered) and read by the workers
+    # (``ingestion.blobs``): "local", the folder data_dir, which API and workers must share as a disk; or
+    # "s3", a bucket of an S3-compatible server (MinIO, AWS S3), shared over the network (the ``s3`` extra).
+    blob_store: Literal["local", "s3"] = "local"
     data_dir: Path = Path(".sieve/files")
+    s3_bucket: str = ""
+    s3_prefix: str = "sieve/files"  # key prefix inside the bucket
+    s3_endpoint_url: str = ""  # e.g. http://minio:9000; empty: AWS S3
+    s3_region: str = ""  # empty: boto3's (AWS_REGION / AWS_DEFAULT_REGION, a profile)
+    # Credentials; empty: boto3's chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, a role)
+    s3_access_key_id: str = ""
+    s3_secret_access_key: SecretStr = SecretStr("")
+    # "auto" is "path" when s3_endpoint_url is set (MinIO serves buckets as paths), else boto3's choice.
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    s3_timeout_s: float = 10.0  # connect and read timeout of one request
+    s3_max_attempts: int = 3  # boto3's retries of one request (standard mode)
+    # A worker downloads a file here for the parser and removes it after; empty: the system's temp folder.
+    s3_download_dir: Path | None = None
     queue: str = "sieve.ingest"
 
     max_file_bytes: int = 50 * 1024 * 1024

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
+from ingestion.backends import make_blob_store
+from ingestion.blobs import BlobStore, version_key
 from ingestion.errors import DocumentNotFoundError, DocumentTooLargeError, IngestError
-from ingestion.files import FileStore, content_version, safe_name
+from ingestion.files import content_version, safe_name
 from ingestion.parsers import detect_format
 from ingestion.records import Job, JobState, Records
 from ingestion.settings import IngestSettings
@@ -20,11 +22,20 @@ class TaskSender(Protocol):
 
 
 class Uploads:
-    def __init__(self, settings: IngestSettings, records: Records, sender: TaskSender) -> None:
+    """``blobs``: where accepted files are stored (``INGEST_BLOB_STORE`` when not given)."""
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        records: Records,
+        sender: TaskSender,
+        *,
+        blobs: BlobStore | None = None,
+    ) -> None:
         self.settings = settings
         self.records = records
         self.sender = sender
-        self.files = FileStore(settings.data_dir)
+        self.blobs = make_blob_store(settings) if blobs is None else blobs
 
     def check(self, filename: str, data: bytes) -> None:
         """Cheap checks at the door: size, supported type, not binary junk (raises ``IngestError``)."""
@@ -50,13 +61,14 @@ class Uploads:
             unchanged = current.chunks if current.active == version else None
         except DocumentNotFoundError:
             unchanged = None
-        path = self.files.save(tenant, document_id, version, filename, data)
+        key = version_key(tenant, document_id, version, filename)
+        self.blobs.put(key, data)  # durable before the job is recorded (BlobStoreUnavailableError: 503)
         job = self.records.accept_upload(
             tenant,
             document_id,
             version=version,
             filename=filename,
-            path=str(path),
+            path=key,
             metadata=metadata,
             unchanged_chunks=unchanged,
         )

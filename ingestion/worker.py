@@ -40,6 +40,8 @@ from celery.exceptions import Reject
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from ingestion import pipeline, reindex
+from ingestion.backends import make_blob_store
+from ingestion.blobs import BlobStore
 from ingestion.errors import (
     DocumentNotFoundError,
     DocumentTooLargeError,
@@ -49,7 +51,6 @@ from ingestion.errors import (
     RedisUnavailableError,
     UnsupportedFormatError,
 )
-from ingestion.files import FileStore
 from ingestion.indexes import RUNNING, BuildState, Indexes, IndexSpec, ReindexBusyError, settings_spec
 from ingestion.liveness import Heartbeat, Sweeper
 from ingestion.records import Job, JobState, Records
@@ -105,6 +106,7 @@ class WorkerContext:
         self._generation: int | None = None
         self._embedder: Embedder | None = None
         self._store: VectorStore | None = None  # its collection ensured
+        self._blobs: BlobStore | None = None
 
     def warm_up(self) -> None:
         """Load the embedder (``worker_process_init``: before the process takes its first task)."""
@@ -143,8 +145,11 @@ class WorkerContext:
         return Indexes(self.records.client)
 
     @property
-    def files(self) -> FileStore:
-        return FileStore(self.ingest.data_dir)
+    def blobs(self) -> BlobStore:
+        """Where uploaded files are stored (``INGEST_BLOB_STORE``), one client per process."""
+        if self._blobs is None:
+            self._blobs = make_blob_store(self.ingest)
+        return self._blobs
 
     def refresh(self) -> IndexSpec:
         """Follow the serving pointer (one Redis GET while it is unchanged); returns the index to write to."""
@@ -312,6 +317,7 @@ def ingest_task(self: IngestTask, job_id: str) -> None:
                 settings=context.ingest,
                 progress=progress,
                 metadata=job.metadata,
+                blobs=context.blobs,
             )
         )
 
@@ -325,7 +331,7 @@ def delete_task(self: IngestTask, job_id: str) -> None:
     def work(job: Job) -> None:
         context.on_serving_index(
             lambda: pipeline.delete(
-                job.tenant, job.document_id, records=records, store=context.store, files=context.files
+                job.tenant, job.document_id, records=records, store=context.store, blobs=context.blobs
             )
         )
 
@@ -351,7 +357,7 @@ def _reindex(self: IngestTask, build_id: str) -> None:
             build,
             records=context.records,
             indexes=indexes,
-            files=context.files,
+            blobs=context.blobs,
             store=context.store_factory(target),
             embedder=context.load_embedder(target),
             settings=context.ingest,

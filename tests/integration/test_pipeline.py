@@ -12,6 +12,8 @@ import pytest
 
 from api.cli.client import SieveClient, SieveClientError
 from api.cli.stack import Stack
+from ingestion.backends.local_blobs import LocalBlobStore
+from ingestion.blobs import document_prefix
 from retrieval import RetrievalSettings
 from retrieval.milvus_store import MilvusStore
 from tests.integration import files
@@ -151,14 +153,19 @@ def test_new_version_replaces_old_without_a_gap(client_a: SieveClient, stack: St
     )
 
 
-def test_delete_removes_every_chunk(client_a: SieveClient, stack: Stack, tmp_path: Path) -> None:
+def test_delete_removes_every_chunk_and_the_stored_file(
+    client_a: SieveClient, stack: Stack, tmp_path: Path
+) -> None:
     path = files.markdown(tmp_path / "gone.md", "Gone", "Zeppelins were rigid airships filled with hydrogen.")
     wait_done(client_a, client_a.upload([path], document_id="gone"))
+    stored = LocalBlobStore(stack.home / "files")  # the embedded stack's INGEST_DATA_DIR
+    assert len(stored.list(document_prefix("tenant-a", "gone"))) == 1
     assert top_document(client_a, "rigid airship hydrogen") == "gone"
     job = client_a.delete("gone")
     assert all(h["document_id"] != "gone" for h in client_a.search("rigid airship hydrogen")["hits"])
     assert client_a.wait([job["job_id"]])[0]["state"] == "done"
     assert store(stack).count("tenant-a", "gone") == 0
+    assert stored.list(document_prefix("tenant-a", "gone")) == []
     with pytest.raises(SieveClientError) as missing:
         client_a.document("gone")
     assert missing.value.status == 404

@@ -64,7 +64,7 @@ class Harness:
                     job.document_id,
                     records=res.records,
                     store=res.models.current().store,
-                    files=res.uploads.files,
+                    blobs=res.uploads.blobs,
                 )
         sender.sent.clear()
 
@@ -75,14 +75,18 @@ class Harness:
 
 
 @contextmanager
-def running(tmp_path: Path, *, client: redis.Redis | None = None, **api: Any) -> Iterator[Harness]:
+def running(
+    tmp_path: Path, *, client: redis.Redis | None = None, ingest: IngestSettings | None = None, **api: Any
+) -> Iterator[Harness]:
     """The app with keys ``k1`` (tenant t1), ``k2`` (t2) and the admin key; ``api`` overrides ApiSettings
-    (rate limits are off and the rerank stage always runs, API_RERANK_GATE=always, unless given)."""
+    (rate limits are off and the rerank stage always runs, API_RERANK_GATE=always, unless given); ``ingest``
+    replaces the ingestion settings (files in ``tmp_path``, short chunks)."""
     api = {"keys": KEYS, "admin_key": ADMIN_KEY, "rate_limit_per_s": 0, "rerank_gate": "always", **api}
     redis_client = client or fakeredis.FakeRedis(decode_responses=True)
     settings = Settings(
         api=ApiSettings(**api),
-        ingest=IngestSettings(data_dir=tmp_path / "files", chunk_tokens=32, chunk_overlap=4, embed_batch=8),
+        ingest=ingest
+        or IngestSettings(data_dir=tmp_path / "files", chunk_tokens=32, chunk_overlap=4, embed_batch=8),
     )
     # stage-1 order, 0.95 down in steps of 0.2; a query in ``reranker.unsure`` gets a low-confidence answer
     reranker = FakeReranker("stage1", max_tokens=None)

@@ -16,7 +16,6 @@ import yaml
 from tests.unit.deploy.manifests import (
     ROOT,
     SECRET_NAME,
-    UPCOMING,
     CliArgsError,
     InterpolationError,
     check_cli,
@@ -122,12 +121,6 @@ def test_the_cross_check_catches_a_renamed_setting() -> None:
     ]
     _, prefixes = declared_env()
     assert set(prefixes) >= {"API_", "INGEST_", "RETRIEVAL_", "RERANK_"}
-
-
-def test_the_upcoming_allow_list_holds_only_undeclared_names() -> None:
-    """When the blob store or the rerank pool lands, its names leave UPCOMING (the list is for them only)."""
-    declared, _ = declared_env()
-    assert not UPCOMING & declared, sorted(UPCOMING & declared)
 
 
 def test_services_wait_for_the_readiness_of_what_they_need(compose: dict[str, Any]) -> None:

@@ -116,6 +116,6 @@ def test_a_rebuild_writes_the_served_versions_metadata(
     rebuilt = InMemoryStore()
     rebuilt.ensure_collection(embedder_name=embedder.name, dimension=embedder.dimension)
     reindex.index_document(
-        doc, files=uploads.files, store=rebuilt, embedder=embedder, settings=ingest_settings
+        doc, blobs=uploads.blobs, store=rebuilt, embedder=embedder, settings=ingest_settings
     )
     assert hits(rebuilt, embedder, team="a") == {"puffins.txt"} and hits(rebuilt, embedder, team="z") == set()

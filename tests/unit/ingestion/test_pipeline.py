@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from ingestion import pipeline
@@ -34,7 +32,7 @@ def run(uploads: Uploads, store: InMemoryStore, embedder: HashEmbedder, settings
             )
         else:
             work = lambda job=job: pipeline.delete(  # noqa: E731
-                job.tenant, job.document_id, records=uploads.records, store=store, files=uploads.files
+                job.tenant, job.document_id, records=uploads.records, store=store, blobs=uploads.blobs
             )
         pipeline.run_job(job, uploads.records, work)
 
@@ -42,7 +40,8 @@ def run(uploads: Uploads, store: InMemoryStore, embedder: HashEmbedder, settings
 def test_accept_stores_the_file_before_enqueueing(uploads: Uploads, sender: RecordingSender) -> None:
     job = uploads.accept("t", "bees.txt", TEXT, document_id=None, metadata={"k": 1})
     assert job.document_id == "bees.txt" and job.state is JobState.QUEUED
-    assert Path(job.path).read_bytes() == TEXT
+    with uploads.blobs.fetch(job.path) as stored:
+        assert stored.read_bytes() == TEXT
     assert sender.sent == [("sieve.ingest", [job.id])]
     assert uploads.records.pending_jobs() == []
 

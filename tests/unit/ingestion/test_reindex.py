@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from ingestion import keyspace, pipeline
+from ingestion.blobs import version_prefix
 from ingestion.indexes import BuildState, BuildStatus, Indexes, IndexSpec, ReindexBusyError
 from ingestion.records import Records
 from ingestion.reindex import Rebuild, drop_previous
@@ -40,7 +41,7 @@ def ingest(uploads: Uploads, store: VectorStore, embedder: HashEmbedder, name: s
 
 def delete(uploads: Uploads, store: VectorStore, name: str) -> None:
     job = uploads.delete("t1", name)
-    pipeline.delete(job.tenant, job.document_id, records=uploads.records, store=store, files=uploads.files)
+    pipeline.delete(job.tenant, job.document_id, records=uploads.records, store=store, blobs=uploads.blobs)
 
 
 def documents(store: VectorStore, tenant: str = "t1") -> dict[str, set[str]]:
@@ -75,7 +76,7 @@ def rebuild(records: Records, uploads: Uploads, store: VectorStore, **kwargs: ob
         build,
         records=records,
         indexes=indexes,
-        files=uploads.files,
+        blobs=uploads.blobs,
         store=store,
         embedder=SaltedEmbedder(),
         settings=uploads.settings,
@@ -136,9 +137,9 @@ def test_an_unreadable_document_is_skipped_and_reported(
     records: Records, uploads: Uploads, old_store: InMemoryStore
 ) -> None:
     doc = records.get_document("t1", "rust.md")
-    path = uploads.files.find("t1", "rust.md", doc.active)
-    assert path is not None
-    path.unlink()
+    prefix = version_prefix("t1", "rust.md", doc.active)
+    assert len(uploads.blobs.list(prefix)) == 1
+    uploads.blobs.delete_prefix(prefix)
 
     result = rebuild(records, uploads, InMemoryStore()).run()
 
@@ -161,7 +162,7 @@ def test_a_second_rebuild_while_one_runs_is_refused_and_the_serving_index_is_nev
             build,
             records=records,
             indexes=indexes,
-            files=uploads.files,
+            blobs=uploads.blobs,
             store=old_store,
             embedder=SaltedEmbedder(),
             settings=uploads.settings,

@@ -16,6 +16,7 @@ from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery import Celery
 from celery.exceptions import Reject
 
+from ingestion.blobs import version_key
 from ingestion.errors import RedisUnavailableError
 from ingestion.records import Job, JobState, Records
 from ingestion.settings import IngestSettings
@@ -95,9 +96,10 @@ def versions(store: InMemoryStore, tenant: str, document_id: str) -> dict[str, i
 
 def record_job(records: Records, uploads: Uploads, *, document_id: str, metadata: dict[str, Any]) -> Job:
     """A job recorded as an older API did, before uploads checked the id and metadata."""
-    path = uploads.files.save("t", document_id, "v1", "bees.txt", TEXT)
+    key = version_key("t", document_id, "v1", "bees.txt")
+    uploads.blobs.put(key, TEXT)
     return records.accept_upload(
-        "t", document_id, version="v1", filename="bees.txt", path=str(path), metadata=metadata
+        "t", document_id, version="v1", filename="bees.txt", path=key, metadata=metadata
     )
 
 
