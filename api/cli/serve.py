@@ -263,17 +263,31 @@ def rerank_server(
     host: Annotated[
         str, typer.Option(help="Bind address (not loopback: needs RERANK_SERVER_TOKEN)")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port")] = 8101,
+    port: Annotated[int, typer.Option(help="Port (with --devices: the first one's, counted up)")] = 8101,
     device: Annotated[str | None, typer.Option(help="Device of the model (default RERANK_DEVICE)")] = None,
+    devices: Annotated[
+        str | None,
+        typer.Option(
+            help="One server per device, on ports --port, --port+1, ...: 'cuda:0,cuda:1' or 'all' (every "
+            "visible GPU); each is warmed before its /ready answers, and one that exits is started again"
+        ),
+    ] = None,
+    ready_timeout: Annotated[
+        float, typer.Option(help="With --devices: seconds to wait for every server's /ready")
+    ] = 900.0,
 ) -> None:
-    """Serve the rerank stage alone (RERANK_* settings): Cohere-style /v1/rerank, one process per GPU.
-    Clients send RERANK_SERVER_TOKEN as a Bearer token when it is set; it must be set off loopback."""
+    """Serve the rerank stage alone (RERANK_* settings): Cohere-style /v1/rerank, one process per GPU
+    (--devices starts and supervises one per device). Clients send RERANK_SERVER_TOKEN as a Bearer token
+    when it is set; it must be set off loopback."""
     import uvicorn
 
     from api.rerank_server import RerankServerSettings, check_exposure, create_rerank_app
     from api.settings import UnsafeSettingsError
 
     setup_logging()
+    if device and devices:
+        typer.echo("give --device (one server) or --devices (one per device), not both", err=True)
+        raise typer.Exit(2)
     settings = RerankServerSettings(host=host)
     if device:
         settings.rerank.device = device
@@ -282,6 +296,21 @@ def rerank_server(
     except UnsafeSettingsError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc
+    if devices:
+        from api.cli.rerank_fleet import Fleet, FleetError, parse_devices, run_fleet
+
+        try:
+            fleet = Fleet(parse_devices(devices), host=host, port=port)
+        except FleetError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from exc
+        code = run_fleet(
+            fleet,
+            ready_timeout_s=ready_timeout,
+            grace=20.0,
+            say=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True),
+        )
+        raise typer.Exit(code)
     uvicorn.run(create_rerank_app(settings), host=host, port=port, log_level="info")
 
 
