@@ -8,9 +8,10 @@ server's queue is full) is retried once on another server without taking it out.
 every server's ``/ready`` each ``RERANK_HEALTH_PERIOD_S``: a server out comes back once ``/ready`` answers
 200, one in goes out when it stops answering, and the reported depths stay fresh.
 ``RerankUnavailableError`` (search then degrades to stage-1 order, as with one server) is raised when no
-server is in, or when both servers a call met failed; a refused request (other 4xx) is the caller's
-``RerankInputError`` at once, on no other server. A call meets at most two servers, so that a dead server
-costs one retry, not a walk through the list.
+server is in, or when both servers a call met failed; a call that met a full server (429) and a failed one
+is ``RerankOverloadedError`` (429 with ``Retry-After``: a live server is busy, the stage is not down); a
+refused request (other 4xx) is the caller's ``RerankInputError`` at once, on no other server. A call meets at
+most two servers, so that a dead server costs one retry, not a walk through the list.
 
 Metrics (the default Prometheus registry, served by the API's ``/metrics``), labelled by server URL:
 ``sieve_rerank_pool_server_up`` (1 in, 0 out), ``sieve_rerank_pool_inflight``,
@@ -195,7 +196,8 @@ class RerankerPool:
             return []
         self._start_checker()
         tried: list[_Server] = []
-        last: RerankUnavailableError | RerankOverloadedError | None = None
+        failed: RerankUnavailableError | None = None
+        full: RerankOverloadedError | None = None  # wins over a failure: a live server is busy
         for attempt in range(ATTEMPTS):
             server = self._pick(tried)
             if server is None:
@@ -212,16 +214,18 @@ class RerankerPool:
                 outcome = "refused"
                 raise
             except RerankOverloadedError as exc:
-                outcome, last = "overloaded", exc
+                outcome, full = "overloaded", exc
             except RerankUnavailableError as exc:
-                last = exc
+                failed = exc
                 with self._lock:
                     self._take_out(server, str(exc))
             finally:
                 SERVER_CALLS.labels(server.url, outcome).inc()
                 self._release(server)
-        if last is not None:
-            raise last
+        if full is not None:
+            raise full
+        if failed is not None:
+            raise failed
         raise RerankUnavailableError(self._all_out_message())
 
     def _pick(self, tried: Sequence[_Server]) -> _Server | None:

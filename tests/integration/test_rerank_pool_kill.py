@@ -74,6 +74,13 @@ def server_pids(launcher: int) -> dict[int, int]:
     return found
 
 
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 @pytest.fixture
 def launcher(model_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], list[str], Path]]:
     port = two_free_ports()
@@ -100,7 +107,7 @@ def launcher(model_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen
         )
         yield proc, urls, log
     finally:
-        children = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in server_pids(proc.pid).values()}
+        children = {pid: cmdline(pid) for pid in server_pids(proc.pid).values()}
         if proc.poll() is None:
             proc.terminate()
             try:
@@ -108,9 +115,9 @@ def launcher(model_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
-        for pid, cmdline in children.items():  # normally gone already: the launcher stops them
-            with contextlib.suppress(OSError):
-                if Path(f"/proc/{pid}/cmdline").read_bytes() == cmdline:  # still that server
+        for pid, argv in children.items():  # normally gone already: the launcher stops them
+            if argv and cmdline(pid) == argv:  # still that server
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
 
 

@@ -6,6 +6,7 @@ stop one and start it again on the same port; then the choices it makes on scrip
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -388,6 +389,36 @@ def test_both_full_is_overloaded_and_a_refused_request_is_not_retried() -> None:
     with pytest.raises(RerankInputError, match="1001 documents"):
         pool.rank("q", ["x"])
     assert calls == ["413"] and all(s.up for s in pool.servers())
+    pool.close()
+
+
+class Ordered(random.Random):
+    """Ties go to the first (or the last) server in line, so a test can fix the order a call meets them."""
+
+    def __init__(self, last: bool) -> None:
+        super().__init__(0)
+        self.last = last
+
+    def choice(self, seq):  # type: ignore[no-untyped-def,override] # random.Random's own signature
+        return seq[-1] if self.last else seq[0]
+
+
+@pytest.mark.parametrize("full_first", [True, False])
+def test_a_full_server_and_a_dead_one_is_overloaded_not_unavailable(full_first: bool) -> None:
+    def full(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429, json={"error": {"message": "queue full"}})
+
+    def dead(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    members = [
+        RemoteReranker(url, client=httpx.Client(transport=httpx.MockTransport(handler)))
+        for url, handler in (("http://a", full), ("http://b", dead))
+    ]
+    pool = RerankerPool(members, health_period_s=QUIET, rng=Ordered(last=not full_first))
+    with pytest.raises(RerankOverloadedError):  # 429 + Retry-After at the API: a live server is busy
+        pool.rank("q", ["x"])
+    assert {s.url: s.up for s in pool.servers()} == {"http://a": True, "http://b": False}
     pool.close()
 
 
