@@ -3,7 +3,9 @@
 Each device gets a child process of its own, ``sieve rerank-server --device D --port P``, with the ports
 counted up from ``--port`` (8101, 8102, …), the same ``--host`` and the same environment (``RERANK_*``,
 ``API_*``, ``RERANK_SERVER_TOKEN``). ``all`` is every GPU this process sees (``CUDA_VISIBLE_DEVICES``
-applies); a device may be named twice (two servers on one GPU). Each child loads and warms its model before
+applies); a device may be named twice (two servers on one GPU). A child on ``cuda:N`` sees that GPU alone
+(``CUDA_VISIBLE_DEVICES`` narrowed to it, the model on its ``cuda:0``), so no CUDA context of it lands on
+another GPU; its log names the device as given. Each child loads and warms its model before
 its port opens, so its ``/ready`` answers only once it can serve at speed; the launcher waits for every
 ``/ready``, then prints the ``RERANK_URLS`` value to give the API (``reranking/backends/pool.py`` spreads the
 calls by queue depth). A child that fails before it is ready stops the launch (exit 1, its exit code said);
@@ -77,7 +79,7 @@ class Member:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}"
 
-    def argv(self, python: str) -> list[str]:
+    def argv(self, python: str, device: str | None = None) -> list[str]:
         return [
             python,
             "-m",
@@ -88,8 +90,23 @@ class Member:
             "--port",
             str(self.port),
             "--device",
-            self.device,
+            device or self.device,
         ]
+
+
+def pinned(device: str, env: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """The device and environment of a child on ``device``: ``cuda:N`` becomes ``cuda:0`` with
+    ``CUDA_VISIBLE_DEVICES`` narrowed to the N-th GPU this process sees; other devices stay as they are."""
+    child = dict(env)
+    name, _, index = device.partition(":")
+    if name != "cuda" or not (index or "0").isdigit():
+        return device, child
+    n = int(index or "0")
+    seen = [v.strip() for v in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if "CUDA_VISIBLE_DEVICES" in env and n >= len(seen):
+        raise FleetError(f"{device}: CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']!r} has no GPU {n}")
+    child["CUDA_VISIBLE_DEVICES"] = seen[n] if "CUDA_VISIBLE_DEVICES" in env else str(n)
+    return "cuda:0", child
 
 
 class Fleet:
@@ -109,15 +126,18 @@ class Fleet:
         self.members = [Member(device, host, port + i) for i, device in enumerate(devices)]
         self.env = dict(os.environ if env is None else env)
         self.python = python
+        for member in self.members:
+            pinned(member.device, self.env)  # a GPU that is not there: refused before anything starts
 
     @property
     def urls(self) -> list[str]:
         return [m.url for m in self.members]
 
     def _spawn(self, member: Member) -> None:
+        device, env = pinned(member.device, self.env)
         member.proc = subprocess.Popen(
-            member.argv(self.python),
-            env=self.env,
+            member.argv(self.python, device),
+            env=env,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches the launcher, which stops the children in order
             preexec_fn=procs.die_with_parent(signal.SIGTERM),

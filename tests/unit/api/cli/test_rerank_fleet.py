@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from api.cli.main import app
-from api.cli.rerank_fleet import BACKOFF_S, Fleet, FleetError, parse_devices
+from api.cli.rerank_fleet import BACKOFF_S, Fleet, FleetError, parse_devices, pinned
 from api.cli.stack import free_port
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX processes")
@@ -42,6 +42,16 @@ def test_one_port_per_device_counted_up() -> None:
     argv = fleet.members[1].argv("python")
     assert argv[argv.index("--device") + 1] == "cuda:1" and argv[argv.index("--port") + 1] == "9101"
     assert argv[argv.index("--host") + 1] == "0.0.0.0"
+
+
+def test_each_gpu_server_sees_its_gpu_alone() -> None:
+    assert pinned("cuda:1", {})[0] == "cuda:0" and pinned("cuda:1", {})[1]["CUDA_VISIBLE_DEVICES"] == "1"
+    assert pinned("cuda", {"X": "y"})[1] == {"X": "y", "CUDA_VISIBLE_DEVICES": "0"}
+    # The N-th GPU this launcher sees, where CUDA_VISIBLE_DEVICES already narrows them.
+    assert pinned("cuda:1", {"CUDA_VISIBLE_DEVICES": "2,3"})[1]["CUDA_VISIBLE_DEVICES"] == "3"
+    assert pinned("cpu", {"CUDA_VISIBLE_DEVICES": "2"}) == ("cpu", {"CUDA_VISIBLE_DEVICES": "2"})
+    with pytest.raises(FleetError, match="has no GPU 2"):
+        Fleet(["cuda:0", "cuda:2"], env={"CUDA_VISIBLE_DEVICES": "4,5"})
 
 
 def stand_in(tmp_path: Path, body: str) -> str:
