@@ -1,6 +1,6 @@
 """Benchmark: the rerank route through a pool of rerank servers: 1 server, 2, then one killed under load.
 
-    python tests/benchmarks/bench_rerank_pool.py --placements "cuda:0;cuda:0,cuda:1"   # two GPUs, ~3 min
+    python tests/benchmarks/bench_rerank_pool.py --placements "cuda:0;cuda:0,cuda:1"   # two GPUs, 3-5 min
     python tests/benchmarks/bench_rerank_pool.py --placements "cuda:0;cuda:0,cuda:0"   # two servers, one GPU
     python tests/benchmarks/bench_rerank_pool.py --tiny --device cpu --clients 8 --seconds 4   # smoke run
 
