@@ -45,6 +45,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -274,14 +275,15 @@ def front_kind(asked: str) -> str:
 # -- the load ------------------------------------------------------------------------------------------------
 @dataclass
 class Run:
-    results: list[tuple[float, float, int]] = field(default_factory=list)  # (sent, ms, status)
+    results: list[tuple[float, float, int]] = field(default_factory=list)  # (answered at, ms, status)
     started: float = 0.0
     seconds: float = 0.0
+    cpu: dict[int, float] = field(default_factory=dict)  # pid -> % of one core over the measured window
 
     def window(self, start: float, end: float) -> Run:
-        """The answers to requests sent in [start, end) (seconds from the start of the run)."""
+        """The answers that came in [start, end) (seconds from the start of the measured window)."""
         picked = [r for r in self.results if start <= r[0] - self.started < end]
-        return Run(picked, self.started + start, end - start)
+        return Run(picked, self.started + start, end - start, self.cpu)
 
     def ok_ms(self) -> list[float]:
         return [ms for _, ms, status in self.results if status == 200]
@@ -300,11 +302,27 @@ class Run:
         return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, all its threads (Linux; 0 elsewhere or once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def drive(
-    port: int, bodies: list[bytes], clients: int, warmup_s: float, seconds: float, at=None
+    port: int,
+    bodies: list[bytes],
+    clients: int,
+    warmup_s: float,
+    seconds: float,
+    at=None,
+    watch: tuple[int, ...] = (),
 ) -> Run:
     """Closed loop: each client sends its next request as soon as the last is answered. ``at``: (offset s,
-    callable) to call once, that far into the measured window."""
+    callable) to call once, that far into the measured window. ``watch``: pids whose CPU use over the
+    measured window goes to ``Run.cpu`` (% of one core)."""
     client = Client(port)
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     run = Run()
@@ -317,8 +335,9 @@ async def drive(
         while time.perf_counter() < end:
             sent = time.perf_counter()
             status = await client.request("POST", "/v1/rerank", bodies[i % len(bodies)], headers)
-            if sent >= run.started:
-                run.results.append((sent, (time.perf_counter() - sent) * 1000, status))
+            done = time.perf_counter()
+            if done >= run.started:  # the answers in flight at the end too: a failure must not hide there
+                run.results.append((done, (done - sent) * 1000, status))
             i += clients
 
     async def trigger() -> None:
@@ -326,7 +345,13 @@ async def drive(
             await asyncio.sleep(max(0.0, run.started + at[0] - time.perf_counter()))
             await asyncio.to_thread(at[1])
 
-    await asyncio.gather(trigger(), *(worker(w) for w in range(clients)))
+    async def cpu() -> None:
+        await asyncio.sleep(max(0.0, run.started - time.perf_counter()))
+        before = {pid: cpu_seconds(pid) for pid in watch}
+        await asyncio.sleep(max(0.0, end - time.perf_counter()))
+        run.cpu = {pid: 100 * (cpu_seconds(pid) - used) / seconds for pid, used in before.items()}
+
+    await asyncio.gather(trigger(), cpu(), *(worker(w) for w in range(clients)))
     client.close()
     return run
 
@@ -341,9 +366,7 @@ def pool_metrics(front: Proc) -> dict[str, float]:
     out: dict[str, float] = {}
     with contextlib.suppress(httpx.HTTPError):
         for line in httpx.get(front.url + "/metrics", timeout=5).text.splitlines():
-            m = re.match(
-                r'sieve_rerank_pool_(calls_total|retries_total)(?:\{.*outcome="(\w+)".*\})? (\S+)', line
-            )
+            m = METRIC.match(line)
             if m:
                 name = m.group(2) or "retries"
                 out[name] = out.get(name, 0.0) + float(m.group(3))
@@ -428,7 +451,8 @@ def main() -> None:
             fronts.append(fr)
             wait_ready([fr], "/health", 120)
             port = int(fr.url.rsplit(":", 1)[1])
-            run = asyncio.run(drive(port, bodies, args.clients, args.warmup_s, args.seconds, at))
+            watch = (fr.popen.pid, *(m.popen.pid for m in members))
+            run = asyncio.run(drive(port, bodies, args.clients, args.warmup_s, args.seconds, at, watch=watch))
             metrics = pool_metrics(fr)
             fr.stop()
             return run, metrics
@@ -436,16 +460,17 @@ def main() -> None:
         rows, base = [], None
         for placement in placements:
             log(f"placement {','.join(placement)}: {args.clients} clients, {args.seconds:g} s")
-            run, _ = one_run(pick(placement))
+            whole, _ = one_run(pick(placement))
+            run = whole.window(0, args.seconds)
             base = base or run.qps() or None
             ok = run.ok_ms()
             failed = sum(run.failed().values())
+            cpu = list(run.cpu.values())
+            scale = f"{run.qps() / base:.2f}x" if base else "-"
             rows.append(
                 f"| {len(placement)} ({','.join(placement)}) | {run.qps():.1f} | {percentile(ok, 50):.0f} | "
                 f"{percentile(ok, 95):.0f} | {percentile(ok, 99):.0f} | {failed} | {run.count(429)} | "
-                f"{run.qps() / base:.2f}x |"
-                if base
-                else "- |"
+                f"{scale} | {cpu[0]:.0f} % | {' / '.join(f'{c:.0f} %' for c in cpu[1:])} |"
             )
 
         kill_rows: list[str] = []
@@ -463,15 +488,18 @@ def main() -> None:
                 victim.popen.wait()
 
             run, metrics = one_run(members, at=(kill_t, kill))
+            late = run.window(args.seconds, float("inf"))  # in flight at the end, answered after it
             for label, part in (
                 ("before the kill", run.window(0, kill_t)),
                 ("after the kill", run.window(kill_t, args.seconds)),
-                ("whole run", run),
+                ("measured window", run.window(0, args.seconds)),
+                ("answered after the window", late),
             ):
                 ok = part.ok_ms()
                 failed = part.failed()
+                qps = f"{part.qps():.1f}" if part is not late else "-"
                 kill_rows.append(
-                    f"| {label} | {len(part.results)} | {part.qps():.1f} | {percentile(ok, 99):.0f} | "
+                    f"| {label} | {len(part.results)} | {qps} | {percentile(ok, 99):.0f} | "
                     f"{part.count(429)} | {sum(failed.values())} | "
                     f"{', '.join(f'{k}: {v}' for k, v in sorted(failed.items())) or '-'} |"
                 )
@@ -482,6 +510,8 @@ def main() -> None:
     finally:
         for proc in fronts + servers:
             proc.stop()
+        if not args.model:
+            shutil.rmtree(model_dir, ignore_errors=True)  # 1.2 GB at the real shape; the logs stay
 
     import torch  # the versions, for the record
 
@@ -499,17 +529,18 @@ def main() -> None:
         f"API_INFERENCE_CONCURRENCY={conc}, queue {capacity - conc}"
         f"{'; ' + ' '.join(args.server_env) if args.server_env else ''}. "
         f"{args.warmup_s:g} s warm-up, {args.seconds:g} s measured per row; latency at the client (ms, "
-        f"answers 200 only); failed = every non-200 but 429 (0: connection failed).",
+        f"answers 200 only); failed = every non-200 but 429 (0: connection failed); CPU in % of one core "
+        "over the measured window (a process near 100 % is bound by its GIL).",
         "",
-        "| servers | q/s | p50 | p95 | p99 | failed | 429 | scale vs 1st |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| servers | q/s | p50 | p95 | p99 | failed | 429 | scale vs 1st | front CPU | servers' CPU |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows,
     ]
     if kill_rows:
         lines += [
             "",
             f"Kill run ({','.join(multi[-1])}): the last server SIGKILLed {args.seconds * args.kill_at:.1f} "
-            "s into the measured window (requests by the time they were sent).",
+            "s into the measured window (answers by the time they came).",
             "",
             "| window | requests | q/s | p99 | 429 | failed | failed by status |",
             "| --- | --- | --- | --- | --- | --- | --- |",
