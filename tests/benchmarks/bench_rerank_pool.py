@@ -219,6 +219,49 @@ def start_front(front: str, urls: list[str], capacity: int, clients: int, extra:
     return spawn(f"front-{len(urls)}", argv, dict(base_env(), **extra), logs, port)
 
 
+def launcher_check(devices: str, model_dir: Path, extra: dict[str, str], docs: list[str], logs: Path) -> str:
+    """``sieve rerank-server --devices DEVICES``: time to every server ready, one rerank call on each, then
+    SIGTERM; one line saying what happened."""
+    import httpx
+
+    port = next(p for p in range(18100, 19000, 10) if all(port_free(p + i) for i in range(10)))
+    env = dict(base_env(), RERANK_BACKEND="qwen3-engine", RERANK_MODEL=str(model_dir), **extra)
+    argv = [sys.executable, "-m", "api.cli", "rerank-server", "--devices", devices, "--port", str(port)]
+    started = time.monotonic()
+    proc = spawn("launcher", argv, env, logs, port)
+    try:
+        found = None
+        while found is None and proc.popen.poll() is None and time.monotonic() - started < 600:
+            found = re.search(r"RERANK_URLS=(\S+)", proc.tail())
+            time.sleep(0.5)
+        if found is None:
+            return f"Launcher `--devices {devices}`: not ready (exit {proc.popen.poll()}):\n{proc.tail()}"
+        ready_s = time.monotonic() - started
+        urls = found.group(1).split(",")
+        body = {"query": QUERIES[0], "documents": docs[:50]}
+        codes = [httpx.post(f"{u}/v1/rerank", json=body, timeout=60).status_code for u in urls]
+    finally:
+        proc.stop()
+    closed = all(port_free(int(u.rsplit(":", 1)[1])) for u in urls)
+    return (
+        f"Launcher: `sieve rerank-server --devices {devices}` started {len(urls)} servers "
+        f"({', '.join(urls)}), "
+        f"all ready (models loaded and warmed) {ready_s:.0f} s after the start; POST /v1/rerank with "
+        f"{len(body['documents'])} documents on each: {codes}; SIGTERM: exit {proc.popen.returncode}, "
+        f"{'every port closed' if closed else 'a port still open'}."
+    )
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 # -- the front (a subprocess) --------------------------------------------------------------------------------
 def serve_front(args: argparse.Namespace) -> None:
     import uvicorn
@@ -389,6 +432,12 @@ def main() -> None:
     p.add_argument("--warmup-s", type=float, default=5.0)
     p.add_argument("--kill-at", type=float, default=0.4, help="fraction of the kill run's window")
     p.add_argument("--no-kill", action="store_true")
+    p.add_argument(
+        "--launcher-check",
+        default="",
+        metavar="DEVICES",
+        help="then start `sieve rerank-server --devices DEVICES` (e.g. all), call each server, stop it",
+    )
     p.add_argument("--front", choices=["auto", "api", "server"], default="auto")
     p.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--front-env", action="append", default=[], metavar="NAME=VALUE")
@@ -507,6 +556,13 @@ def main() -> None:
                 f"\nPool counters in the front (calls by outcome, summed over servers): "
                 f"{', '.join(f'{k} {v:.0f}' for k, v in sorted(metrics.items())) or 'none read'}."
             )
+        for proc in servers:
+            proc.stop()
+        launcher = (
+            launcher_check(args.launcher_check, model_dir, server_env, docs, logs)
+            if args.launcher_check
+            else ""
+        )
     finally:
         for proc in fronts + servers:
             proc.stop()
@@ -546,6 +602,8 @@ def main() -> None:
             "| --- | --- | --- | --- | --- | --- | --- |",
             *kill_rows,
         ]
+    if launcher:
+        lines += ["", launcher]
     table = "\n".join(lines) + "\n"
     print(table)
     if args.out:
