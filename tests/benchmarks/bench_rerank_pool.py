@@ -47,7 +47,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -58,6 +57,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from api.cli.stack import free_port, port_free  # noqa: E402
 from tests.benchmarks.bench_overload import QUERIES, Client, percentile  # noqa: E402
 
 KEY = "bench-rerank-pool-key-0123456789"
@@ -66,12 +66,6 @@ SERVER_CAPACITY_DEFAULT = 8 + 24  # API_INFERENCE_CONCURRENCY + API_INFERENCE_QU
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def env_pairs(items: list[str]) -> dict[str, str]:
@@ -250,16 +244,6 @@ def launcher_check(devices: str, model_dir: Path, extra: dict[str, str], docs: l
         f"{len(body['documents'])} documents on each: {codes}; SIGTERM: exit {proc.popen.returncode}, "
         f"{'every port closed' if closed else 'a port still open'}."
     )
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 # -- the front (a subprocess) --------------------------------------------------------------------------------
