@@ -64,7 +64,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from tests.support.loadgen import Client, Run, closed_loop, percentile  # noqa: E402
+from tests.support.loadgen import Client, Run, closed_loop, knee_of, percentile, search_once  # noqa: E402
 from tests.support.search_corpus import Corpus, load, random_vectors  # noqa: E402
 
 RESULTS = ROOT / "tests" / "benchmarks" / "results"
@@ -312,12 +312,15 @@ async def sweep(
     client = Client(url, {"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
     runs: list[Run] = []
     try:
+        log("warm-up: 20 searches one after another")
+        for body in bodies[:20]:
+            await search_once(client, Run(1), body)
         for clients in levels:
             log(f"{clients} clients: {args.warmup_s:g} s warm-up, {args.seconds:g} s measured")
             await closed_loop(client, bodies, clients, args.warmup_s)
             runs.append(await closed_loop(client, bodies, clients, args.seconds))
             log(f"  {runs[-1].throughput():.1f} answers/s, p50 {percentile(runs[-1].latencies(), 50):.0f} ms")
-        knee = knee_of(runs)
+        knee = knee_of(runs, KNEE_SHARE)
         overload = None
         if not args.no_overload:
             log(f"2x the knee: {2 * knee} clients")
@@ -326,12 +329,6 @@ async def sweep(
     finally:
         client.close()
     return runs, overload, knee
-
-
-def knee_of(runs: list[Run]) -> int:
-    """The fewest clients whose throughput reaches ``KNEE_SHARE`` of the sweep's peak."""
-    peak = max(run.goodput() for run in runs)
-    return min(run.clients for run in runs if run.goodput() >= KNEE_SHARE * peak)
 
 
 def stage_cells(run: Run, stages: list[str]) -> list[str]:

@@ -70,6 +70,12 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
+def knee_of(runs: Sequence[Run], share: float = 0.9) -> int:
+    """The fewest clients whose goodput reaches ``share`` of the best goodput of ``runs``."""
+    peak = max(run.goodput() for run in runs)
+    return min(run.clients for run in runs if run.goodput() >= share * peak)
+
+
 class Client:
     """HTTP/1.1 on keep-alive connections to one ``http://host:port`` (a path prefix in the URL is kept)."""
 
