@@ -18,22 +18,7 @@ from typing import Any
 
 import pytest
 
-TINY_QWEN3 = {
-    "vocab_size": 151669,
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "head_dim": 16,
-    "max_position_embeddings": 40960,
-    "rope_theta": 1000000.0,
-    "rms_norm_eps": 1e-6,
-    "tie_word_embeddings": True,
-    "initializer_range": 0.2,
-    "bos_token_id": 151643,
-    "eos_token_id": 151643,
-}
+from tests.support.models import TINY_QWEN3
 
 
 def _transformers() -> Any:

@@ -21,6 +21,48 @@ QWEN3_06B = {
     "initializer_range": 0.02,
 }
 
+# The same wiring at toy size (2 layers, hidden 64), for CPU tests and smoke runs. ``initializer_range`` 0.2
+# makes scores spread (P("yes") well away from 0.5), so a wrong input shows in the numbers.
+TINY_QWEN3 = {
+    **QWEN3_06B,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "initializer_range": 0.2,
+    "bos_token_id": 151643,
+    "eos_token_id": 151643,
+}
+
+
+def build_qwen3_folder(
+    target: Path, *, head: str, tokenizer_dir: Path, config: dict[str, object], seed: int = 0
+) -> Path:
+    """A Qwen3 model folder with random weights (``seed``) and the tokenizer of ``tokenizer_dir``:
+    ``head="embedding"`` a ``Qwen3Model`` (no LM head, as Qwen3-Embedding ships), ``head="reranker"`` a
+    ``Qwen3ForCausalLM`` (tied LM head, as Qwen3-Reranker). Saved in bf16 when the model is larger than a
+    toy, as the published checkpoints are. Reused when ``target`` already holds one."""
+    if (target / "config.json").exists():
+        return target
+    import shutil
+
+    import torch
+    import transformers
+
+    if head not in ("embedding", "reranker"):
+        raise ValueError(f"head must be embedding or reranker, not {head!r}")
+    torch.manual_seed(seed)
+    qwen = transformers.Qwen3Config(**config)
+    model = (transformers.Qwen3Model if head == "embedding" else transformers.Qwen3ForCausalLM)(qwen)
+    if qwen.hidden_size >= 512:
+        model = model.to(torch.bfloat16)
+    model.save_pretrained(target)
+    for item in Path(tokenizer_dir).iterdir():
+        shutil.copy2(item, target / item.name)
+    return target
+
 
 def build_tiny_cross_encoder(target: Path, tokenizer_dir: Path) -> Path:
     """A one-label BERT classifier (random weights, seed 99) with the tokenizer of ``tokenizer_dir``."""
