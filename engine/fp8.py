@@ -220,7 +220,9 @@ def probe_batch(head: str, vocab: int, queries: int, docs: int, seed: int = 0) -
 
 def _score(runner: Any, groups: list[list[np.ndarray]], budget: int) -> list[np.ndarray]:
     flat = [s for g in groups for s in g]
-    out, batch, tokens = [], [], 0
+    out: list[np.ndarray] = []
+    batch: list[np.ndarray] = []
+    tokens = 0
     for seq in flat:
         if batch and tokens + len(seq) > budget:
             out.append(runner._run_sync(batch).float().numpy())

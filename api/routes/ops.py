@@ -51,12 +51,12 @@ def _version() -> str:
         return "unknown"
 
 
-def _precision(backend: object) -> dict[str, str]:
-    """``precision`` and ``precision_reason`` of a backend that has them (the engine's), else nothing."""
+def _precision(backend: object) -> tuple[str | None, str | None]:
+    """``precision`` and ``precision_reason`` of a backend that has them (the engine's), else None."""
     used, why = getattr(backend, "precision", None), getattr(backend, "precision_reason", None)
     if not isinstance(used, str):
-        return {}
-    return {"precision": used, **({"precision_reason": why} if isinstance(why, str) else {})}
+        return None, None
+    return used, why if isinstance(why, str) else None
 
 
 def _revision(ref: str) -> str | None:
@@ -77,7 +77,8 @@ def info(serving: ServingDep, models: ModelsDep, tenant: KeyTenantDep) -> Info:
             device=rerank.device if reranker.reorders and rerank.backend != "remote" else None,
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
             reorders=reranker.reorders,
-            **_precision(reranker),
+            precision=_precision(reranker)[0],
+            precision_reason=_precision(reranker)[1],
         )
     }
     index = serving.index_status(models) if serving.index_status is not None else None
@@ -89,7 +90,8 @@ def info(serving: ServingDep, models: ModelsDep, tenant: KeyTenantDep) -> Info:
             revision=source.get("revision") or None,
             dimension=models.embedder.dimension,
             max_tokens=models.embedder.max_tokens,
-            **_precision(models.embedder),
+            precision=_precision(models.embedder)[0],
+            precision_reason=_precision(models.embedder)[1],
         )
     api = serving.api
     limits: dict[str, float | int] = {
