@@ -2,6 +2,7 @@
 
     python tests/benchmarks/bench_engine.py            # on the GPU machine; ~3 minutes with compilation
     python tests/benchmarks/bench_engine.py --tiny --device cpu   # smoke run of the script itself
+    python tests/benchmarks/bench_engine.py --fp8      # + FP8 twins of (a), (c), accuracy gate (~+1.5 min)
 
 A script, not a test (pytest collects ``test_*.py`` only). In one run it prints a Markdown table:
 (a) one query x 50 candidates (p50, p95 latency), (b) one pair (p50), (c) throughput at saturation for
