@@ -34,6 +34,7 @@ import torch
 
 from engine.errors import EngineInputError, EngineOverloadedError, EngineUnavailableError
 from engine.hub import offline_kwargs
+from engine.precision import Gate, PrecisionChoice, check_precision
 from engine.qwen3_math import extract_weights
 from engine.runner import GRAPH_SEQUENCES, GRAPH_TOKENS, PackedQwen3
 
@@ -98,7 +99,10 @@ class Engine:
     """Batched packed inference for one Qwen3 model. ``head="score"`` gives logit_yes - logit_no per sequence
     (``head_token_ids=(no_id, yes_id)``, which may be set until ``warm_up``), ``head="embedding"`` the
     L2-normalised last hidden state. ``kernels``/``attention``/``products`` (the gate/up product: "auto",
-    "cublas" or a ``triton_kernels.GEMM_CONFIGS`` name): see ``runner``; "auto" picks at warm-up."""
+    "cublas" or a ``triton_kernels.GEMM_CONFIGS`` name): see ``runner``; "auto" picks at warm-up.
+    ``precision`` "fp8": e4m3 products where the GPU has them and they pass their accuracy gate against bf16
+    on a probe of ``fp8_probe`` (groups, sequences) at warm-up (``engine.fp8``, ``engine.precision``);
+    ``precision`` says what serves and why."""
 
     def __init__(
         self,
@@ -119,6 +123,10 @@ class Engine:
         graph_sequences: Sequence[int] = GRAPH_SEQUENCES,
         inductor_options: dict[str, Any] | None = None,
         products: str = "auto",
+        precision: str = "bf16",
+        fp8_probe: tuple[int, int] = (8, 50),
+        fp8_gate: Gate | None = None,
+        fp8_emulate: bool = False,
     ) -> None:
         if token_budget < 1 or max_batch_sequences < 1:
             raise ValueError("token_budget and max_batch_sequences must be positive")
@@ -138,6 +146,10 @@ class Engine:
         self._graph_tokens, self._graph_sequences = graph_tokens, graph_sequences
         self._inductor_options = inductor_options
         self._products = products
+        self._precision = check_precision(precision)
+        self._fp8_options: dict[str, Any] = {
+            "fp8_probe": fp8_probe, "fp8_gate": fp8_gate, "fp8_emulate": fp8_emulate,
+        }  # fmt: skip
         self._lock = threading.Lock()
         self._cond = threading.Condition()
         self._pending: collections.deque[_Request] = collections.deque()
@@ -156,6 +168,13 @@ class Engine:
         self.warm_up()
         assert self._runner is not None
         return self._runner
+
+    @property
+    def precision(self) -> PrecisionChoice:
+        """The products' number format in use (decided at warm-up), the one asked for, and why."""
+        if self._runner is None:
+            return PrecisionChoice(self._precision, "bf16", "not warmed up yet")
+        return self._runner.precision
 
     @property
     def max_sequence_tokens(self) -> int:
@@ -189,6 +208,8 @@ class Engine:
                 graph_sequences=self._graph_sequences,
                 inductor_options=self._inductor_options,
                 products=self._products,
+                precision=self._precision,
+                **self._fp8_options,
             )
             warmed: Future[None] = Future()
             threads = (

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from engine.fp8 import fp8_linear
+
 HEADS = ("score", "embedding")
 
 
@@ -147,10 +149,16 @@ def head_out(w: Weights, head: str, x: torch.Tensor) -> torch.Tensor:
     return F.normalize(h, p=2.0, dim=-1)
 
 
+def linear(x: torch.Tensor, w: Any) -> torch.Tensor:
+    """``F.linear(x, w)``; ``w`` may be an ``fp8.Fp8Weight`` (the eager path only: compiled functions
+    always get tensors)."""
+    return F.linear(x, w) if isinstance(w, torch.Tensor) else fp8_linear(x, w)
+
+
 def _make_pre(heads: int, kv_heads: int, head_dim: int, eps: float) -> Callable[..., Any]:
     def pre(x, cos, sin, ln1, wqkv, q_norm, k_norm):  # type: ignore[no-untyped-def]
         n = x.shape[0]
-        qkv = F.linear(rms(x, ln1, eps).to(wqkv.dtype), wqkv)
+        qkv = linear(rms(x, ln1, eps).to(wqkv.dtype), wqkv)
         q, k, v = qkv.split([heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], dim=-1)
         q = norm_rope(q.view(n, heads, head_dim), q_norm, cos, sin, eps).to(wqkv.dtype)
         k = norm_rope(k.view(n, kv_heads, head_dim), k_norm, cos, sin, eps).to(wqkv.dtype)
@@ -161,9 +169,9 @@ def _make_pre(heads: int, kv_heads: int, head_dim: int, eps: float) -> Callable[
 
 def _make_post(eps: float) -> Callable[..., Any]:
     def post(x, attn, wo, ln2, wgu, wdown):  # type: ignore[no-untyped-def]
-        x = x + F.linear(attn.reshape(x.shape[0], -1), wo).to(x.dtype)
-        gate, up = F.linear(rms(x, ln2, eps).to(wgu.dtype), wgu).chunk(2, dim=-1)
-        return x + F.linear((F.silu(gate.float()) * up.float()).to(wgu.dtype), wdown).to(x.dtype)
+        x = x + linear(attn.reshape(x.shape[0], -1), wo).to(x.dtype)
+        gate, up = linear(rms(x, ln2, eps).to(wgu.dtype), wgu).chunk(2, dim=-1)
+        return x + linear((F.silu(gate.float()) * up.float()).to(wgu.dtype), wdown).to(x.dtype)
 
     return post
 

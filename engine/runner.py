@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine import fp8
 from engine.attention import (
     VARLEN,
     attention,
@@ -40,6 +41,7 @@ from engine.attention import (
     uniform_attention,
 )
 from engine.graphs import Graphs, pack
+from engine.precision import Gate, PrecisionChoice, check_precision
 from engine.qwen3_math import HEADS, Weights, head_out, layer_functions
 
 logger = logging.getLogger(__name__)
@@ -140,6 +142,10 @@ class PackedQwen3:
         graph_sequences: Sequence[int] = GRAPH_SEQUENCES,
         inductor_options: dict[str, Any] | None = None,
         products: str = "auto",
+        precision: str = "bf16",
+        fp8_probe: tuple[int, int] = (8, 50),
+        fp8_gate: Gate | None = None,
+        fp8_emulate: bool = False,
     ) -> None:
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
@@ -177,6 +183,12 @@ class PackedQwen3:
         self._use_graphs = cuda_graphs and self.cuda
         self._staging_ring = PinnedStagingRing(self.device)
         self.graphs = Graphs(graph_tokens, graph_sequences)
+        # the products' number format: asked for here, decided at warm-up (``fp8.choose``); ``fp8_emulate``
+        # runs FP8 arithmetic on CPU (tests only)
+        asked = check_precision(precision)
+        self.precision = PrecisionChoice(asked, "bf16", "not warmed up yet")
+        self.fp8: fp8.Fp8State | None = None
+        self._fp8_options = (fp8_probe, fp8_gate or Gate(), fp8_emulate)
 
     @property
     def mlp_gemm(self) -> str | None:
@@ -233,7 +245,9 @@ class PackedQwen3:
             logger.info(
                 "%d sequences of %d tokens: cuDNN builds an attention plan (once per shape)", b, max_len
             )
-        if self.kernels == "triton":
+        if self.kernels == "triton" and self.fp8 is not None:
+            x = fp8.layers_fused(self, x, positions, cu, last, max_len, items, uniform, shared)
+        elif self.kernels == "triton":
             x = self._layers_fused(x, positions, cu, last, max_len, items, uniform, shared)
         else:
             freqs = positions.float()[:, None] * w.inv_freq  # RoPE angles, once for all layers
@@ -281,13 +295,15 @@ class PackedQwen3:
             mark(t, 0)
         w, b = self.w, len(last)
         first = w.layers[0]
-        q, k, v = pre(x, cos, sin, first.ln1, first.wqkv, first.q_norm, first.k_norm)
-        for layer, nxt in zip(w.layers[:-1], w.layers[1:], strict=True):
+        # the products' weights: bf16 tensors, or e4m3 ones (eager only: ``qwen3_math.linear``)
+        p: Sequence[Any] = self.fp8.layers if self.fp8 is not None else w.layers
+        q, k, v = pre(x, cos, sin, first.ln1, p[0].wqkv, first.q_norm, first.k_norm)
+        for i, (layer, nxt) in enumerate(zip(w.layers[:-1], w.layers[1:], strict=True)):
             a = self._attend(q, k, v, cu, max_len, items, b, uniform, shared)
             mark(a, 0)
             x, q, k, v = step(
-                x, a, cos, sin, layer.wo, layer.ln2, layer.wgu, layer.wdown,
-                nxt.ln1, nxt.wqkv, nxt.q_norm, nxt.k_norm,
+                x, a, cos, sin, p[i].wo, layer.ln2, p[i].wgu, p[i].wdown,
+                nxt.ln1, p[i + 1].wqkv, nxt.q_norm, nxt.k_norm,
             )  # fmt: skip
         # Only the last token of each sequence is read out: the last layer attends and runs its MLP for
         # those rows alone (exact: every other row's output would be discarded).
@@ -299,8 +315,8 @@ class PackedQwen3:
         x = x[last]
         mark(x, 0)
         mark(a, 0)
-        layer = w.layers[-1]
-        return post(x, a, layer.wo, layer.ln2, layer.wgu, layer.wdown)
+        layer, products = w.layers[-1], p[-1]
+        return post(x, a, products.wo, layer.ln2, products.wgu, products.wdown)
 
     def _layers_fused(self, x: torch.Tensor, positions: torch.Tensor, cu: torch.Tensor, last: torch.Tensor,
                       max_len: int, items: torch.Tensor | None, uniform: bool,
@@ -434,8 +450,9 @@ class PackedQwen3:
         """Pick the attention kernel, check the Triton kernels, compile, capture CUDA graphs (CPU: none).
         ``batch_tokens``: the largest batch the caller forms; two of that size run too (mixed lengths), so
         the first full batches served compile no Triton kernel and find their memory reserved (a dense cuDNN
-        shape still builds its plan on first use)."""
+        shape still builds its plan on first use). FP8 is decided after the kernels' check, before graphs."""
         if not self.cuda:
+            self._choose_precision(batch_tokens)
             return
         started = time.perf_counter()
         if self.attention != "loop":
@@ -458,6 +475,7 @@ class PackedQwen3:
         if self.kernels == "triton":
             self._choose_products()
             self._check_kernels()
+        self._choose_precision(batch_tokens)
         big = self.graphs.tokens[-1] + 17  # eager sizes: compile (one sequence is a special case)
         plain = [[big // 7] * 6 + [big - 6 * (big // 7)], [big + 1024], [big + 1041 - 99 * 8] + [8] * 99]
         plain.append([600] * 8)
@@ -479,12 +497,24 @@ class PackedQwen3:
             self.graphs.capture_all(self.forward, items, self._capacity, self.device)
         torch.cuda.synchronize()
         logger.info(
-            "engine warm-up: kernels %s, gate/up product %s, attention %s (last layer %s, equal lengths %s), "
-            "compile %.1fs, %d CUDA graphs %.1fs",
-            self.kernels, self.mlp_gemm or "cublas", self.attention,
+            "engine warm-up: %s products, kernels %s, gate/up product %s, attention %s (last layer %s, "
+            "equal lengths %s), compile %.1fs, %d CUDA graphs %.1fs",
+            self.precision.used, self.kernels, self.mlp_gemm or "cublas", self.attention,
             self.last_attention, self.uniform or "same",
             compiled - started, len(self.graphs), time.perf_counter() - compiled,
         )  # fmt: skip
+
+    def _choose_precision(self, batch_tokens: int) -> None:
+        probe, gate, emulate = self._fp8_options
+        with torch.inference_mode():
+            choice = fp8.choose(self, self.precision.asked, gate, probe, batch_tokens, emulate)
+        self.precision = choice
+        if choice.asked != choice.used:
+            logger.warning(
+                "engine precision: %s asked, serving %s: %s", choice.asked, choice.used, choice.reason
+            )
+        elif choice.used == "fp8":
+            logger.info("engine precision: fp8: %s", choice.reason)
 
     def _check_items(self, name: str, cu: torch.Tensor) -> torch.Tensor | None:
         if not name.startswith("triton"):

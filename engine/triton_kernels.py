@@ -7,6 +7,8 @@
   are looked up by position in tables built once (``rope_tables``).
 - ``silu_mul``: SwiGLU of the fused gate/up product; ``swiglu_gemm``: the product with SwiGLU in its
   epilogue, on gate/up weights interleaved row by row (``interleave_gate_up``).
+- ``rms_norm_fp8`` / ``silu_mul_fp8`` / ``quantize_rows_fp8``: the same stretches (and a plain cast) ending
+  in e4m3 with one fp32 scale per row, what ``torch._scaled_mm`` reads (``engine.fp8``).
 - ``varlen_attention``: causal flash attention within each packed sequence, grouped-query heads native.
   Work items are (sequence, query block) pairs listed on the host (``attention_items``), heaviest first,
   so the grid depends on the token count only (a CUDA graph can hold it) and no program idles on padding.
@@ -184,6 +186,104 @@ def silu_mul(gu: torch.Tensor) -> torch.Tensor:
         gu, out, n, inter, BT=bt, BC=bc, num_warps=4
     )
     return out
+
+
+# -- FP8 (e4m3) activations, one scale per row (``engine.fp8``) ----------------------------------------------
+FP8_MAX = 448.0  # the largest finite e4m3 value
+
+
+@triton.jit
+def _store_fp8_row(y, mask, OUT, S, row, n_cols, cols, FMAX: tl.constexpr):
+    # y: one row in fp32; stored as y / scale in e4m3 with scale = amax / FMAX (in S[row])
+    amax = tl.max(tl.where(mask, tl.abs(y), 0.0), axis=0)
+    scale = tl.maximum(amax, 1e-12) / FMAX
+    q = tl.minimum(tl.maximum(y / scale, -FMAX), FMAX)
+    tl.store(OUT + row * n_cols + cols, q.to(OUT.dtype.element_ty), mask=mask)
+    tl.store(S + row, scale)
+
+
+@triton.jit
+def _rms_fp8_kernel(
+    X, Y, W, OUT, S, n_cols, eps, HAS_Y: tl.constexpr, BLOCK: tl.constexpr, FMAX: tl.constexpr
+):  # fmt: skip
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < n_cols
+    x = tl.load(X + row * n_cols + cols, mask=mask, other=0.0)
+    if HAS_Y:  # residual: x += y, rounded to the stream's dtype, then normalised
+        y = tl.load(Y + row * n_cols + cols, mask=mask, other=0.0)
+        x = (x.to(tl.float32) + y.to(tl.float32)).to(X.dtype.element_ty)
+        tl.store(X + row * n_cols + cols, x, mask=mask)
+    xf = x.to(tl.float32)
+    r = 1.0 / tl.sqrt(tl.sum(xf * xf, axis=0) / n_cols + eps)
+    w = tl.load(W + cols, mask=mask, other=0.0)
+    _store_fp8_row(xf * r * w, mask, OUT, S, row, n_cols, cols, FMAX)
+
+
+@triton.jit
+def _silu_mul_fp8_kernel(GU, OUT, S, inter, BLOCK: tl.constexpr, FMAX: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < inter
+    g = tl.load(GU + row * 2 * inter + cols, mask=mask, other=0.0).to(tl.float32)
+    u = tl.load(GU + row * 2 * inter + inter + cols, mask=mask, other=0.0).to(tl.float32)
+    _store_fp8_row(g * tl.sigmoid(g) * u, mask, OUT, S, row, inter, cols, FMAX)
+
+
+@triton.jit
+def _quant_rows_kernel(X, OUT, S, n_cols, BLOCK: tl.constexpr, FMAX: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < n_cols
+    x = tl.load(X + row * n_cols + cols, mask=mask, other=0.0).to(tl.float32)
+    _store_fp8_row(x, mask, OUT, S, row, n_cols, cols, FMAX)
+
+
+def _fp8_out(n: int, cols: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return (
+        torch.empty((n, cols), dtype=torch.float8_e4m3fn, device=device),
+        torch.empty((n, 1), dtype=torch.float32, device=device),
+    )
+
+
+def _warps(block: int) -> int:
+    return max(1, min(8, block // 256))
+
+
+def rms_norm_fp8(
+    x: torch.Tensor, y: torch.Tensor | None, w: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(``x += y`` in place, then) RMSNorm of each row, as e4m3 with one fp32 scale per row: (q, scale)."""
+    n, cols = x.shape
+    assert x.is_contiguous() and (y is None or (y.is_contiguous() and y.shape == x.shape))
+    q, s = _fp8_out(n, cols, x.device)
+    block = triton.next_power_of_2(cols)
+    _rms_fp8_kernel[(n,)](
+        x, x if y is None else y, w, q, s, cols, eps, HAS_Y=y is not None, BLOCK=block, FMAX=FP8_MAX,
+        num_warps=_warps(block),
+    )  # fmt: skip
+    return q, s
+
+
+def silu_mul_fp8(gu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """silu(gate) * up of a (n, 2 * I) gate|up product, as e4m3 with one fp32 scale per row."""
+    n, width = gu.shape
+    assert gu.is_contiguous() and width % 2 == 0
+    inter = width // 2
+    q, s = _fp8_out(n, inter, gu.device)
+    block = triton.next_power_of_2(inter)
+    _silu_mul_fp8_kernel[(n,)](gu, q, s, inter, BLOCK=block, FMAX=FP8_MAX, num_warps=_warps(block))
+    return q, s
+
+
+def quantize_rows_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row of x as e4m3 with one fp32 scale per row (amax / 448): (q, scale)."""
+    x = x.contiguous()
+    n, cols = x.shape
+    q, s = _fp8_out(n, cols, x.device)
+    block = triton.next_power_of_2(cols)
+    _quant_rows_kernel[(n,)](x, q, s, cols, BLOCK=block, FMAX=FP8_MAX, num_warps=_warps(block))
+    return q, s
 
 
 # -- gate/up product with SwiGLU in its epilogue ----------------------------------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine.precision import check_precision
 from engine.prompts import QWEN3_RERANKER_INSTRUCTION
 
 
@@ -20,6 +22,9 @@ class RerankSettings(BaseSettings):
     device: str = "cpu"
     max_tokens: int = 0  # 0: the backend's default budget per (query, document) pair
     batch_size: int = 16
+    # The inference engine's products: bf16, or fp8 (e4m3, Hopper/Ada GPUs): kept only if warm-up finds it
+    # agrees with bf16 on a probe batch (engine/precision.py), else bf16 with the reason in the log and /info.
+    precision: str = "bf16"
     instruction: str = QWEN3_RERANKER_INSTRUCTION
     url: str = ""  # for backend=remote: one rerank server
     # for backend=remote: several rerank servers, comma-separated (RERANK_URL, when set too, is one more);
@@ -30,6 +35,11 @@ class RerankSettings(BaseSettings):
     # The shared token of `sieve rerank-server`: the server asks for it as `Authorization: Bearer <token>`
     # (required when it listens on an address other than loopback), the remote backend sends it.
     server_token: str = ""
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, value: str) -> str:
+        return check_precision(value)
 
     def server_urls(self) -> list[str]:
         """The rerank servers of backend=remote: ``RERANK_URL`` then ``RERANK_URLS``, without repeats."""

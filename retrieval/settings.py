@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine.precision import check_precision
 from engine.prompts import QWEN3_EMBEDDING_INSTRUCTION
 
 
@@ -43,8 +45,16 @@ class RetrievalSettings(BaseSettings):
     embedder_max_tokens: int = 0  # 0: the model's own maximum
     embedder_dimension: int = 0  # 0: the model's full dimension (Qwen3 MRL prefix otherwise)
     embedder_batch_size: int = 32
+    # The inference engine's products (qwen3 on a cuda device): bf16, or fp8 where the GPU has it and warm-up
+    # finds it agrees with bf16 (engine/precision.py); else bf16, with the reason in the log and /info.
+    embedder_precision: str = "bf16"
     # The languages the embedder reads (retrieval.lexical's en, zh, other; or all): empty means what the
     # backend declares (MiniLM: en; bge-m3, e5, Qwen3: all). Hybrid search drops the dense leg of a query
     # in a language outside this set (retrieval.fusion.plan_legs).
     embedder_languages: str = ""
     query_instruction: str = QWEN3_EMBEDDING_INSTRUCTION
+
+    @field_validator("embedder_precision")
+    @classmethod
+    def _precision(cls, value: str) -> str:
+        return check_precision(value)

@@ -30,6 +30,9 @@ class ModelInfo(BaseModel):
     max_tokens: int | None = None
     dimension: int | None = None
     reorders: bool | None = None
+    # the inference engine's products (bf16 or fp8) and why: FP8's accuracy gate, or why it fell back
+    precision: str | None = None
+    precision_reason: str | None = None
 
 
 class Info(BaseModel):
@@ -46,6 +49,14 @@ def _version() -> str:
         return metadata.version("sieve")
     except metadata.PackageNotFoundError:  # running from a source tree that was never installed
         return "unknown"
+
+
+def _precision(backend: object) -> tuple[str | None, str | None]:
+    """``precision`` and ``precision_reason`` of a backend that has them (the engine's), else None."""
+    used, why = getattr(backend, "precision", None), getattr(backend, "precision_reason", None)
+    if not isinstance(used, str):
+        return None, None
+    return used, why if isinstance(why, str) else None
 
 
 def _revision(ref: str) -> str | None:
@@ -66,6 +77,8 @@ def info(serving: ServingDep, models: ModelsDep, tenant: KeyTenantDep) -> Info:
             device=rerank.device if reranker.reorders and rerank.backend != "remote" else None,
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
             reorders=reranker.reorders,
+            precision=_precision(reranker)[0],
+            precision_reason=_precision(reranker)[1],
         )
     }
     index = serving.index_status(models) if serving.index_status is not None else None
@@ -77,6 +90,8 @@ def info(serving: ServingDep, models: ModelsDep, tenant: KeyTenantDep) -> Info:
             revision=source.get("revision") or None,
             dimension=models.embedder.dimension,
             max_tokens=models.embedder.max_tokens,
+            precision=_precision(models.embedder)[0],
+            precision_reason=_precision(models.embedder)[1],
         )
     api = serving.api
     limits: dict[str, float | int] = {

@@ -8,12 +8,14 @@ called, so importing this package loads no model library. ``qwen3`` is served by
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from reranking.errors import RerankError
 from reranking.reranker import NoneReranker, Reranker
 from reranking.settings import RerankSettings
 
+logger = logging.getLogger(__name__)
 RerankerFactory = Callable[[RerankSettings], Reranker]
 DEFAULT_QWEN3_MODEL = "Qwen/Qwen3-Reranker-0.6B"
 
@@ -55,11 +57,18 @@ def _qwen3_engine(settings: RerankSettings) -> Reranker:
         device=settings.device,
         max_tokens=settings.max_tokens or None,
         default_instruction=settings.instruction,
+        precision=settings.precision,
     )
 
 
 def _qwen3(settings: RerankSettings) -> Reranker:
     on_gpu = settings.device.lower().startswith("cuda")
+    if not on_gpu and settings.precision != "bf16":
+        logger.warning(
+            "RERANK_PRECISION=%s applies to the inference engine on a cuda device; qwen3 on %s runs through "
+            "transformers in its own precision",
+            settings.precision, settings.device,
+        )  # fmt: skip
     return _qwen3_engine(settings) if on_gpu else _qwen3_transformers(settings)
 
 

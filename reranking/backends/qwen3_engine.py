@@ -74,6 +74,16 @@ class EngineReranker:
     def revision(self) -> str | None:
         return self._template.revision
 
+    @property
+    def precision(self) -> str:
+        """The engine's products: "bf16" or "fp8" (decided at warm-up; "bf16" before)."""
+        return self.engine.precision.used
+
+    @property
+    def precision_reason(self) -> str:
+        """Why ``precision`` is what it is (FP8's gate figures, or why it fell back to bf16)."""
+        return self.engine.precision.reason
+
     def warm_up(self) -> None:
         self._template.load_template()
         if self.engine.head_token_ids is None:

@@ -16,6 +16,7 @@ model is assumed multilingual. ``RETRIEVAL_EMBEDDER_LANGUAGES`` overrides the de
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from retrieval.errors import ModelLoadError
 from retrieval.settings import RetrievalSettings
 from retrieval.store import VectorStore
 
+logger = logging.getLogger(__name__)
 EmbedderFactory = Callable[[RetrievalSettings], Embedder]
 StoreFactory = Callable[[RetrievalSettings], VectorStore]
 DEFAULT_QWEN3_MODEL = "Qwen/Qwen3-Embedding-0.6B"
@@ -98,12 +100,19 @@ def _qwen3_engine(settings: RetrievalSettings) -> Embedder:
         max_tokens=settings.embedder_max_tokens or None,
         dimension=settings.embedder_dimension or None,
         default_instruction=settings.query_instruction,
+        precision=settings.embedder_precision,
     )
     return declare(embedder, settings, ALL_LANGUAGES)
 
 
 def _qwen3(settings: RetrievalSettings) -> Embedder:
     on_gpu = settings.embedder_device.lower().startswith("cuda")
+    if not on_gpu and settings.embedder_precision != "bf16":
+        logger.warning(
+            "RETRIEVAL_EMBEDDER_PRECISION=%s applies to the inference engine on a cuda device; qwen3 on %s "
+            "runs through transformers in its own precision",
+            settings.embedder_precision, settings.embedder_device,
+        )  # fmt: skip
     return _qwen3_engine(settings) if on_gpu else _qwen3_transformers(settings)
 
 

@@ -92,6 +92,16 @@ class EngineEmbedder:
         self.warm_up()
         return self._max_tokens
 
+    @property
+    def precision(self) -> str:
+        """The engine's products: "bf16" or "fp8" (decided at warm-up; "bf16" before)."""
+        return self.engine.precision.used
+
+    @property
+    def precision_reason(self) -> str:
+        """Why ``precision`` is what it is (FP8's gate figures, or why it fell back to bf16)."""
+        return self.engine.precision.reason
+
     def warm_up(self) -> None:
         if self._tokenizer is not None:
             return

@@ -2,6 +2,7 @@
 
     python tests/benchmarks/bench_engine.py            # on the GPU machine; ~3 minutes with compilation
     python tests/benchmarks/bench_engine.py --tiny --device cpu   # smoke run of the script itself
+    python tests/benchmarks/bench_engine.py --fp8      # + FP8 twins of (a), (c), accuracy gate (~+1.5 min)
 
 A script, not a test (pytest collects ``test_*.py`` only). In one run it prints a Markdown table:
 (a) one query x 50 candidates (p50, p95 latency), (b) one pair (p50), (c) throughput at saturation for
@@ -44,6 +45,7 @@ import transformers  # noqa: E402
 
 from engine.attention import attention  # noqa: E402
 from engine.engine import Engine  # noqa: E402
+from engine.precision import Gate, embedding_gate, score_gate  # noqa: E402
 from engine.runner import PackedQwen3  # noqa: E402
 from tests.support.models import QWEN3_06B  # noqa: E402
 
@@ -450,6 +452,106 @@ def run_variant(name: str, options: dict, causal, a_inputs: list, budget: int, c
         torch.cuda.empty_cache()
 
 
+# FP8 engines here run with their gate open, so the speed rows are FP8's whatever the gate says; the gate's
+# verdict (what a server would decide at warm-up) is recomputed from the same figures with the real thresholds
+OPEN_GATE = Gate(min_mean_tau=-1.0, max_dp=1.0, min_cosine=-1.0)
+
+
+def fp8_rows(
+    causal, dev: str, budget: int, engine_options: dict, bf16: dict, a_inputs: list, r_reqs: list,
+    e_reqs: list, rerank: Engine, embed: Engine,
+) -> list[str]:  # fmt: skip
+    """FP8 twins of (a) and (c), the gate measured at warm-up (its own probe) and on the (a) inputs."""
+    cuda = dev.startswith("cuda")
+    # on CPU (the smoke run) the FP8 arithmetic is emulated, on a small probe
+    fp8 = {"precision": "fp8", "fp8_gate": OPEN_GATE, "fp8_emulate": not cuda, **engine_options}
+    if not cuda:
+        fp8["fp8_probe"] = (2, 10)
+    t0 = time.perf_counter()
+    rerank8 = Engine(
+        causal, head="score", head_token_ids=(NO, YES), device=dev, token_budget=budget,
+        dtype=torch.bfloat16, **fp8,
+    )  # fmt: skip
+    rerank8.warm_up()
+    t1 = time.perf_counter()
+    embed8 = Engine(
+        causal.model, head="embedding", device=dev, token_budget=budget, dtype=torch.bfloat16, **fp8
+    )
+    embed8.warm_up()
+    t2 = time.perf_counter()
+    lines: list[str] = []
+    for name, engine in (("rerank", rerank8), ("embedding", embed8)):
+        choice = engine.precision
+        log(f"FP8 {name} engine: serving {choice.used}: {choice.reason}")
+        if choice.used != "fp8":  # no FP8 here at all (not the gate: it is open): say so, measure nothing
+            rerank8.close()
+            embed8.close()
+            return ["", f"FP8: not measured: {choice.reason}"]
+    log(f"FP8 warm-up: rerank {t1 - t0:.1f}s, embedding {t2 - t1:.1f}s")
+    a8 = latencies(rerank8.run, a_inputs, 3, dev)
+    c8 = saturate(rerank8, r_reqs, clients=8)
+    e8 = saturate(embed8, e_reqs, clients=8)
+    log(f"FP8 (a) p50 {pct(a8, 50):.1f} ms; (c) rerank {c8:,.0f} tok/s, embed {e8:,.0f} tok/s")
+    # agreement with the bf16 engine on the (a) inputs (each query's 50 pairs) and on embedding chunks
+    ref = [rerank.run(s) for s in a_inputs]
+    got = [rerank8.run(s) for s in a_inputs]
+    a_gate = score_gate(ref, got, Gate(), f"(a) inputs: {len(a_inputs)} queries x 50 pairs")
+    chunks = [s for r in e_reqs[:8] for s in r]
+    e_gate = embedding_gate(
+        embed.run(chunks), embed8.run(chunks), Gate(), f"{len(chunks)} chunks of 512 tokens"
+    )
+    gates, real = [], Gate()
+    for name, engine in (("rerank", rerank8), ("embedding", embed8)):
+        probe = engine.precision.gate
+        assert probe is not None
+        m = probe.measured  # the warm-up's figures against the real thresholds
+        passed = (
+            m["tau_mean"] >= real.min_mean_tau and m["max_dp"] <= real.max_dp
+            if name == "rerank"
+            else m["cosine_min"] >= real.min_cosine
+        )
+        gates.append(f"| FP8 gate at warm-up, {name} ({probe.probe}) | {_figures(m)} | "
+                     f"{'passes' if passed else 'FAILS: a server would serve bf16'} |")  # fmt: skip
+    runner8 = rerank8.runner
+    setup = runner8.fp8.describe() if runner8.fp8 is not None else "bf16"
+    lines += [
+        "",
+        f"FP8 products ({setup}; attention, norms and the residual stream bf16), same run, same inputs:",
+        "",
+        "| workload | engine bf16 | engine FP8 | FP8 / bf16 | goal (FP8) |",
+        "| --- | --- | --- | --- | --- |",
+        f"| (a) 1 query x 50 pairs, p50 | {bf16['a50']:.1f} ms | {pct(a8, 50):.1f} ms | "
+        f"{bf16['a50'] / pct(a8, 50):.2f}x faster | <= 16 ms |",
+        f"| (a) 1 query x 50 pairs, p95 | {bf16['a95']:.1f} ms | {pct(a8, 95):.1f} ms | "
+        f"{bf16['a95'] / pct(a8, 95):.2f}x faster | |",
+        f"| (c) rerank saturation (8 clients x 50 pairs) | {bf16['c_r'] / 1e3:,.0f}k tok/s | "
+        f"{c8 / 1e3:,.0f}k tok/s | {c8 / bf16['c_r']:.2f}x | >= 1.0M tok/s |",
+        f"| (c) embed 512-token chunks, saturation | {bf16['c_e'] / 1e3:,.0f}k tok/s | "
+        f"{e8 / 1e3:,.0f}k tok/s | {e8 / bf16['c_e']:.2f}x | >= 0.8M tok/s |",
+        f"| engine warm-up, rerank / embedding (FP8: + quantisation and the gate's probe) | | "
+        f"{t1 - t0:.0f} s / {t2 - t1:.0f} s | | |",
+        "",
+        "| accuracy gate: FP8 against bf16 | measured "
+        "| verdict (tau mean >= 0.98, max dP <= 0.03, cosine >= 0.999) |",
+        "| --- | --- | --- |",
+        *gates,
+        f"| (a) inputs, rerank ({a_gate.probe}) | {_figures(a_gate.measured)} | "
+        f"{'passes' if a_gate.passed else 'fails'} |",
+        f"| embedding ({e_gate.probe}) | {_figures(e_gate.measured)} | "
+        f"{'passes' if e_gate.passed else 'fails'} |",
+    ]
+    if cuda:
+        lines += ["", "| kernel time, one (a) forward, FP8 | ms |", "| --- | --- |"]
+        lines += [f"| {name} | {ms:.2f} |" for name, ms in kernel_breakdown(runner8, a_inputs[0])]
+    rerank8.close()
+    embed8.close()
+    return lines
+
+
+def _figures(measured: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in measured.items())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
@@ -462,6 +564,7 @@ def main() -> None:
     ap.add_argument("--kernels", default="auto", help="element-wise kernels: auto, triton, compile, eager")
     ap.add_argument("--graph-tokens", default="", help="comma-separated CUDA graph token buckets")
     ap.add_argument("--variants", action="store_true", help="also (a) for engine variants (A/B in one run)")
+    ap.add_argument("--fp8", action="store_true", help="also FP8 twins of (a) and (c), and the accuracy gate")
     args = ap.parse_args()
     options = {k: eval(v) for k, v in (o.split("=", 1) for o in args.inductor)}  # noqa: S307 - CLI flags
     engine_options: dict = {"kernels": args.kernels, "inductor_options": options}
@@ -622,6 +725,11 @@ def main() -> None:
         lines += [f"| {name} | {ms:.2f} |" for name, ms in kernel_breakdown(runner, a_inputs[0])]
         lines += ["", "| launch overhead | ms or us |", "| --- | --- |"]
         lines += [f"| {name} | {v:.2f} |" for name, v in launch_check(runner, a_inputs[0])]
+    if args.fp8:
+        bf16 = {"a50": pct(a_eng, 50), "a95": pct(a_eng, 95), "c_r": c_re, "c_e": c_ee}
+        lines += fp8_rows(
+            causal, dev, args.budget, engine_options, bf16, a_inputs, r_reqs, e_reqs, rerank, embed
+        )
     if cuda and args.variants:
         rerank.close()
         embed.close()
