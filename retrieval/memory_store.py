@@ -24,7 +24,7 @@ import numpy as np
 from retrieval.errors import EmbedderMismatchError, StoreUnavailableError
 from retrieval.fusion import check_search, fuse_candidates
 from retrieval.lexical import terms as tokenize
-from retrieval.store import FilterValue, validate_filters
+from retrieval.store import FilterValue, matches_filters, validate_filters
 from retrieval.types import Candidate, Chunk
 
 BM25_K1, BM25_B = 1.2, 0.75
@@ -216,21 +216,8 @@ def _unit(vector: np.ndarray) -> np.ndarray:
     return vector / norm if norm > 0 else vector
 
 
-def _same(actual: Any, expected: FilterValue) -> bool:
-    # A boolean never equals a number (as in Milvus' JSON filters), although Python says True == 1.
-    if isinstance(actual, bool) or isinstance(expected, bool):
-        return isinstance(actual, bool) and isinstance(expected, bool) and actual is expected
-    return bool(actual == expected)
-
-
 def _matches(row: _Row, filters: Mapping[str, FilterValue]) -> bool:
-    for key, value in filters.items():
-        if key == "document_id":
-            if row.chunk.document_id != value:
-                return False
-        elif key not in row.chunk.metadata or not _same(row.chunk.metadata[key], value):
-            return False
-    return True
+    return matches_filters(row.chunk.document_id, row.chunk.metadata, filters)
 
 
 def _candidate(chunk: Chunk, score: float, dense: bool = False) -> Candidate:

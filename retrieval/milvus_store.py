@@ -218,8 +218,7 @@ class MilvusStore:
             legs.append(self._leg(client, "vector", query.tolist(), expression, limit, params))
         terms = self._query_terms(query_text) if mode != "dense" else ""
         if terms and self._sqlite is not None and self._full_text == "lexical":
-            only = None if clean.get("document_id") is None else str(clean["document_id"])
-            legs.append(self._sqlite_leg(client, tenant, terms, expression, limit, only))
+            legs.append(self._sqlite_leg(tenant, terms, clean, limit))
         elif terms:
             bm25 = fulltext.bm25_search_params()
             legs.append(self._leg(client, fulltext.SPARSE_FIELD, terms, expression, limit, bm25))
@@ -252,43 +251,23 @@ class MilvusStore:
         return sorted(candidates, key=lambda candidate: -candidate.score)
 
     def _sqlite_leg(
-        self,
-        client: MilvusClient,
-        tenant: str,
-        terms: str,
-        expression: str,
-        limit: int,
-        document_id: str | None,
+        self, tenant: str, terms: str, filters: Mapping[str, FilterValue], limit: int
     ) -> list[Candidate]:
-        """The bm25 leg on the SQLite index: ids and scores from there, the rows from Milvus under the
-        request's filters. Ids that Milvus does not return (filtered out, or not in Milvus) are skipped, and
-        more are read from the index until ``limit`` rows are found or it has no more."""
+        """The bm25 leg on the SQLite index, which holds the rows it returns (``retrieval.lexical_index``)."""
         assert self._sqlite is not None
-        found: list[Candidate] = []
-        offset, page = 0, max(limit * 2, 20)
-        while len(found) < limit:
-            scored = self._sqlite.search(tenant, terms, limit=page, offset=offset, document_id=document_id)
-            if not scored:
-                break
-            ids = [chunk for chunk, _ in scored]
-            with self._errors("search"):
-                rows = client.query(
-                    self._name,
-                    filter=f"{expression} and id in [{', '.join(quote(i) for i in ids)}]",
-                    output_fields=["id", *_OUTPUT_FIELDS],
-                    consistency_level=self.settings.consistency_level,
-                    timeout=self._timeout,
-                )
-            by_id = {str(row["id"]): row for row in rows}
-            found.extend(
-                _candidate({"id": chunk, "entity": by_id[chunk], "distance": score})
-                for chunk, score in scored
-                if chunk in by_id
+        return [
+            Candidate(
+                id=hit.id,
+                document_id=hit.document_id,
+                version=hit.version,
+                position=hit.position,
+                text=hit.text,
+                page=hit.page,
+                metadata=hit.metadata,
+                score=hit.score,
             )
-            if len(scored) < page:
-                break
-            offset, page = offset + page, page * 2
-        return found[:limit]
+            for hit in self._sqlite.search(tenant, terms, limit=limit, filters=filters)
+        ]
 
     def _fill_lexical_index(self, client: MilvusClient) -> None:
         """Fill the SQLite index from the collection once, if the collection predates it (or it was lost)."""
@@ -296,7 +275,7 @@ class MilvusStore:
         if index is None or self._full_text != "lexical" or index.complete():
             return
         logger.info("filling the lexical index %s from collection %s", index.folder, self._name)
-        fields = ["id", "tenant", "doc_id", "version", fulltext.LEXICAL_FIELD]
+        fields = ["id", "tenant", *_OUTPUT_FIELDS, fulltext.LEXICAL_FIELD]
         iterator = client.query_iterator(
             self._name, batch_size=2000, filter='id != ""', output_fields=fields, timeout=self._timeout
         )
@@ -557,6 +536,10 @@ def _lexical_row(row: Mapping[str, Any]) -> LexicalRow:
         document_id=row["doc_id"],
         version=row["version"],
         terms=row[fulltext.LEXICAL_FIELD],
+        position=int(row["position"]),
+        page=None if int(row["page"]) < 0 else int(row["page"]),
+        text=row["text"],
+        metadata=row.get("metadata") or {},
     )
 
 

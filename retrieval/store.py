@@ -103,3 +103,24 @@ def validate_filters(filters: Mapping[str, Any] | None) -> dict[str, FilterValue
                 raise InvalidFilterError(f"filter {key!r} is not valid Unicode text") from exc
         clean[key] = value
     return clean
+
+
+def matches_filters(
+    document_id: str, metadata: Mapping[str, Any], filters: Mapping[str, FilterValue]
+) -> bool:
+    """Whether a chunk of ``document_id`` with ``metadata`` passes validated ``filters``, as Milvus's filter
+    expression would say (stores that filter in Python: the in-memory store, the embedded lexical index)."""
+    for key, value in filters.items():
+        if key == "document_id":
+            if document_id != value:
+                return False
+        elif key not in metadata or not _same(metadata[key], value):
+            return False
+    return True
+
+
+def _same(actual: Any, expected: FilterValue) -> bool:
+    # A boolean never equals a number (as in Milvus' JSON filters), although Python says True == 1.
+    if isinstance(actual, bool) or isinstance(expected, bool):
+        return isinstance(actual, bool) and isinstance(expected, bool) and actual is expected
+    return bool(actual == expected)

@@ -227,7 +227,7 @@ def test_the_lexical_index_is_filled_from_an_older_collection_and_follows_delete
         assert [
             h.document_id for h in store.search("acme", None, limit=3, mode="bm25", query_text="vaccines")
         ] == ["vaccines"] * 3
-        assert (tmp_path / name / "COMPLETE").exists()
+        assert (tmp_path / name / "COMPLETE-2").exists()
         # "how" is in every chunk of vaccines and caching (their titles), in one chunk of tea's text
         only = store.search(
             "acme", None, limit=5, mode="bm25", query_text="how", filters={"document_id": "tea"}
