@@ -198,15 +198,17 @@ class SqliteLexicalIndex:
             if not words:
                 return []
             match = " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
-            sql = (
-                "SELECT chunks.id, -bm25(fts), doc_id, version, position, page, text, metadata "
-                "FROM fts JOIN chunks ON chunks.rowid = fts.rowid WHERE fts MATCH ?"
+            # the best rowids first (FTS5 alone), then their rows: sorting whole rows reads every match's text
+            within = (
+                " AND rowid IN (SELECT rowid FROM chunks WHERE doc_id = ?)" if document_id is not None else ""
             )
-            args: list[object] = [match]
-            if document_id is not None:
-                sql += " AND chunks.doc_id = ?"
-                args.append(str(document_id))
-            sql += " ORDER BY bm25(fts) LIMIT ? OFFSET ?"
+            sql = (
+                "SELECT chunks.id, best.score, doc_id, version, position, page, text, metadata FROM "
+                f"(SELECT rowid, -bm25(fts) AS score FROM fts WHERE fts MATCH ?{within} "
+                "ORDER BY bm25(fts) LIMIT ? OFFSET ?) AS best JOIN chunks ON chunks.rowid = best.rowid "
+                "ORDER BY best.score DESC"
+            )
+            args: list[object] = [match] if document_id is None else [match, str(document_id)]
             offset, page = 0, limit if not filters else max(limit * 4, 50)
             while len(found) < limit:
                 rows = db.execute(sql, [*args, page, offset]).fetchall()
