@@ -90,8 +90,25 @@ class Client:
 
     async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes, float]:
         """The status, body and ``Retry-After`` seconds (0 when absent) of the answer (status 0: the
-        connection failed)."""
-        conn = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
+        connection failed). A kept-alive connection the server closed meanwhile (its keep-alive timeout, while
+        a refused client waited) is replaced by a new one once, as HTTP clients do."""
+        reused = bool(self.idle)
+        status, payload, retry_after = await self._request(method, path, body)
+        if status == 0 and reused:
+            self.idle.clear()  # as old as the one that failed
+            status, payload, retry_after = await self._request(method, path, body, fresh=True)
+        return status, payload, retry_after
+
+    async def _request(
+        self, method: str, path: str, body: bytes, *, fresh: bool = False
+    ) -> tuple[int, bytes, float]:
+        if self.idle and not fresh:
+            conn = self.idle.pop()
+        else:
+            try:
+                conn = await asyncio.open_connection(self.host, self.port)
+            except OSError:
+                return 0, b"", 0.0
         reader, writer = conn
         head = [
             f"{method} {self.prefix}{path} HTTP/1.1",
