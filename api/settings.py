@@ -55,6 +55,12 @@ class ApiSettings(BaseSettings):
     search_concurrency: int = Field(default_factory=lambda: max(2, os.cpu_count() or 2), ge=1)
     search_queue: int = Field(default_factory=lambda: max(2, os.cpu_count() or 2), ge=0)
     search_queue_timeout_s: float = 1.5
+    # CPU cores of the API process (engine/cpu.py): each concurrent search embeds its query on torch threads;
+    # torch_threads per operator (0: the cores divided by search_concurrency, at least 1), so that concurrent
+    # searches do not ask for more cores than there are. gil_switch_ms: how long a thread running Python keeps
+    # the GIL while another (the event loop that answers 429s and /health) waits (0: Python's 5 ms).
+    torch_threads: int = Field(default=0, ge=0)
+    gil_switch_ms: float = Field(default=0.5, ge=0)
     # /v1/search answers in stage-1 order (degraded) when stage 2 takes longer than this (0: no deadline).
     rerank_deadline_s: float = 10.0
     # The runtime rerank gate (api/rerank_gate.py): "evaluated" runs stage 2 for a tenant only when
