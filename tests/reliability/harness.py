@@ -147,6 +147,8 @@ class Harness:
         )
         self._own: dict[str, subprocess.Popen[bytes]] = {}  # processes the suite restarted
         self._retired: list[subprocess.Popen[bytes]] = []
+        # replacements that exited on their own, started again: (name, exit code)
+        self.revived: list[tuple[str, int | None]] = []
         self.kills: list[KillRecord] = []
 
     # -- life cycle ---------------------------------------------------------------------------------
@@ -217,6 +219,21 @@ class Harness:
             self._retired.append(self._own.pop(name))
         logger.info("killed %s (pids %s)", name, pids)
         return spec, record
+
+    def revive(self, name: str, spec: ProcSpec) -> int | None:
+        """Start ``name`` again when the replacement the suite started has exited on its own (not killed by
+        the suite); returns its exit code (negative: the signal), None when it is alive or not the suite's."""
+        own = self._own.get(name)
+        if own is None or own.poll() is None or self.proc(name) is not None:
+            return None
+        code = own.returncode
+        self._retired.append(self._own.pop(name))
+        self.revived.append((name, code))
+        self.respawn(name, spec, KillRecord(name=name, pids=[own.pid], at=time.time()))
+        logger.warning(
+            "the %s the suite started (pid %d) exited with code %s; started again", name, own.pid, code
+        )
+        return code
 
     def supervised(self, name: str) -> bool:
         """Whether something else (a supervisor of a newer ``Stack``) already started ``name`` again."""

@@ -10,7 +10,7 @@ from collections import Counter
 
 from tests.reliability import report
 from tests.reliability.corpus import Doc, corpus
-from tests.reliability.harness import Tally, gather_limited
+from tests.reliability.harness import ProcSpec, Tally, gather_limited
 from tests.reliability.report import Row
 from tests.reliability.scenarios.common import (
     TERMINAL,
@@ -35,6 +35,34 @@ async def _kill_loop(
     that a slow model load cannot turn the run into nothing but restarts. A job is killed at most once: a long
     job killed every time it is redelivered would never end."""
     low, high = ctx.profile.kill_every_s
+    last_spec: list[ProcSpec] = []
+
+    async def watchdog() -> None:
+        """A replacement that exits on its own (not killed by the suite) would leave no worker and stall the
+        run: start it again (counted in the row)."""
+        while not stop.is_set():
+            if last_spec:
+                ctx.harness.revive("worker", last_spec[-1])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+    guard = asyncio.create_task(watchdog())
+    try:
+        await _kills(ctx, jobs, stop, kills, last_spec, low, high)
+    finally:
+        stop.set()
+        await guard
+
+
+async def _kills(
+    ctx: Context,
+    jobs: dict[str, str],
+    stop: asyncio.Event,
+    kills: list[dict[str, object]],
+    last_spec: list[ProcSpec],
+    low: float,
+    high: float,
+) -> None:
     since = 0.0
     killed: set[str] = set()
     while not stop.is_set():
@@ -51,6 +79,7 @@ async def _kill_loop(
             continue
         spec, record = await asyncio.to_thread(ctx.harness.kill, "worker")
         await restore(ctx, "worker", spec, record)
+        last_spec.append(spec)
         since = time.time()
         killed.add(running)
         kills.append({"job": running, "by": record.replaced_by})
@@ -105,7 +134,13 @@ async def ingest_under_kills(ctx: Context) -> Row:
     )
     row.counts = [
         f"{len(docs)} uploads, {len(jobs)} accepted (202), {len(docs) - len(jobs)} refused",
-        f"{len(kills)} kills, each with a job running; {redelivered} jobs took more than one attempt",
+        f"{len(kills)} kills, each with a job running; {redelivered} jobs took more than one attempt"
+        + (
+            f"; {len(ctx.harness.revived)} replacement(s) exited on their own and were started again "
+            f"(codes {', '.join(str(code) for _, code in ctx.harness.revived)})"
+            if ctx.harness.revived
+            else ""
+        ),
         f"{verdict.chunks} chunks in Milvus; uploads took {uploaded_s:.0f} s, "
         f"all jobs ended after {ingest_s:.0f} s",
         f"HTTP: {tally.summary()}",
