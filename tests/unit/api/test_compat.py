@@ -69,7 +69,7 @@ def test_rerank_top_n_return_documents_and_instruction(client: TestClient, reran
         (1, {"text": DOCS[1]}),
         (2, {"text": DOCS[2]}),
     ]
-    assert reranker.calls[-1][2:] == (2, "Find bees")
+    assert reranker.calls[-1][2:] == (2, "Find bees", False)  # no windows unless asked
 
 
 def test_tei_rerank_shape(client: TestClient) -> None:

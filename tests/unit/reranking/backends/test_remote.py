@@ -41,6 +41,7 @@ def test_sends_a_cohere_request_and_reads_the_results() -> None:
             "query": "q",
             "documents": ["a", "b", "c"],
             "return_documents": False,
+            "long_documents": "truncate",  # explicit: the server's RERANK_LONG_DOCUMENTS does not decide
             "top_n": 2,
             "instruction": "Find it",
         }
