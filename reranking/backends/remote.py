@@ -172,9 +172,7 @@ class RemoteReranker:
                 for r in results
             ]
         except (KeyError, TypeError, ValueError) as exc:
-            why = (
-                " (a result without its window: is the server older than long_documents?)" if windows else ""
-            )
+            why = " (a window missing or wrong: is the server older than long_documents?)" if windows else ""
             raise RerankUnavailableError(
                 f"the rerank server {self.url} sent an unexpected body{why}"
             ) from exc
