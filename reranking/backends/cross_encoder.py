@@ -113,6 +113,10 @@ class CrossEncoderReranker:
         budget = self._pair_budget()
         if budget is None:
             return [[(0, len(doc))] for doc in documents]
+        if not getattr(tokenizer, "is_fast", False):
+            raise RerankUnavailableError(
+                f"{self._model_ref!r}: windows need a tokenizer with character offsets (a fast tokenizer)"
+            )
         query_tokens = len(tokenizer(query, add_special_tokens=False)["input_ids"])
         window = budget - query_tokens - tokenizer.num_special_tokens_to_add(pair=True)
         encoded = tokenizer(list(documents), add_special_tokens=False, return_offsets_mapping=True)
