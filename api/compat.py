@@ -2,7 +2,10 @@
 
 - Rerank, Cohere / Jina shape (``/v1/rerank``, ``/v2/rerank``, ``/rerank``): Cohere's response models
   (``id``, ``results: [{index, relevance_score, document?: {text}}]``, ``meta``) plus Jina's ``model`` and
-  ``usage.total_tokens``. ``instruction`` is Sieve's extension for Qwen3 rerankers.
+  ``usage.total_tokens``. ``instruction`` is Sieve's extension for Qwen3 rerankers; so are
+  ``long_documents`` ("truncate" or "windows", default ``RERANK_LONG_DOCUMENTS``) and, with "windows", each
+  result's ``window`` (``{index, count, start, end}``: the window that won, character offsets into the
+  document as sent).
 - Rerank, TEI shape (``/rerank`` with ``texts``): ``[{index, score, text?}]``.
 - Embeddings, OpenAI shape (``/v1/embeddings``); ``base64`` is little-endian float32, as OpenAI sends it.
 - Similarity, TEI / Hugging Face shape (``/v1/similarity``): ``{inputs: {source_sentence, sentences}}`` →
@@ -22,13 +25,14 @@ import re
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Discriminator, Field, Tag, field_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_validator
 
 from api.limits import LimitExceededError
 
 PIECE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]|[^\W_]+|[^\w\s]|_+")
 
 Text = Annotated[str, Field(min_length=1)]
+LongDocuments = Literal["truncate", "windows"]
 
 
 def not_blank(value: str) -> str:
@@ -53,24 +57,56 @@ class RerankRequest(BaseModel):
     )
     truncate: bool = Field(True, description="False: a document over the token limit is refused with 413.")
     instruction: str | None = Field(None, max_length=2000, description="Task instruction (Qwen3 rerankers).")
+    long_documents: LongDocuments | None = Field(
+        None,
+        description=(
+            "truncate: cut each document at max_tokens_per_doc. windows: cut nothing; a document longer than "
+            "the model's budget is scored by its best overlapping window, and each result says which window "
+            "won. Default: RERANK_LONG_DOCUMENTS (truncate), or truncate when max_tokens_per_doc is sent."
+        ),
+    )
 
     @field_validator("query")
     @classmethod
     def _not_blank(cls, value: str) -> str:
         return not_blank(value)
 
+    @model_validator(mode="after")
+    def _one_way(self) -> RerankRequest:
+        if self.long_documents == "windows" and self.max_tokens_per_doc is not None:
+            raise ValueError("long_documents=windows cuts nothing: leave out max_tokens_per_doc")
+        return self
+
     def texts(self) -> list[str]:
         return [d if isinstance(d, str) else d.text for d in self.documents]
+
+    def long_documents_or(self, default: LongDocuments) -> LongDocuments:
+        """The way asked for: ``long_documents``, else truncate when ``max_tokens_per_doc`` asks for a cut,
+        else ``default`` (``RERANK_LONG_DOCUMENTS``)."""
+        if self.long_documents is not None:
+            return self.long_documents
+        return "truncate" if self.max_tokens_per_doc is not None else default
 
 
 class RerankDocument(BaseModel):
     text: str
 
 
+class RerankWindow(BaseModel):
+    """The window that gave a document its score (``long_documents=windows``): window ``index`` of ``count``
+    (count 1: the document fit whole), characters ``start:end`` of the document as sent."""
+
+    index: int
+    count: int
+    start: int
+    end: int
+
+
 class RerankResult(BaseModel):
     index: int
     relevance_score: float
     document: RerankDocument | None = None
+    window: RerankWindow | None = None
 
 
 class RerankUsage(BaseModel):

@@ -11,7 +11,7 @@ from reranking.errors import (
     RerankOverloadedError,
     RerankUnavailableError,
 )
-from reranking.reranker import NoneReranker, RankedHit, Reranker
+from reranking.reranker import NoneReranker, RankedHit, Reranker, Window
 from reranking.settings import RerankSettings
 
 __all__ = [
@@ -23,5 +23,6 @@ __all__ = [
     "RerankNotConfiguredError",
     "RerankUnavailableError",
     "Reranker",
+    "Window",
     "make_reranker",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -26,6 +28,10 @@ class RerankSettings(BaseSettings):
     # agrees with bf16 on a probe batch (engine/precision.py), else bf16 with the reason in the log and /info.
     precision: str = "bf16"
     instruction: str = QWEN3_RERANKER_INSTRUCTION
+    # The default of /v1/rerank's `long_documents` (Cohere shape): "truncate" cuts each document at
+    # max_tokens_per_doc (API_MAX_TOKENS_PER_DOC) as before; "windows" cuts nothing, scores a document over
+    # the model's budget by its best overlapping window and says in each result which window won.
+    long_documents: Literal["truncate", "windows"] = "truncate"
     url: str = ""  # for backend=remote: one rerank server
     # for backend=remote: several rerank servers, comma-separated (RERANK_URL, when set too, is one more);
     # two or more make a pool that spreads calls by each server's queue depth (reranking/backends/pool.py)

@@ -4,6 +4,11 @@
 the body has ``texts``. The routes check the caps (``API_MAX_RERANK_DOCUMENTS``, ``API_MAX_QUERY_CHARS``,
 ``API_MAX_INPUT_CHARS``) and take a slot of the bounded inference queue on the event loop, then run the model
 and build the JSON in the thread pool, never on the event loop: a refusal never waits for a thread.
+
+Long documents (Cohere shape): ``long_documents`` (default ``RERANK_LONG_DOCUMENTS``, "truncate") cuts each
+document at ``max_tokens_per_doc`` word pieces; "windows" cuts nothing (``API_MAX_INPUT_CHARS`` still bounds
+a document) and asks the reranker for each document's best window, returned as each result's ``window``. The
+TEI shape always truncates.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import asdict
 
 from fastapi import APIRouter
 from fastapi.responses import Response
@@ -26,6 +32,7 @@ from api.compat import (
     RerankResponse,
     RerankResult,
     RerankUsage,
+    RerankWindow,
     TeiRank,
     TeiRerankRequest,
     fit_documents,
@@ -77,15 +84,17 @@ def rank(
     max_tokens: int | None,
     truncate: bool,
     from_left: bool = False,
+    windows: bool = False,
 ) -> tuple[list[RankedHit], int]:
-    """Hits sorted best first and the tokens used (in a thread, holding an inference slot)."""
+    """Hits sorted best first and the tokens used (in a thread, holding an inference slot). ``windows``: no
+    cut at ``API_MAX_TOKENS_PER_DOC``; the reranker scores long documents by their best window."""
     cap = serving.api.max_tokens_per_doc
-    limits = [n for n in (max_tokens, cap) if n]
+    limits = [n for n in (max_tokens, cap) if n and not windows]
     fitted, tokens = fit_documents(
         query, list(texts), min(limits) if limits else None, truncate=truncate, from_left=from_left
     )
     started = time.perf_counter()
-    hits = models.reranker.rank(query, fitted, top_k=top_n, instruction=instruction)
+    hits = models.reranker.rank(query, fitted, top_k=top_n, instruction=instruction, windows=windows)
     metrics.observe_stage("rerank_call", time.perf_counter() - started)
     metrics.BATCH_SIZE.labels(kind="rerank").observe(len(texts))
     return hits, tokens
@@ -93,6 +102,7 @@ def rank(
 
 def cohere_response(serving: Serving, models: ModelSnapshot, request: RerankRequest) -> Response:
     texts = request.texts()
+    windows = request.long_documents_or(models.rerank.long_documents) == "windows"
     hits, tokens = rank(
         serving,
         models,
@@ -102,12 +112,14 @@ def cohere_response(serving: Serving, models: ModelSnapshot, request: RerankRequ
         instruction=request.instruction,
         max_tokens=request.max_tokens_per_doc,
         truncate=request.truncate,
+        windows=windows,
     )
     results = [
         RerankResult(
             index=h.index,
             relevance_score=h.score,
             document=RerankDocument(text=texts[h.index]) if request.return_documents else None,
+            window=None if h.window is None else RerankWindow(**asdict(h.window)),
         )
         for h in hits
     ]

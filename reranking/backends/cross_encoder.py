@@ -6,8 +6,13 @@ Identity, so they return raw logits). To give one scale whatever the folder says
 raw logit (``activation_fn=Identity``) and applies the sigmoid itself, exactly once. For a causal-LM folder
 sentence-transformers scores logit("yes") - logit("no"), whose sigmoid is P("yes").
 
-``max_tokens`` caps the tokens of the (query, document) pair, special tokens included; longer pairs are
-truncated by the tokenizer (longest first).
+``max_tokens`` caps the tokens of the (query, document) pair, special tokens included (default: the model's
+``max_seq_length``); longer pairs are truncated by the tokenizer (longest first). With ``rank(...,
+windows=True)`` a document over that budget is instead split, through the tokenizer's offsets, into windows of
+document tokens overlapping as Qwen3's do (``reranking.reranker.window_starts``), every window of every
+document is scored in the same ``predict`` call, and each document keeps its best window, reported on its
+hit. A window is sent as its text: re-tokenised, it may come out a token or two longer and lose those
+tokens to the truncation at the budget.
 """
 
 from __future__ import annotations
@@ -21,8 +26,15 @@ from typing import Any
 import numpy as np
 
 from engine.hub import model_identity, model_revision, offline_kwargs
-from reranking.errors import RerankUnavailableError
-from reranking.reranker import RankedHit, best_first, check_rank_request
+from reranking.errors import RerankInputError, RerankUnavailableError
+from reranking.reranker import (
+    MIN_WINDOW_TOKENS,
+    RankedHit,
+    best_first,
+    best_windows,
+    check_rank_request,
+    window_starts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +93,58 @@ class CrossEncoderReranker:
         *,
         top_k: int | None = None,
         instruction: str | None = None,
+        windows: bool = False,
     ) -> list[RankedHit]:
-        """``instruction`` is ignored: cross-encoders take none."""
+        """``instruction`` is ignored: cross-encoders take none. ``windows``: see the module."""
         check_rank_request(query, top_k)
         if not documents:
             return []
-        scores = self.score([(query, doc) for doc in documents])
-        return best_first(scores, top_k)
+        if not windows:
+            return best_first(self.score([(query, doc) for doc in documents]), top_k)
+        spans = self.window_spans(query, documents)
+        pairs = [(query, doc[a:b]) for doc, own in zip(documents, spans, strict=True) for a, b in own]
+        return best_windows(self.score(pairs).tolist(), spans, top_k, report=True)
+
+    def window_spans(self, query: str, documents: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """Per document, the character spans of its windows: ``[(0, len(doc))]`` for one whose pair with
+        ``query`` fits the budget; together a long document's windows cover it, overlapping."""
+        self.warm_up()
+        tokenizer = self._model.tokenizer
+        budget = self._pair_budget()
+        if budget is None:
+            return [[(0, len(doc))] for doc in documents]
+        if not getattr(tokenizer, "is_fast", False):
+            raise RerankUnavailableError(
+                f"{self._model_ref!r}: windows need a tokenizer with character offsets (a fast tokenizer)"
+            )
+        query_tokens = len(tokenizer(query, add_special_tokens=False)["input_ids"])
+        window = budget - query_tokens - tokenizer.num_special_tokens_to_add(pair=True)
+        encoded = tokenizer(list(documents), add_special_tokens=False, return_offsets_mapping=True)
+        out: list[list[tuple[int, int]]] = []
+        for doc, offsets in zip(documents, encoded["offset_mapping"], strict=True):
+            if len(offsets) <= max(window, 0):
+                out.append([(0, len(doc))])
+                continue
+            if window < MIN_WINDOW_TOKENS:
+                raise RerankInputError(
+                    f"the query takes {query_tokens} of the {budget} tokens a (query, document) pair may "
+                    "use; shorten the query or raise RERANK_MAX_TOKENS"
+                )
+            spans = [
+                (offsets[start][0], offsets[min(start + window, len(offsets)) - 1][1])
+                for start in window_starts(len(offsets), window)
+            ]
+            spans[0] = (0, spans[0][1])  # leading and trailing blanks belong to the first and last window
+            spans[-1] = (spans[-1][0], len(doc))
+            out.append(spans)
+        return out
+
+    def _pair_budget(self) -> int | None:
+        """Tokens per (query, document) pair: ``max_tokens``, else the model's; None when it has none."""
+        if self._max_tokens is not None:
+            return self._max_tokens
+        limit = getattr(self._model, "max_seq_length", None) or self._model.tokenizer.model_max_length
+        return int(limit) if isinstance(limit, int) and 0 < limit < 1_000_000 else None
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """sigmoid(logit) for each (query, document) pair, in input order."""

@@ -190,6 +190,7 @@ class RerankerPool:
         *,
         top_k: int | None = None,
         instruction: str | None = None,
+        windows: bool = False,
     ) -> list[RankedHit]:
         check_rank_request(query, top_k)
         if not documents or top_k == 0:
@@ -207,7 +208,9 @@ class RerankerPool:
                 RETRIES.inc()
             outcome = "failed"
             try:
-                hits = server.remote.rank(query, documents, top_k=top_k, instruction=instruction)
+                hits = server.remote.rank(
+                    query, documents, top_k=top_k, instruction=instruction, windows=windows
+                )
                 outcome = "ok"
                 return hits
             except RerankInputError:

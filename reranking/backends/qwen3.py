@@ -7,7 +7,8 @@ never cut. ``max_tokens`` is the length of the whole sequence (default 8192, the
 A document whose body does not fit is not cut: it is split into windows of document tokens, each behind the
 same instruction and query, overlapping by an eighth of a window, and scored by its best window. A body that
 fits gives exactly the model card's input, and a long document's first window is the model card's truncated
-input.
+input. With ``rank(..., windows=True)`` each hit carries the window that won, its characters found through the
+tokenizer's offsets (``prepare_windows``).
 
 Only the two LM-head rows of "no" and "yes" are computed: the base model's final hidden state at the last
 position times ``lm_head.weight[[no, yes]]``, then a softmax over the pair. Three stages: ``prepare`` (CPU:
@@ -30,7 +31,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from engine.hub import model_identity, model_revision, offline_kwargs
 from engine.prompts import QWEN3_RERANKER_INSTRUCTION
 from reranking.errors import RerankInputError, RerankUnavailableError
-from reranking.reranker import RankedHit, best_first, check_rank_request
+from reranking.reranker import (
+    MIN_WINDOW_TOKENS,
+    RankedHit,
+    best_windows,
+    check_rank_request,
+    window_starts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,22 +47,11 @@ PREFIX = (
 )
 SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 DEFAULT_MAX_LENGTH = 8192
-MIN_WINDOW_TOKENS = 16  # fewer document tokens than this per window: the query itself is too long
-WINDOW_OVERLAP = 8  # consecutive windows share 1/WINDOW_OVERLAP of a window
 
 
 def format_body(query: str, doc: str, instruction: str) -> str:
     """The official body: ``<Instruct>: {instruction}\\n<Query>: {query}\\n<Document>: {doc}``."""
     return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}"
-
-
-def window_starts(length: int, window: int) -> list[int]:
-    """Starts of overlapping ``window``-token windows over ``length`` tokens, the last flush with the end."""
-    if length <= window:
-        return [0]
-    stride = max(1, window - window // WINDOW_OVERLAP)
-    starts = list(range(0, length - window, stride))
-    return [*starts, length - window]
 
 
 class Qwen3Reranker:
@@ -134,22 +130,19 @@ class Qwen3Reranker:
         *,
         top_k: int | None = None,
         instruction: str | None = None,
+        windows: bool = False,
     ) -> list[RankedHit]:
+        """Every document by its best window (one for a body that fits); ``windows`` reports the winner."""
         check_rank_request(query, top_k)
         if not documents:
             return []
         started = time.perf_counter()
-        windows = self.prepare(query, documents, instruction=instruction)
-        flat = [seq for doc_windows in windows for seq in doc_windows]
+        sequences, spans = self.prepare_windows(query, documents, instruction=instruction)
+        flat = [seq for doc_windows in sequences for seq in doc_windows]
         prepared = time.perf_counter()
         scores = self.score_sequences(flat)
         scored = time.perf_counter()
-        best: list[float] = []
-        offset = 0
-        for doc_windows in windows:
-            best.append(float(scores[offset : offset + len(doc_windows)].max()))
-            offset += len(doc_windows)
-        hits = best_first(best, top_k)
+        hits = best_windows(scores.tolist(), spans, top_k, report=windows)
         logger.debug(
             "reranked %d documents (%d sequences, %d tokens): prepare %.3fs, forward %.3fs",
             len(documents),
@@ -165,6 +158,13 @@ class Qwen3Reranker:
         self, query: str, documents: Sequence[str], *, instruction: str | None = None
     ) -> list[list[list[int]]]:
         """Token ids to score, per document: one sequence, or several windows for a long document."""
+        return self.prepare_windows(query, documents, instruction=instruction)[0]
+
+    def prepare_windows(
+        self, query: str, documents: Sequence[str], *, instruction: str | None = None
+    ) -> tuple[list[list[list[int]]], list[list[tuple[int, int]]]]:
+        """``prepare``'s sequences and, per document, each window's character span in the document (from
+        the tokenizer's offsets): ``(0, len(doc))`` for a body that fits."""
         self.load_template()
         task = self._default_instruction if instruction is None else instruction
         budget = self._max_length - len(self._prefix_ids) - len(self._suffix_ids)
@@ -174,27 +174,31 @@ class Qwen3Reranker:
             bodies, add_special_tokens=False, return_offsets_mapping=True, verbose=False
         )
         out: list[list[list[int]]] = []
-        for ids, offsets in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
+        spans: list[list[tuple[int, int]]] = []
+        for doc, ids, offsets in zip(documents, encoded["input_ids"], encoded["offset_mapping"], strict=True):
             ids = list(ids)
             if len(ids) <= budget:
                 out.append([self._prefix_ids + ids + self._suffix_ids])
+                spans.append([(0, len(doc))])
                 continue
             # The head (instruction, query) is every token before the first holding a document character.
             split = next((i for i, (_, end) in enumerate(offsets) if end > head_chars), len(ids))
-            head, doc_ids = ids[:split], ids[split:]
+            head, doc_ids, doc_offsets = ids[:split], ids[split:], offsets[split:]
             window = budget - len(head)
             if window < MIN_WINDOW_TOKENS:
                 raise RerankInputError(
                     f"the query and instruction take {len(head)} of the {budget} tokens a (query, document) "
                     "pair may use; shorten the query or raise RERANK_MAX_TOKENS"
                 )
+            starts = window_starts(len(doc_ids), window)
             out.append(
                 [
                     self._prefix_ids + head + doc_ids[start : start + window] + self._suffix_ids
-                    for start in window_starts(len(doc_ids), window)
+                    for start in starts
                 ]
             )
-        return out
+            spans.append([_span(doc_offsets, start, window, head_chars, len(doc)) for start in starts])
+        return out, spans
 
     def score_sequences(self, sequences: Sequence[list[int]]) -> np.ndarray:
         """P("yes") for each token sequence (already templated), batched by length, in input order."""
@@ -263,6 +267,16 @@ class Qwen3Reranker:
             self._max_length,
             time.perf_counter() - started,
         )
+
+
+def _span(
+    offsets: Sequence[tuple[int, int]], start: int, window: int, shift: int, length: int
+) -> tuple[int, int]:
+    """The characters of tokens ``start:start + window`` (offsets into the body; the document starts at
+    ``shift``), as offsets into the document, within ``0..length``."""
+    last = min(start + window, len(offsets)) - 1
+    begin = min(max(offsets[start][0] - shift, 0), length)
+    return begin, min(max(offsets[last][1] - shift, begin), length)
 
 
 def _left_pad(

@@ -1,8 +1,9 @@
 """Qwen3-Reranker served by the inference engine (``engine.engine.Engine``, ``head="score"``).
 
 ``EngineReranker`` is ``Qwen3Reranker`` with the engine holding the model: the same template and windows
-(its ``prepare``), the same ``name``, and the same score, P("yes") = sigmoid(logit_yes - logit_no) in
-[0, 1], so results and caches are comparable between the two. The engine's errors become the rerank stage's:
+(its ``prepare_windows``; ``rank(..., windows=True)`` reports the winner), the same ``name``, and the same
+score, P("yes") = sigmoid(logit_yes - logit_no) in [0, 1], so results and caches are comparable between the
+two. The engine's errors become the rerank stage's:
 ``EngineInputError`` → ``RerankInputError``, ``EngineOverloadedError`` → ``RerankOverloadedError``,
 ``EngineUnavailableError`` (load failure, closed, timed out) → ``RerankUnavailableError``.
 """
@@ -20,7 +21,7 @@ from engine.errors import EngineError, EngineInputError, EngineOverloadedError
 from engine.prompts import QWEN3_RERANKER_INSTRUCTION
 from reranking.backends.qwen3 import Qwen3Reranker
 from reranking.errors import RerankInputError, RerankOverloadedError, RerankUnavailableError
-from reranking.reranker import RankedHit, best_first, check_rank_request
+from reranking.reranker import RankedHit, best_windows, check_rank_request
 
 
 @contextmanager
@@ -98,17 +99,15 @@ class EngineReranker:
         *,
         top_k: int | None = None,
         instruction: str | None = None,
+        windows: bool = False,
     ) -> list[RankedHit]:
+        """As ``Qwen3Reranker.rank``: every window of every document in one engine call."""
         check_rank_request(query, top_k)
         if not documents:
             return []
         self.warm_up()
-        windows = self._template.prepare(query, documents, instruction=instruction)
+        sequences, spans = self._template.prepare_windows(query, documents, instruction=instruction)
         with rerank_errors():
-            margins = self.engine.run([seq for doc in windows for seq in doc], timeout=self._timeout)
+            margins = self.engine.run([seq for doc in sequences for seq in doc], timeout=self._timeout)
         scores = 1.0 / (1.0 + np.exp(-margins.astype(np.float64)))  # softmax over (no, yes) = sigmoid
-        best, offset = [], 0
-        for doc in windows:
-            best.append(float(scores[offset : offset + len(doc)].max()))
-            offset += len(doc)
-        return best_first(best, top_k)
+        return best_windows(scores.tolist(), spans, top_k, report=windows)

@@ -3,9 +3,11 @@
 ``sieve rerank-server`` serves a local backend (one process per GPU); the query API sets
 ``RERANK_BACKEND=remote`` and ``RERANK_URL`` to reach it, with ``RERANK_TIMEOUT_S`` as the deadline of a call
 and ``RERANK_SERVER_TOKEN`` sent as ``Authorization: Bearer`` (the server's shared token).
-Scores are the served backend's, unchanged. Errors: the server unreachable, too slow or failing (5xx) →
-``RerankUnavailableError``, and so is a refused token (401, 403: ``RERANK_SERVER_TOKEN`` differs); 429 →
-``RerankOverloadedError``; a refused request (other 4xx) → ``RerankInputError`` with the server's message.
+Scores are the served backend's, unchanged; ``rank(..., windows=True)`` sends ``long_documents="windows"``
+and reads each result's ``window`` (``"truncate"`` otherwise, whatever the server's default).
+Errors: the server unreachable, too slow or failing (5xx) → ``RerankUnavailableError``, and so is a refused
+token (401, 403: ``RERANK_SERVER_TOKEN`` differs); 429 → ``RerankOverloadedError``; a refused request (other
+4xx) → ``RerankInputError`` with the server's message.
 ``/v1/search`` turns the first two into a degraded answer in stage-1 order. No torch here: only httpx.
 
 A rerank server reports its inference queue (model calls running + waiting) in the ``X-Sieve-Queue-Depth``
@@ -22,7 +24,7 @@ from typing import Any
 import httpx
 
 from reranking.errors import RerankInputError, RerankOverloadedError, RerankUnavailableError
-from reranking.reranker import RankedHit, check_rank_request
+from reranking.reranker import RankedHit, Window, check_rank_request
 
 logger = logging.getLogger(__name__)
 
@@ -105,17 +107,24 @@ class RemoteReranker:
         *,
         top_k: int | None = None,
         instruction: str | None = None,
+        windows: bool = False,
     ) -> list[RankedHit]:
+        """``long_documents`` is always sent, so the server's ``RERANK_LONG_DOCUMENTS`` does not decide."""
         check_rank_request(query, top_k)
         if not documents or top_k == 0:
             return []
-        body: dict[str, Any] = {"query": query, "documents": list(documents), "return_documents": False}
+        body: dict[str, Any] = {
+            "query": query,
+            "documents": list(documents),
+            "return_documents": False,
+            "long_documents": "windows" if windows else "truncate",
+        }
         if top_k is not None:
             body["top_n"] = top_k
         if instruction is not None:
             body["instruction"] = instruction
         payload = self._post(body)
-        hits = self._hits(payload, len(documents))
+        hits = self._hits(payload, documents, windows=windows)
         return hits if top_k is None else hits[:top_k]
 
     def _post(self, body: dict[str, Any]) -> Any:
@@ -150,17 +159,38 @@ class RemoteReranker:
         if value.isdigit():
             self.reported_depth = int(value)
 
-    def _hits(self, payload: Any, count: int) -> list[RankedHit]:
+    def _hits(self, payload: Any, documents: Sequence[str], *, windows: bool) -> list[RankedHit]:
+        count = len(documents)
         try:
             results = payload["results"]
-            hits = [RankedHit(int(r["index"]), float(r["relevance_score"])) for r in results]
+            hits = [
+                RankedHit(
+                    int(r["index"]),
+                    float(r["relevance_score"]),
+                    _window(r["window"]) if windows else None,
+                )
+                for r in results
+            ]
         except (KeyError, TypeError, ValueError) as exc:
-            raise RerankUnavailableError(f"the rerank server {self.url} sent an unexpected body") from exc
+            why = " (a window missing or wrong: is the server older than long_documents?)" if windows else ""
+            raise RerankUnavailableError(
+                f"the rerank server {self.url} sent an unexpected body{why}"
+            ) from exc
         if any(not 0 <= h.index < count for h in hits) or len({h.index for h in hits}) != len(hits):
             raise RerankUnavailableError(f"the rerank server {self.url} sent indices outside the documents")
+        if any(h.window is not None and h.window.end > len(documents[h.index]) for h in hits):
+            raise RerankUnavailableError(f"the rerank server {self.url} sent a window outside its document")
         if isinstance(payload.get("model"), str):
             self.served_model = payload["model"]
         return sorted(hits, key=lambda h: (-h.score, h.index))
+
+
+def _window(raw: Any) -> Window:
+    """A result's ``window`` object; ``ValueError`` (or ``KeyError``, ``TypeError``) unless it is one."""
+    window = Window(int(raw["index"]), int(raw["count"]), int(raw["start"]), int(raw["end"]))
+    if not (0 <= window.index < window.count and 0 <= window.start <= window.end):
+        raise ValueError(f"not a window: {raw!r}")
+    return window
 
 
 def _message(response: httpx.Response) -> str:

@@ -3,13 +3,15 @@
 Subclass ``RerankerContract`` in a ``test_*.py`` module and supply a ``reranker`` fixture: the fast tier runs
 it on the tiny models, the ``none`` backend, ``RemoteReranker`` in front of an in-process rerank server, the
 engine adapter and the test fake (``tests.support.fakes.FakeReranker``), so the fake cannot drift.
+Windows: ``DOCS`` fit every backend's budget, so ``windows=True`` must change no score and report each
+document whole; long documents are each backend's own tests (their budgets differ).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from reranking.reranker import RankedHit, Reranker
+from reranking.reranker import RankedHit, Reranker, Window
 
 QUERY = "what is the capital of France?"
 DOCS = ["Paris is the capital of France.", "", "Bananas are yellow.", "巴黎是法国的首都。", "Paris " * 30]
@@ -65,3 +67,14 @@ class RerankerContract:
         reversed_hits = reranker.rank(QUERY, DOCS[::-1])
         for h in reversed_hits:
             assert abs(h.score - by_index[len(DOCS) - 1 - h.index]) < 1e-5
+
+    def test_no_window_unless_asked(self, reranker: Reranker) -> None:
+        assert all(h.window is None for h in reranker.rank(QUERY, DOCS))
+
+    def test_documents_that_fit_are_one_whole_window(self, reranker: Reranker) -> None:
+        plain = {h.index: h.score for h in reranker.rank(QUERY, DOCS)}
+        windowed = reranker.rank(QUERY, DOCS, windows=True)
+        assert sorted(h.index for h in windowed) == list(range(len(DOCS)))
+        assert all(abs(h.score - plain[h.index]) < 1e-6 for h in windowed)
+        assert all(h.window == Window(0, 1, 0, len(DOCS[h.index])) for h in windowed)
+        assert reranker.rank(QUERY, DOCS, top_k=2, windows=True) == windowed[:2]

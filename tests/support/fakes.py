@@ -18,7 +18,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from reranking import RankedHit
+from reranking import RankedHit, Window
 from retrieval.embedder import normalise
 from retrieval.errors import StoreUnavailableError
 from retrieval.memory_store import InMemoryStore
@@ -90,6 +90,7 @@ class RerankCall(NamedTuple):
     documents: list[str]
     top_k: int | None
     instruction: str | None
+    windows: bool = False
 
 
 Scoring = Literal["overlap", "shortest", "stage1"]
@@ -158,8 +159,9 @@ class FakeReranker:
         *,
         top_k: int | None = None,
         instruction: str | None = None,
+        windows: bool = False,
     ) -> list[RankedHit]:
-        self.calls.append(RerankCall(query, list(documents), top_k, instruction))
+        self.calls.append(RerankCall(query, list(documents), top_k, instruction, windows))
         if self.hold is not None and not self.hold.wait(timeout=60):
             raise TimeoutError("FakeReranker.hold was never set")
         if self.delay_s:
@@ -167,7 +169,10 @@ class FakeReranker:
         if self.fail is not None:
             raise self.fail
         scores = self._scores(query, documents)
-        hits = sorted((RankedHit(i, s) for i, s in enumerate(scores)), key=lambda h: (-h.score, h.index))
+        spans = [Window(0, 1, 0, len(d)) if windows else None for d in documents]  # it reads them whole
+        hits = sorted(
+            (RankedHit(i, s, spans[i]) for i, s in enumerate(scores)), key=lambda h: (-h.score, h.index)
+        )
         return hits if top_k is None else hits[:top_k]
 
 

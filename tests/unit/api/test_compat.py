@@ -69,7 +69,7 @@ def test_rerank_top_n_return_documents_and_instruction(client: TestClient, reran
         (1, {"text": DOCS[1]}),
         (2, {"text": DOCS[2]}),
     ]
-    assert reranker.calls[-1][2:] == (2, "Find bees")
+    assert reranker.calls[-1][2:] == (2, "Find bees", False)  # no windows unless asked
 
 
 def test_tei_rerank_shape(client: TestClient) -> None:
@@ -93,6 +93,7 @@ def test_long_documents_are_cut_by_default_and_refused_without_truncate(
     r = client.post("/v1/rerank", json={"query": "nine", "documents": [long_doc]}, headers=AUTH)
     assert r.status_code == 200
     assert reranker.calls[-1][1] == ["one two three four five six seven eight"]  # API_MAX_TOKENS_PER_DOC=8
+    assert reranker.calls[-1].windows is False and "window" not in r.json()["results"][0]  # the default
     r = client.post(
         "/v1/rerank", json={"query": "x", "documents": [long_doc], "max_tokens_per_doc": 2}, headers=AUTH
     )
@@ -113,6 +114,49 @@ def test_long_documents_are_cut_by_default_and_refused_without_truncate(
     assert reranker.calls[-1][1] == ["four five six seven eight nine ten eleven"]
 
 
+LONG_DOC = "one two three four five six seven eight nine ten eleven"
+
+
+@pytest.mark.parametrize("path", ["/v1/rerank", "/v2/rerank", "/rerank"])
+def test_windows_cut_nothing_and_say_which_window_won(
+    client: TestClient, reranker: FakeReranker, path: str
+) -> None:
+    body = {"query": "nine", "documents": [LONG_DOC, "ten"], "long_documents": "windows"}
+    r = client.post(path, json=body, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert reranker.calls[-1].documents == [LONG_DOC, "ten"]  # not cut at API_MAX_TOKENS_PER_DOC=8
+    assert reranker.calls[-1].windows is True
+    windows = {x["index"]: x["window"] for x in r.json()["results"]}
+    assert windows == {  # the fake reads documents whole: one window each, in characters of the document
+        0: {"index": 0, "count": 1, "start": 0, "end": len(LONG_DOC)},
+        1: {"index": 0, "count": 1, "start": 0, "end": 3},
+    }
+    assert r.json()["usage"]["total_tokens"] == 2 * 1 + 11 + 1  # the query per document, each one whole
+
+
+def test_api_max_input_chars_still_bounds_a_windowed_document(ingest_settings: IngestSettings) -> None:
+    with harness.client(ingest_settings, FakeReranker(), max_input_chars=20) as (client, _):
+        body = {"query": "nine", "documents": [LONG_DOC], "long_documents": "windows"}
+        r = client.post("/v1/rerank", json=body, headers=AUTH)
+    assert r.status_code == 422 and "API_MAX_INPUT_CHARS" in r.json()["error"]["message"]
+
+
+def test_rerank_long_documents_sets_the_default(
+    ingest_settings: IngestSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RERANK_LONG_DOCUMENTS", "windows")
+    reranker = FakeReranker()
+    with harness.client(ingest_settings, reranker, max_tokens_per_doc=8) as (client, _):
+        default = client.post("/v1/rerank", json={"query": "x", "documents": [LONG_DOC]}, headers=AUTH)
+        assert reranker.calls[-1].documents == [LONG_DOC] and "window" in default.json()["results"][0]
+        for asked in ({"long_documents": "truncate"}, {"max_tokens_per_doc": 8}):  # each asks for a cut
+            r = client.post("/v1/rerank", json={"query": "x", "documents": [LONG_DOC], **asked}, headers=AUTH)
+            assert reranker.calls[-1].documents == ["one two three four five six seven eight"]
+            assert reranker.calls[-1].windows is False and "window" not in r.json()["results"][0]
+        client.post("/rerank", json={"query": "x", "texts": [LONG_DOC]}, headers=AUTH)
+        assert reranker.calls[-1].documents == ["one two three four five six seven eight"]  # TEI: truncate
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "fragment"),
     [
@@ -123,6 +167,13 @@ def test_long_documents_are_cut_by_default_and_refused_without_truncate(
         ("/v1/rerank", {"query": "x", "documents": []}, 422, "documents"),
         ("/v1/rerank", {"query": "x"}, 422, "documents"),
         ("/v1/rerank", {"query": "x", "documents": ["d"], "top_n": 0}, 422, "top_n"),
+        ("/v1/rerank", {"query": "x", "documents": ["d"], "long_documents": "chunks"}, 422, "long_documents"),
+        (
+            "/v1/rerank",
+            {"query": "x", "documents": ["d"], "long_documents": "windows", "max_tokens_per_doc": 4},
+            422,
+            "leave out max_tokens_per_doc",
+        ),
         ("/rerank", {"query": "x", "texts": []}, 422, "texts"),
         ("/v1/embeddings", {"input": ["a"] * 5}, 413, "API_MAX_EMBEDDING_INPUTS"),
         ("/v1/embeddings", {"input": ""}, 422, "input"),

@@ -97,3 +97,17 @@ def test_cohere_errors_keep_their_status(url: str) -> None:
     with pytest.raises(cohere.core.ApiError) as caught:
         co.rerank(model="sieve", query=QUERY, documents=["d"] * 6)
     assert caught.value.status_code == 413 and "API_MAX_RERANK_DOCUMENTS" in str(caught.value.body)
+
+
+def test_cohere_client_sends_long_documents_and_reads_the_window(url: str) -> None:
+    """Sieve's extension through the client's extra body: the results still parse, the window rides along."""
+    co = cohere.ClientV2(api_key=harness.KEY, base_url=url, timeout=10)
+    response = co.rerank(
+        model="sieve",
+        query=QUERY,
+        documents=DOCS,
+        request_options={"additional_body_parameters": {"long_documents": "windows"}},
+    )
+    assert [r.index for r in response.results] == [1, 2, 0]
+    windows = [dict(r.model_extra or {}).get("window") for r in response.results]
+    assert windows == [{"index": 0, "count": 1, "start": 0, "end": len(DOCS[i])} for i in (1, 2, 0)]

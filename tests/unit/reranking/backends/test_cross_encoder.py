@@ -100,3 +100,59 @@ def test_max_tokens_truncates_the_pair(tiny_cross_encoder_dir: Path) -> None:
         expected = torch.sigmoid(model(**batch).logits[0, 0]).item()
     assert abs(hit.score - expected) < 1e-5
     assert abs(hit.score - reference_scores(tiny_cross_encoder_dir, QUERY, [long_doc])[0]) > 1e-4
+
+
+def _planted(n: int = 30, at: int = 20) -> str:
+    facts = [f"Fact {i}: the district library opens at {i} in the morning." for i in range(n)]
+    facts[at] = "A zebra sleeps under the old stone bridge."
+    return " ".join(facts)
+
+
+@pytest.fixture(scope="module")
+def windowed(tiny_cross_encoder_dir: Path) -> CrossEncoderReranker:
+    reranker = CrossEncoderReranker(model=str(tiny_cross_encoder_dir), max_tokens=64)
+    reranker.warm_up()
+    return reranker
+
+
+def test_window_spans_cover_a_long_document(windowed: CrossEncoderReranker) -> None:
+    doc = "  " + _planted() + " "
+    [spans, [whole]] = windowed.window_spans(QUERY, [doc, "Berlin is big."])
+    assert whole == (0, len("Berlin is big."))
+    assert len(spans) > 2 and spans[0][0] == 0 and spans[-1][1] == len(doc)
+    for (a_start, a_end), (b_start, b_end) in zip(spans, spans[1:], strict=False):
+        assert a_start < b_start < a_end < b_end  # in order, each overlapping the next: no gap
+    tokenizer = windowed._model.tokenizer
+    budget = 64 - len(tokenizer(QUERY, add_special_tokens=False)["input_ids"]) - 3  # [CLS] q [SEP] d [SEP]
+    assert all(len(tokenizer(doc[a:b], add_special_tokens=False)["input_ids"]) <= budget for a, b in spans)
+
+
+def test_windows_score_each_window_in_one_call_and_report_the_best(
+    windowed: CrossEncoderReranker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = ["Berlin is big.", _planted()]
+    [spans, long_spans] = windowed.window_spans(QUERY, docs)
+    each = windowed.score([(QUERY, docs[1][a:b]) for a, b in long_spans])
+    hits = {h.index: h for h in windowed.rank(QUERY, docs, windows=True)}
+    best = int(np.argmax(each))
+    assert abs(hits[1].score - float(each[best])) < 1e-5
+    assert hits[1].window is not None and (hits[1].window.index, hits[1].window.count) == (best, len(each))
+    assert (hits[1].window.start, hits[1].window.end) == long_spans[best]
+    assert hits[0].window is not None and hits[0].window.count == 1
+    # Without windows the pair is cut at the budget: the first window's score, no window reported.
+    [plain] = [h for h in windowed.rank(QUERY, docs) if h.index == 1]
+    assert abs(plain.score - float(each[0])) < 1e-3 and plain.window is None
+
+    # A scorer that finds the planted words: the reported span holds them, all windows in one call.
+    calls: list[int] = []
+
+    def score(pairs: list[tuple[str, str]]) -> np.ndarray:
+        calls.append(len(pairs))
+        return np.array([0.9 if "zebra sleeps" in d else 0.1 for _, d in pairs], dtype=np.float32)
+
+    monkeypatch.setattr(windowed, "score", score)
+    [top, _] = windowed.rank(QUERY, docs, windows=True)
+    at = docs[1].index("zebra sleeps")
+    assert top.index == 1 and top.window is not None and top.window.index > 0
+    assert top.window.start <= at and at + len("zebra sleeps") <= top.window.end
+    assert calls == [1 + len(long_spans)]

@@ -77,3 +77,19 @@ def test_engine_errors_become_the_stages_errors(
     with pytest.raises(expected, match="refused") as reranked:
         engine_reranker.rank(QUERY, DOCS)
     assert status_for(reranked.value) == status
+
+
+def test_engine_reports_the_windows_of_qwen3_reranker(tiny_qwen3_reranker_dir: Path) -> None:
+    """Both backends share ``prepare_windows``: the same windows win, with the same spans."""
+    model = str(tiny_qwen3_reranker_dir)
+    engine = make_reranker(RerankSettings(backend="qwen3-engine", model=model, max_tokens=128))
+    assert isinstance(engine, EngineReranker)
+    plain = Qwen3Reranker(model, max_tokens=128)
+    docs = [" ".join(f"fact {i}: Paris hosts museum number {i}." for i in range(40)), "Paris."]
+    try:
+        got, want = engine.rank(QUERY, docs, windows=True), plain.rank(QUERY, docs, windows=True)
+    finally:
+        engine.engine.close()
+    assert [(h.index, h.window) for h in got] == [(h.index, h.window) for h in want]
+    assert max(h.window.count for h in got if h.window is not None) > 1  # the long one was windowed
+    np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=1e-4)

@@ -6,6 +6,7 @@ import random
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -210,6 +211,69 @@ def test_long_document_is_scored_by_its_best_window(
     [hit] = short_reranker.rank(QUERY, [long_doc])
     assert abs(hit.score - max(each)) < TOL
     assert max(each) > each[0] + 1e-3  # the best window is not the first: cutting the document would fail
+    # Asked for windows: the same score, and the window that won is the best of the reference's.
+    [windowed] = short_reranker.rank(QUERY, [long_doc], windows=True)
+    assert windowed.score == hit.score and hit.window is None
+    assert windowed.window is not None
+    assert (windowed.window.index, windowed.window.count) == (int(np.argmax(each)), len(windows))
+
+
+def _planted(n: int = 40, at: int = 27) -> str:
+    facts = [f"fact {i}: the museum opens at {i} in the morning." for i in range(n)]
+    facts[at] = "A zebra sleeps under the old stone bridge."
+    return " ".join(facts)
+
+
+def test_window_spans_cover_the_document_and_hold_its_tokens(
+    short_reranker: Qwen3Reranker, reference: Reference
+) -> None:
+    doc = _planted()
+    [sequences], [spans] = short_reranker.prepare_windows(QUERY, [doc])
+    assert len(spans) == len(sequences) > 2
+    assert spans[0][0] == 0 and spans[-1][1] == len(doc)
+    for (a_start, a_end), (b_start, b_end) in zip(spans, spans[1:], strict=False):
+        assert a_start < b_start < a_end < b_end  # in order, each overlapping the next: no gap
+    head_end = len(reference.prefix_ids) + len(
+        reference.tokenizer.encode(
+            format_body(QUERY, "", CARD_INSTRUCTION).rstrip(), add_special_tokens=False
+        )
+    )
+    for i, (seq, (start, end)) in enumerate(zip(sequences, spans, strict=True)):
+        text = reference.tokenizer.decode(seq[head_end : -len(reference.suffix_ids)])
+        # the span is exactly the window's document tokens (the first one's leading blank is the head's)
+        assert (text.lstrip() if i == 0 else text) == doc[start:end]
+    [[whole]] = short_reranker.prepare_windows(QUERY, ["Paris is lovely."])[1]
+    assert whole == (0, len("Paris is lovely."))
+
+
+def _contains(seq: list[int], part: list[int]) -> bool:
+    return any(seq[i : i + len(part)] == part for i in range(len(seq) - len(part) + 1))
+
+
+def test_the_window_holding_the_planted_passage_wins(
+    tiny_qwen3_reranker_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real tokenizer and windows, a scorer that finds the planted words: the reported span holds them."""
+    reranker = Qwen3Reranker(model=str(tiny_qwen3_reranker_dir), max_tokens=128)
+    reranker.load_template()
+    planted = reranker._tokenizer.encode(" zebra sleeps", add_special_tokens=False)
+    batches: list[int] = []
+
+    def score_sequences(sequences: list[list[int]]) -> np.ndarray:
+        batches.append(len(sequences))
+        return np.array([0.9 if _contains(s, planted) else 0.1 for s in sequences], dtype=np.float32)
+
+    monkeypatch.setattr(reranker, "score_sequences", score_sequences)
+    docs = ["Paris is lovely.", _planted(), _planted(at=3).replace("zebra", "horse")]
+    hits = reranker.rank(QUERY, docs, windows=True)
+    assert [h.index for h in hits] == [1, 0, 2]
+    window = hits[0].window
+    assert window is not None and window.count > 2 and 0 < window.index < window.count - 1
+    at = docs[1].index("zebra sleeps")
+    assert window.start <= at and at + len("zebra sleeps") <= window.end
+    assert hits[2].window is not None and hits[2].window.index == 0  # no window stands out: the first
+    sequences = reranker.prepare(QUERY, docs)
+    assert batches == [sum(len(w) for w in sequences)]  # every window of every document in one call
 
 
 def test_a_query_that_leaves_no_room_is_an_input_error(short_reranker: Qwen3Reranker) -> None:

@@ -8,7 +8,14 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from reranking import RankedHit, RerankError, RerankOverloadedError, RerankSettings, RerankUnavailableError
+from reranking import (
+    RankedHit,
+    RerankError,
+    RerankOverloadedError,
+    RerankSettings,
+    RerankUnavailableError,
+    Window,
+)
 from reranking.backends import make_reranker
 from reranking.backends.remote import RemoteReranker
 from reranking.errors import RerankInputError
@@ -41,6 +48,7 @@ def test_sends_a_cohere_request_and_reads_the_results() -> None:
             "query": "q",
             "documents": ["a", "b", "c"],
             "return_documents": False,
+            "long_documents": "truncate",  # explicit: the server's RERANK_LONG_DOCUMENTS does not decide
             "top_n": 2,
             "instruction": "Find it",
         }
@@ -110,3 +118,41 @@ def test_factory_builds_it_from_settings() -> None:
 
 def test_warm_up_does_not_fail_when_the_server_is_down() -> None:
     remote(_raise(httpx.ConnectError("refused"))).warm_up()
+
+
+def test_windows_are_asked_for_and_read_back() -> None:
+    seen: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        window = {"index": 2, "count": 3, "start": 10, "end": 30}
+        results = [
+            {"index": 1, "relevance_score": 0.9, "window": window},
+            {"index": 0, "relevance_score": 0.4, "window": {"index": 0, "count": 1, "start": 0, "end": 1}},
+        ]
+        return httpx.Response(200, json={"id": "x", "model": "m", "results": results})
+
+    hits = remote(handler).rank("q", ["a", "b" * 40], windows=True)
+    assert seen[0]["long_documents"] == "windows"
+    assert hits == [RankedHit(1, 0.9, Window(2, 3, 10, 30)), RankedHit(0, 0.4, Window(0, 1, 0, 1))]
+
+
+@pytest.mark.parametrize(
+    ("window", "fragment"),
+    [
+        (None, "window missing"),
+        ({"index": 3, "count": 3, "start": 0, "end": 1}, "unexpected"),
+        ({"index": 0, "count": 1, "start": 0}, "unexpected"),
+        ({"index": 0, "count": 1, "start": 0, "end": 2}, "outside its document"),
+    ],
+)
+def test_a_missing_or_wrong_window_is_a_failed_server(window: dict | None, fragment: str) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        result: dict = {"index": 0, "relevance_score": 0.5}
+        if window is not None:
+            result["window"] = window
+        return httpx.Response(200, json={"results": [result]})
+
+    with pytest.raises(RerankUnavailableError, match=fragment):
+        remote(handler).rank("q", ["a"], windows=True)
+    assert remote(handler).rank("q", ["a"]) == [RankedHit(0, 0.5)]  # not asked: not read

@@ -94,3 +94,36 @@ def test_remote_scores_are_the_served_model_scores(
     assert remote_reranker.rank(QUERY, DOCS, top_k=3) == expected
     for _ in range(4):  # whichever server of the pool answers
         assert pool_reranker.rank(QUERY, DOCS, top_k=3) == expected
+
+
+def test_remote_and_pool_carry_the_windows_of_the_served_model(tiny_qwen3_reranker_dir: Path) -> None:
+    """A rerank server on a Qwen3 reranker with a short budget: through ``RemoteReranker`` and the pool,
+    ``windows=True`` gives the served model's hits, windows included; without it, its hits and none."""
+    from fastapi.testclient import TestClient
+
+    from api.rerank_server import create_rerank_app
+    from reranking.backends.pool import RerankerPool
+    from reranking.backends.qwen3 import Qwen3Reranker
+    from reranking.backends.remote import RemoteReranker
+
+    served = Qwen3Reranker(model=str(tiny_qwen3_reranker_dir), max_tokens=128)
+    docs = [" ".join(f"fact {i}: Paris hosts museum number {i}." for i in range(40)), *DOCS]
+    local = served.rank(QUERY, docs, windows=True)
+    long_hit = next(h for h in local if h.index == 0)
+    assert long_hit.window is not None and long_hit.window.count > 1  # it was windowed
+    with (
+        TestClient(create_rerank_app(reranker=served)) as one,
+        TestClient(create_rerank_app(reranker=served)) as two,
+    ):
+        remote = RemoteReranker("http://one", client=one)
+        pool = RerankerPool(
+            [RemoteReranker("http://one", client=one), RemoteReranker("http://two", client=two)]
+        )
+        try:
+            assert remote.rank(QUERY, docs, windows=True) == local
+            assert remote.rank(QUERY, docs, top_k=2, windows=True) == local[:2]
+            assert remote.rank(QUERY, docs) == served.rank(QUERY, docs)
+            for _ in range(3):
+                assert pool.rank(QUERY, docs, windows=True) == local
+        finally:
+            pool.close()
