@@ -31,31 +31,39 @@ def _libc_prctl() -> Callable[..., int] | None:
         return None
 
 
-# Loaded once here, in the parent: the function handed to ``preexec_fn`` runs between fork and exec, where
-# loading a library (and taking the import lock) is not safe.
+# Whether this platform has prctl (the child's own interpreter calls it, see ``with_parent_death``).
 _PRCTL = _libc_prctl()
 
+# Run by a fresh interpreter before the real command: set the parent-death signal, then exec the command.
+# ``subprocess`` then needs no ``preexec_fn``, so it starts the child with vfork + exec: nothing runs in a
+# forked copy of the parent. With a ``preexec_fn`` it must fork(), and fork() runs the parent's libraries'
+# fork handlers in the child: gRPC's (pymilvus, loaded by the stack's readiness checks and by the reliability
+# suite) restarted its poller there and aborted the child now and then (SIGABRT, "epoll_wait error: Bad file
+# descriptor") before it reached exec, so a restarted worker was gone without a line in its log.
+_EXEC_WITH_DEATHSIG = (
+    "import ctypes, os, sys\n"
+    "sig, parent = int(sys.argv[1]), int(sys.argv[2])\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, sig, 0, 0, 0)\n"
+    "if os.getppid() != parent:\n"  # the parent died before prctl: nobody would send the signal
+    "    os.kill(os.getpid(), sig)\n"
+    "os.execvp(sys.argv[3], sys.argv[3:])\n"
+)
 
-def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child receive ``sig`` when its parent ends, however it ends
-    (``kill -9`` included). None where the platform has no ``prctl``.
+
+def with_parent_death(argv: list[str], sig: int = signal.SIGTERM) -> list[str]:
+    """``argv`` started so that the child receives ``sig`` when its parent ends, however it ends (``kill -9``
+    included): a short interpreter (``python -I -S``) sets ``PR_SET_PDEATHSIG`` and execs ``argv``, so the
+    process keeps its pid and ends up running ``argv`` alone. ``argv`` as it is where the platform has no
+    ``prctl``.
 
     The signal fires when the *thread* that started the child ends: start children from a thread that lives as
     long as they should (``sieve up`` starts every child from its main thread). It survives ``exec`` and is
     cleared in the child's own children, so grandchildren need their own (Celery's prefork pool sets SIGKILL
     for its processes; Milvus Lite 3 and Redis's own forks are not long-lived servers of their own).
     """
-    prctl = _PRCTL
-    if prctl is None:
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl: nobody would send the signal
-            os.kill(os.getpid(), sig)
-
-    return preexec
+    if _PRCTL is None:
+        return list(argv)
+    return [sys.executable, "-I", "-S", "-c", _EXEC_WITH_DEATHSIG, str(int(sig)), str(os.getpid()), *argv]
 
 
 def start_ticks(pid: int) -> int | None:

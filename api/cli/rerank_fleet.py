@@ -12,7 +12,7 @@ calls by queue depth). A child that fails before it is ready stops the launch (e
 once all are ready, a child that exits is started again after a backoff (1 s, doubling up to 30 s; back to
 1 s after a minute of good running), and the API's pool takes it back in once its ``/ready`` answers.
 SIGINT, SIGTERM and SIGHUP stop every child (SIGTERM, then SIGKILL after ``grace`` seconds); the children
-also get SIGTERM when the launcher dies, however it dies (``api.cli.procs.die_with_parent``).
+also get SIGTERM when the launcher dies, however it dies (``api.cli.procs.with_parent_death``).
 """
 
 from __future__ import annotations
@@ -136,11 +136,10 @@ class Fleet:
     def _spawn(self, member: Member) -> None:
         device, env = pinned(member.device, self.env)
         member.proc = subprocess.Popen(
-            member.argv(self.python, device),
+            procs.with_parent_death(member.argv(self.python, device), signal.SIGTERM),
             env=env,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches the launcher, which stops the children in order
-            preexec_fn=procs.die_with_parent(signal.SIGTERM),
         )
         member.started_at, member.restart_at = time.monotonic(), None
         logger.info("rerank server on %s: %s (pid %d)", member.device, member.url, member.proc.pid)

@@ -291,14 +291,13 @@ class Stack:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:  # the child holds its own copy of the handle
             proc = subprocess.Popen(
-                argv,
+                procs.with_parent_death(argv, deathsig),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=self.env(),
                 cwd=os.getcwd(),
                 start_new_session=True,
-                preexec_fn=procs.die_with_parent(deathsig),  # only prctl, its function loaded before fork
             )
         child = self.children.get(name)
         if child is None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ from typing import Any
 
 import httpx
 
+from api.cli import procs
 from api.cli.stack import Stack
 
 logger = logging.getLogger(__name__)
@@ -50,15 +50,6 @@ DOCUMENTED_5XX = frozenset({503})  # store or broker down (README, API section)
 class Tenant:
     name: str
     key: str
-
-
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Run in the child between fork and exec: only a prctl call, its function looked up before the fork."""
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def free_port() -> int:
@@ -246,14 +237,13 @@ class Harness:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
             self._own[name] = subprocess.Popen(
-                spec.argv,
+                procs.with_parent_death(spec.argv, signal.SIGKILL),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=spec.env,
                 cwd=spec.cwd,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
             )
         record.replaced_by = "suite"
 
