@@ -125,8 +125,10 @@ def decide_stage1(
     )
     if learned == default:
         adopted, reason = False, f"{evidence}: the default is the best configuration on the train queries"
-    elif p is None:
+    elif p is None and delta == 0:
         adopted, reason = False, f"{evidence}: the learned configuration does not change the result"
+    elif p is None:
+        adopted, reason = False, f"{evidence}: too few held-out queries for a paired t-test"
     elif delta < min_gain:
         adopted, reason = False, f"{evidence}: it must gain at least {min_gain:g}"
     elif p >= alpha:
