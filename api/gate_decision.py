@@ -63,8 +63,8 @@ class Stage1(BaseModel):
     mode: Literal["dense", "bm25", "hybrid"]
     fusion: Literal["rrf", "weighted"] = "rrf"
     rrf_k: int = DEFAULT_RRF_K
-    dense_weight: float = Field(1.0, ge=0)
-    bm25_weight: float = Field(1.0, ge=0)
+    dense_weight: float = Field(default=1.0, ge=0)
+    bm25_weight: float = Field(default=1.0, ge=0)
 
     @property
     def weights(self) -> tuple[float, float] | None:
@@ -170,7 +170,8 @@ class GateDecision(BaseModel):
         default_factory=list, description="Train nDCG@10 of each fusion tried."
     )
     stage1: Stage1Decision | None = Field(
-        None, description="The stage-1 gate (absent in decisions made before it): what default searches run."
+        default=None,
+        description="The stage-1 gate (absent in decisions made before it): what default searches run.",
     )
     decided_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     sieve_version: str = Field(default_factory=lambda: _version())

@@ -45,7 +45,7 @@ from reranking import RankedHit, Reranker, RerankError, RerankOverloadedError, R
 from retrieval import Candidate, Embedder, VectorStore
 from retrieval.embedder import reads
 from retrieval.errors import UnsupportedSearchError
-from retrieval.fusion import plan_legs
+from retrieval.fusion import DEFAULT_RRF_K, plan_legs
 
 __all__ = ["Hit", "RerankInfo", "SearchRequest", "SearchResponse", "SearchResult", "SearchService"]
 
@@ -237,16 +237,18 @@ class SearchService:
         or a Milvus server older than 2.5); ``embed`` gives the query vector then, where ``vector`` is None
         (a plan without a dense leg)."""
         mode = mode or request.mode or self.default_mode
-        fusion: dict[str, Any] = {"fusion": request.fusion or self.default_fusion}
+        fusion, rrf_k, weights = request.fusion or self.default_fusion, DEFAULT_RRF_K, None
         if config is not None:
-            fusion = {"fusion": config.fusion, "rrf_k": config.rrf_k, "weights": config.weights}
+            fusion, rrf_k, weights = config.fusion, config.rrf_k, config.weights
         search = partial(
             store.search,
             tenant,
             limit=limit,
             filters=request.filters,
             query_text=request.query,
-            **fusion,
+            fusion=fusion,
+            rrf_k=rrf_k,
+            weights=weights,
         )
         try:
             return search(vector, mode=mode), mode
