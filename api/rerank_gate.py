@@ -10,10 +10,15 @@
 
 A decision is taken for one stage-1 mode (``stage1_mode``) and applies to the tenant's searches in any mode.
 
+The same decision carries the stage-1 gate's (``GateDecision.stage1``, ``api.relevance.stage1_gate``), which
+applies in every ``API_RERANK_GATE`` mode: a search that names neither ``mode`` nor ``fusion`` runs in the
+learned stage-1 configuration when the gate adopted one and it was learned with the serving embedder
+(``RerankGate.stage1``); otherwise in ``RETRIEVAL_SEARCH_MODE`` / ``RETRIEVAL_FUSION``.
+
 Keys: ``sieve:gate:{tenant}`` holds the decision as JSON. Storing or clearing a decision also bumps the
 tenant's index version (``sieve:index_version:{tenant}``, see ``api.cache``) in the same transaction, so no
 cached result computed under the previous decision is served afterwards. Search reads the key once per call
-(one GET; the parsed decision is reused while the stored text is unchanged).
+(``RerankGate.read``: one GET; the parsed decision is reused while the stored text is unchanged).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any, Literal
 import redis
 from pydantic import BaseModel, ValidationError
 
-from api.gate_decision import Fusion, GateDecision
+from api.gate_decision import Fusion, GateDecision, Stage1
 from engine.hub import model_revision
 from ingestion import keyspace
 from reranking import Reranker, RerankSettings
@@ -37,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 GateMode = Literal["evaluated", "always", "off"]
 NO_DECISION = "no evaluation yet: run `sieve eval --gate` on labelled queries and apply its gate.json"
+NO_STAGE1 = "no stage-1 decision: searches that name no mode run RETRIEVAL_SEARCH_MODE"
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,27 @@ class GateInfo(BaseModel):
 
 
 @dataclass(frozen=True)
+class Stored:
+    """A tenant's stored decision as one read found it (``unreadable``: Redis could not be read)."""
+
+    decision: GateDecision | None
+    unreadable: bool = False
+
+
+@dataclass(frozen=True)
+class Stage1Choice:
+    """The stage-1 configuration a default search runs (None: the settings'), and why."""
+
+    config: Stage1 | None
+    reason: str
+
+    def summary(self) -> dict[str, Any]:
+        return {"learned": self.config is not None, "reason": self.reason} | (
+            {"config": self.config.model_dump(), "label": self.config.label} if self.config else {}
+        )
+
+
+@dataclass(frozen=True)
 class Verdict:
     run: bool  # call the reranker
     fusion: Fusion | None  # fuse its scores with stage 1 (None: the reranker's order)
@@ -151,16 +178,46 @@ class RerankGate:
         """For cache keys: results differ by gate mode and by the reranker's revision."""
         return f"{self.identity.name}@{self.identity.revision or '-'}|gate={self.mode}"
 
-    def verdict(self, tenant: str) -> Verdict:
+    def read(self, tenant: str) -> Stored:
+        """The tenant's decision: one GET (``unreadable`` when Redis fails; search then runs without it)."""
+        try:
+            return Stored(self.store.get(tenant) if self.store is not None else None)
+        except redis.RedisError as exc:
+            logger.warning("could not read the gate decision of %s: %s", tenant, exc)
+            return Stored(None, unreadable=True)
+
+    def stage1(self, stored: Stored, embedder: str) -> Stage1Choice:
+        """The learned stage-1 configuration for a search that names no mode, where one applies."""
+        decision = stored.decision
+        if stored.unreadable:
+            return Stage1Choice(None, "the stage-1 decision could not be read: RETRIEVAL_SEARCH_MODE")
+        if decision is None or decision.stage1 is None:
+            return Stage1Choice(None, NO_STAGE1)
+        if not decision.stage1.adopted:
+            return Stage1Choice(None, f"default kept: {decision.stage1.reason}")
+        if decision.embedder != embedder:
+            return Stage1Choice(
+                None,
+                f"the stored stage-1 decision was learned with embedder {decision.embedder}, not the serving "
+                f"{embedder}: run `sieve eval --gate` again",
+            )
+        config = decision.stage1.learned
+        when = decision.decided_at.date().isoformat()
+        return Stage1Choice(
+            config,
+            f"stage 1 {config.label}: learned by sieve eval --gate on {when}; {decision.stage1.reason}",
+        )
+
+    def verdict(self, tenant: str, stored: Stored | None = None) -> Verdict:
+        """Whether stage 2 runs for ``tenant`` (``stored``: the decision ``read`` found, else read here)."""
         if self.mode == "always":
             return Verdict(True, None, GateInfo(mode="always", enabled=True, reason="API_RERANK_GATE=always"))
         if self.mode == "off":
             reason = "rerank stage off for every tenant (API_RERANK_GATE=off)"
             return Verdict(False, None, GateInfo(mode="off", enabled=False, reason=reason))
-        try:
-            decision = self.store.get(tenant) if self.store is not None else None
-        except redis.RedisError as exc:
-            logger.warning("could not read the rerank gate decision of %s: %s", tenant, exc)
+        stored = stored if stored is not None else self.read(tenant)
+        decision = stored.decision
+        if stored.unreadable:
             reason = "rerank stage off: the rerank gate's decision could not be read"
             return Verdict(False, None, GateInfo(mode="evaluated", enabled=False, reason=reason))
         if decision is None:
@@ -187,10 +244,14 @@ class RerankGate:
         return Verdict(True, decision.fusion, info)
 
 
-def gate_summary(gate: RerankGate, tenant: str | None) -> dict[str, Any]:
-    """For ``/info``: the gate's mode, and for a caller with a tenant's API key that tenant's verdict."""
+def gate_summary(gate: RerankGate, tenant: str | None, embedder: str | None = None) -> dict[str, Any]:
+    """For ``/info``: the gate's mode, and for a caller with a tenant's API key that tenant's verdict and,
+    given the serving ``embedder``'s name, the stage-1 configuration its default searches run."""
     summary: dict[str, Any] = {"mode": gate.mode}
     if tenant is not None:
-        verdict = gate.verdict(tenant)
+        stored = gate.read(tenant)
+        verdict = gate.verdict(tenant, stored)
         summary.update(tenant=tenant, **verdict.info.model_dump(mode="json", exclude_none=True))
+        if embedder is not None:
+            summary["stage1"] = gate.stage1(stored, embedder).summary()
     return summary

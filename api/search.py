@@ -8,8 +8,10 @@
    and runs the rest (``run``) in a thread;
 2. the cache (``api.cache``): a hit is answered at once, marked ``cached``;
 3. stage 1: embed the query, candidates from the vector store (which checks the filters), only the versions
-   that are served; a hybrid query in a language the embedder does not read runs as bm25, unembedded
-   (``retrieval.fusion.plan_legs``), and the response's ``fusion`` says so;
+   that are served. A request that names neither ``mode`` nor ``fusion`` runs in the tenant's learned stage-1
+   configuration where ``sieve eval --gate`` adopted one (``RerankGate.stage1``; the tenant's decision is read
+   once and serves both gates), else in the settings' mode; a hybrid query in a language the embedder does
+   not read runs as bm25, unembedded (``retrieval.fusion.plan_legs``); the response's ``fusion`` says which;
 4. stage 2: the reranker, when the runtime rerank gate lets it run, within ``API_RERANK_DEADLINE_S``;
 5. compose: the final order (the reranker's, the learned fusion's, or stage 1's), cut to ``top_k`` once;
 6. a healthy answer is cached, and a low-confidence one goes to the review queue (``api.low_confidence``).
@@ -30,6 +32,7 @@ from pydantic import ValidationError
 
 from api import metrics
 from api.cache import SearchCache
+from api.gate_decision import Stage1
 from api.limits import Admission
 from api.low_confidence import flag_if_low_confidence
 from api.rerank_gate import Verdict
@@ -42,7 +45,7 @@ from reranking import RankedHit, Reranker, RerankError, RerankOverloadedError, R
 from retrieval import Candidate, Embedder, VectorStore
 from retrieval.embedder import reads
 from retrieval.errors import UnsupportedSearchError
-from retrieval.fusion import plan_legs
+from retrieval.fusion import DEFAULT_RRF_K, plan_legs
 
 __all__ = ["Hit", "RerankInfo", "SearchRequest", "SearchResponse", "SearchResult", "SearchService"]
 
@@ -155,8 +158,13 @@ class SearchService:
         """Stage 1, stage 2 and compose, uncached."""
         embedder, store, gate = models.search_models()
         laps = Laps()
-        candidates, mode, fusion_note = self.stage1(embedder, store, tenant, request, laps)
-        verdict = gate.verdict(tenant) if models.reranker.reorders else None
+        stored = gate.read(tenant)
+        learned = None
+        if request.mode is None and request.fusion is None:
+            choice = gate.stage1(stored, embedder.name)
+            learned = (choice.config, choice.reason) if choice.config is not None else None
+        candidates, mode, fusion_note = self.stage1(embedder, store, tenant, request, laps, learned=learned)
+        verdict = gate.verdict(tenant, stored) if models.reranker.reorders else None
         ranked, degraded = self.stage2(models.reranker, verdict, request, candidates)
         laps.lap("rerank")
         return self.compose(
@@ -173,12 +181,26 @@ class SearchService:
 
     # -- stage 1 --------------------------------------------------------------------------------------
     def stage1(
-        self, embedder: Embedder, store: VectorStore, tenant: str, request: BoundedSearch, laps: Laps
+        self,
+        embedder: Embedder,
+        store: VectorStore,
+        tenant: str,
+        request: BoundedSearch,
+        laps: Laps,
+        *,
+        learned: tuple[Stage1, str] | None = None,
     ) -> tuple[list[Candidate], str, str | None]:
         """Embed the query (where a dense leg runs), fetch candidates (the store checks the filters), keep
-        the served versions. Returns the candidates, the mode that ran and the fusion note (``plan_legs``:
-        a hybrid query in a language the embedder does not read runs as bm25)."""
-        plan = plan_legs(request.mode or self.default_mode, request.query, reads(embedder))
+        the served versions. ``learned``: the tenant's stage-1 configuration and why, run instead of the
+        default mode and fusion. Returns the candidates, the mode that ran and the fusion note (the learned
+        configuration; ``plan_legs``: a hybrid query in a language the embedder does not read runs as
+        bm25)."""
+        config = learned[0] if learned is not None else None
+        plan = plan_legs(
+            config.mode if config is not None else request.mode or self.default_mode,
+            request.query,
+            reads(embedder),
+        )
 
         def embed() -> Any:
             return embedder.embed_queries([request.query], instruction=request.instruction)[0]
@@ -186,11 +208,16 @@ class SearchService:
         vector = embed() if plan.needs_vector else None
         laps.lap("embed")
         limit = request.candidates + self.settings.stale_slack
-        found, mode = self.retrieve(store, tenant, request, vector, limit=limit, mode=plan.mode, embed=embed)
+        found, mode = self.retrieve(
+            store, tenant, request, vector, limit=limit, mode=plan.mode, embed=embed, config=config
+        )
         laps.lap("stage1")
         candidates = self.served(tenant, found)[: request.candidates]
         laps.lap("filter")
-        return candidates, mode, plan.note if mode == plan.mode else None
+        notes = [learned[1]] if learned is not None else []
+        if mode == plan.mode and plan.note:
+            notes.append(plan.note)
+        return candidates, mode, "; ".join(notes) or None
 
     def retrieve(
         self,
@@ -202,19 +229,26 @@ class SearchService:
         limit: int,
         mode: str | None = None,
         embed: Callable[[], Any] | None = None,
+        config: Stage1 | None = None,
     ) -> tuple[list[Candidate], str]:
         """Candidates in ``mode`` (default: the requested one). A mode the request asked for and the store
-        cannot run is the caller's error (400); the configured default quietly falls back to dense where
-        there is no full-text index (a collection from before it, or a Milvus server older than 2.5);
-        ``embed`` gives the query vector then, where ``vector`` is None (a plan without a dense leg)."""
+        cannot run is the caller's error (400); the configured default (or learned ``config``, whose fusion
+        is used) quietly falls back to dense where there is no full-text index (a collection from before it,
+        or a Milvus server older than 2.5); ``embed`` gives the query vector then, where ``vector`` is None
+        (a plan without a dense leg)."""
         mode = mode or request.mode or self.default_mode
+        fusion, rrf_k, weights = request.fusion or self.default_fusion, DEFAULT_RRF_K, None
+        if config is not None:
+            fusion, rrf_k, weights = config.fusion, config.rrf_k, config.weights
         search = partial(
             store.search,
             tenant,
             limit=limit,
             filters=request.filters,
             query_text=request.query,
-            fusion=request.fusion or self.default_fusion,
+            fusion=fusion,
+            rrf_k=rrf_k,
+            weights=weights,
         )
         try:
             return search(vector, mode=mode), mode

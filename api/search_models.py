@@ -25,10 +25,13 @@ class SearchRequest(BaseModel):
     instruction: str | None = Field(None, max_length=2000, description="Task instruction (Qwen3 models).")
     mode: Literal["dense", "bm25", "hybrid"] | None = Field(
         None,
-        description="Stage 1: dense vectors, BM25 full text, or both fused (default: RETRIEVAL_SEARCH_MODE).",
+        description="Stage 1: dense vectors, BM25 full text, or both fused (default: the tenant's stage-1 "
+        "configuration learned by `sieve eval --gate`, else RETRIEVAL_SEARCH_MODE).",
     )
     fusion: Literal["rrf", "weighted"] | None = Field(
-        None, description="How hybrid fuses its two lists (default: RETRIEVAL_FUSION)."
+        None,
+        description="How hybrid fuses its two lists (default: as learned for the tenant, else "
+        "RETRIEVAL_FUSION); naming it, like naming mode, sets the learned configuration aside.",
     )
 
     @field_validator("query")
@@ -73,8 +76,10 @@ class SearchResponse(BaseModel):
     mode: str = Field("dense", description="The stage-1 mode that ran.")
     fusion: str | None = Field(
         None,
-        description="Why stage 1 ran in another mode than asked, e.g. the dense leg of hybrid given weight 0 "
-        "because the query's language is not one the embedder reads (absent otherwise).",
+        description="How and why stage 1 ran otherwise than RETRIEVAL_SEARCH_MODE or the request asked: "
+        "the tenant's stage-1 configuration learned by `sieve eval --gate` (for a request naming neither "
+        "mode nor fusion), or the dense leg of hybrid given weight 0 because the query's language is not "
+        "one the embedder reads (absent otherwise).",
     )
     degraded: bool = Field(False, description="True: the rerank stage failed or missed its deadline.")
     degraded_reason: str | None = None

@@ -65,7 +65,11 @@ def eval_command(
     ] = None,
     keep_index: Annotated[bool, typer.Option(help="Keep the collection (with --milvus-uri)")] = False,
     gate: Annotated[
-        bool, typer.Option(help="Learn a fusion on train queries, decide the rerank gate on the eval split")
+        bool,
+        typer.Option(
+            help="Learn the stage-1 configuration and the rerank fusion on train queries, decide both gates "
+            "on the eval split"
+        ),
     ] = False,
     gate_train_queries: Annotated[int, typer.Option(help="Train-split queries to learn the fusion on")] = 100,
     min_gain: Annotated[float, typer.Option(help="Gate: the nDCG@10 gain stage 2 must show")] = 0.005,
@@ -140,6 +144,13 @@ def eval_command(
 
         decision = GateDecision.model_validate(report["gate"])
         colour = "green" if decision.enabled else "yellow"
+        if decision.stage1 is not None:
+            stage1 = decision.stage1
+            verdict = "adopted" if stage1.adopted else "default kept"
+            console.print(
+                f"[{'green' if stage1.adopted else 'yellow'}]stage 1: {stage1.serving.label} ({verdict})[/] "
+                f"— {stage1.reason}"
+            )
         console.print(
             f"[{colour}]rerank gate: {'enabled' if decision.enabled else 'disabled'}[/] — {decision.reason}"
         )
@@ -148,7 +159,7 @@ def eval_command(
             gate_store(redis_url).put(tenant, decision)
             console.print(f"stored for tenant {tenant!r} at {redis_url}")
     elif apply:
-        console.print("[red]nothing to apply:[/] no gate decision (pass --gate, configure RERANK_BACKEND)")
+        console.print("[red]nothing to apply:[/] no gate decision (pass --gate)")
         raise typer.Exit(1)
 
 

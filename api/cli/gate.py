@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from api.rerank_gate import GateStore
 
 gate_app = typer.Typer(
-    help="The rerank gate: store, show or clear a tenant's decision.", no_args_is_help=True
+    help="The gates (stage 1 and rerank): store, show or clear a tenant's decision.", no_args_is_help=True
 )
 TenantOpt = Annotated[str, typer.Option(help="Tenant (the embedded stack's is 'default')")]
 
@@ -40,6 +40,10 @@ def gate_apply(
 
     decision = GateDecision.model_validate_json(path.read_text(encoding="utf-8"))
     gate_store(redis_url).put(tenant, decision)
+    if decision.stage1 is not None:
+        stage1 = decision.stage1
+        verdict = "learned" if stage1.adopted else "default kept"
+        console.print(f"tenant {tenant!r}: stage 1 {stage1.serving.label} ({verdict}) — {stage1.reason}")
     console.print(
         f"tenant {tenant!r}: rerank stage {'enabled' if decision.enabled else 'disabled'} — {decision.reason}"
     )
@@ -55,7 +59,7 @@ def gate_show(tenant: TenantOpt = "default", redis_url: RedisOpt = "redis://127.
             "(under API_RERANK_GATE=evaluated, search runs stage 1 only)"
         )
         raise typer.Exit(1)
-    console.print_json(decision.model_dump_json(exclude={"grid"}))
+    console.print_json(decision.model_dump_json(exclude={"grid": True, "stage1": {"grid"}}))
 
 
 @gate_app.command("clear")

@@ -101,7 +101,7 @@ def run(
     console.print(
         f"{dataset.name}: {len(dataset.queries)} queries ({dataset.qrels_name}, split {dataset.split}), "
         f"{len(dataset.corpus)} documents"
-        + (f"; the rerank gate learns on {len(train.queries)} train queries" if train is not None else "")
+        + (f"; the gates learn on {len(train.queries)} train queries" if train is not None else "")
     )
     rerank_settings = RerankSettings()
     embedder, reranker = make_embedder(), make_reranker(rerank_settings)

@@ -19,6 +19,13 @@
    learned on train-split queries; the gate's decision is taken on this run's (eval-split) queries, written to
    ``gate.json`` and summarised in report.md. Documents below ``rerank_depth`` keep their stage-1 order
    after them, so recall@100 stays comparable.
+   Before that, with ``gate``, the stage-1 gate (``api.relevance.stage1_gate``): every train and held-out
+   query's dense and bm25 legs are searched once; the stage-1 configuration learned on the train queries
+   is adopted only when it beats the default on the held-out ones. Adopted, it becomes the pseudo-mode
+   ``tuned`` (a stage-1 row of the table), the rerank gate learns and decides on its order
+   (``tuned+rerank+learned``), and ``gate.json`` holds both decisions; otherwise the rerank gate runs on
+   ``options.decided_mode`` as before. Without a rerank stage ``gate.json`` holds the stage-1 decision and a
+   rerank gate that is off.
 4. Report: ``api.relevance.eval_report`` (ir-measures, paired t-test against the first configuration,
    Markdown, JSON and a chart) with per-stage timings per query.
 """
@@ -34,14 +41,15 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from api.gate_decision import Fusion, GateDecision
+from api.gate_decision import Fusion, GateDecision, Stage1Decision
 from api.relevance import eval_report
 from api.relevance.beir import EVAL_MODULUS, BeirDataset
 from api.relevance.eval_options import AGGREGATIONS, EvalConfig, EvalOptions
-from api.relevance.eval_probe import TENANT, probe_query
+from api.relevance.eval_probe import TENANT, QueryProbe, probe_query
 from api.relevance.eval_progress import progress
-from api.relevance.gate import RERANK_ONLY, QueryRun, learn_fusion
+from api.relevance.gate import RERANK_ONLY, QueryRun, learn_fusion, without_rerank
 from api.relevance.gate import decide as decide_gate
+from api.relevance.stage1_gate import decide_stage1, learn_stage1
 from api.rerank_gate import RerankerIdentity, reranker_identity
 from ingestion.parsers import Section
 from ingestion.pipeline import ChunkBudget, write_chunks
@@ -188,11 +196,16 @@ def run_queries(
     *,
     learned: Fusion | None = None,
     label: str = "running queries",
+    probes: dict[str, QueryProbe] | None = None,
+    modes: Sequence[str] = (),
 ) -> tuple[Results, dict[str, dict[str, QueryRun]]]:
     """Per configuration: (query id -> ranked document ids, stage -> per-query milliseconds); and per mode
-    that reranks, each query's ``QueryRun`` (stage-1 documents and rerank scores, for the gate)."""
+    that reranks, each query's ``QueryRun`` (stage-1 documents and rerank scores, for the gate).
+
+    ``modes`` are searched besides the configurations'; ``probes`` (query id -> probe) are extended rather
+    than made anew, and hold each query's probe afterwards."""
     results: Results = {c.name: ({}, {}) for c in configs}
-    modes = tuple(dict.fromkeys(c.mode for c in configs))
+    modes = tuple(dict.fromkeys([*modes, *(c.mode for c in configs)]))
     rerank_modes = tuple(dict.fromkeys(c.mode for c in configs if c.rerank))
     runs: dict[str, dict[str, QueryRun]] = {mode: {} for mode in rerank_modes}
     with progress(console, label, len(queries)) as bar:
@@ -205,7 +218,10 @@ def run_queries(
                 embedder=embedder,
                 reranker=reranker,
                 options=options,
+                probe=probes.get(qid) if probes is not None else None,
             )
+            if probes is not None:
+                probes[qid] = probe
             for mode in rerank_modes:
                 runs[mode][qid] = probe.run(mode)
             for config in configs:
@@ -226,6 +242,59 @@ def run_queries(
                     timings.setdefault(name, []).append(ms)
             bar.advance()
     return results, runs
+
+
+TUNED = "tuned"  # the pseudo-mode of the stage-1 configuration the gate adopted
+LEGS = ("dense", "bm25")
+
+
+def stage1_gate(
+    dataset: BeirDataset,
+    train: BeirDataset,
+    store: VectorStore,
+    embedder: Embedder,
+    options: EvalOptions,
+    console: Console,
+    *,
+    probes: tuple[dict[str, QueryProbe], dict[str, QueryProbe]],
+) -> Stage1Decision:
+    """Search the legs of the train and held-out queries (into ``probes``), learn the stage-1 configuration
+    on the train ones, decide on the held-out ones; adopted, it is added to every probe as ``TUNED``."""
+    train_probes, held_probes = probes
+    for queries, into, split in (
+        (train.queries, train_probes, "train"),
+        (dataset.queries, held_probes, "held-out"),
+    ):
+        run_queries(
+            queries,
+            store,
+            embedder,
+            None,
+            [],
+            options,
+            console,
+            label=f"stage 1 ({split} queries)",
+            probes=into,
+            modes=LEGS,
+        )
+    learned, grid = learn_stage1(
+        {q: p.legs() for q, p in train_probes.items()}, train.qrels, depth=options.depth
+    )
+    decision = decide_stage1(
+        {q: p.legs() for q, p in held_probes.items()},
+        dataset.qrels,
+        learned,
+        dataset=dataset.name,
+        depth=options.depth,
+        train_ids=list(train.queries),
+        grid=grid,
+        min_gain=options.min_gain,
+        alpha=options.gate_alpha,
+    )
+    if decision.adopted:
+        for probe in (*train_probes.values(), *held_probes.values()):
+            probe.add(TUNED, learned, options.depth)
+    return decision
 
 
 def evaluate(
@@ -258,9 +327,11 @@ def evaluate(
         )
     gating = options.gate and reranker is not None and reranker.reorders
     if options.gate and not gating:
-        notes.append("the rerank gate needs a rerank stage: nothing to decide")
-    if gating and (train is None or not train.queries):
-        raise ValueError("the rerank gate needs train-split queries to learn the fusion on")
+        notes.append("the rerank gate needs a rerank stage: only the stage-1 gate decides")
+    if options.gate and not options.needs_vectors:
+        notes.append("the stage-1 gate needs the dense leg: a bm25-only run does not learn it")
+    if options.gate and (train is None or not train.queries):
+        raise ValueError("the gate needs train-split queries to learn on")
     embedder.warm_up()
     if reranker is not None:
         reranker.warm_up()
@@ -268,6 +339,24 @@ def evaluate(
     learned: Fusion | None = None
     grid: list[dict[str, Any]] = []
     mode = options.decided_mode
+    train_probes: dict[str, QueryProbe] = {}
+    held_probes: dict[str, QueryProbe] = {}
+    stage1: Stage1Decision | None = None
+    if options.gate and options.needs_vectors and train is not None:
+        stage1 = stage1_gate(
+            dataset, train, store, embedder, options, console, probes=(train_probes, held_probes)
+        )
+        if stage1.adopted:
+            mode = TUNED
+            configs = [
+                *(c for c in configs if not c.learned),
+                EvalConfig(TUNED, TUNED),
+                *(
+                    [EvalConfig(f"{TUNED}+rerank+learned", TUNED, rerank=True, learned=True)]
+                    if gating
+                    else []
+                ),
+            ]
     if gating and train is not None:
         _, train_runs = run_queries(
             train.queries,
@@ -278,12 +367,30 @@ def evaluate(
             options,
             console,
             label="learning the fusion (train queries)",
+            probes=train_probes,
         )
         learned, grid = learn_fusion(train_runs[mode], train.qrels)
     results, runs = run_queries(
-        dataset.queries, store, embedder, reranker, configs, options, console, learned=learned
+        dataset.queries,
+        store,
+        embedder,
+        reranker,
+        configs,
+        options,
+        console,
+        learned=learned,
+        probes=held_probes,
     )
     decision: GateDecision | None = None
+    stage1_mode = stage1.learned.label if stage1 is not None and stage1.adopted else mode
+    if stage1 is not None and not gating:
+        decision = without_rerank(
+            stage1,
+            dataset=dataset.name,
+            reranker=reranker.name if reranker is not None else "none",
+            embedder=embedder.name,
+            rerank_depth=options.rerank_depth,
+        )
     if gating and train is not None and learned is not None and reranker is not None:
         identity = identity or reranker_identity(reranker)
         decision = decide_gate(
@@ -295,13 +402,13 @@ def evaluate(
             reranker_model=identity.model,
             reranker_revision=identity.revision,
             embedder=embedder.name,
-            stage1_mode=mode,
+            stage1_mode=stage1_mode,
             rerank_depth=options.rerank_depth,
             train_ids=list(train.queries),
             grid=grid,
             min_gain=options.min_gain,
             alpha=options.gate_alpha,
-        )
+        ).model_copy(update={"stage1": stage1})
     rows = []
     baseline: list[float] = []
     for config in configs:

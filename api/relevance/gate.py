@@ -21,10 +21,19 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from api.gate_decision import GATE_MEASURES, Fusion, GateDecision
+from api.gate_decision import GATE_MEASURES, Fusion, GateDecision, Stage1Decision
 from api.relevance import eval_report
 
-__all__ = ["GATE_MEASURES", "GRID", "Fusion", "GateDecision", "QueryRun", "decide", "learn_fusion"]
+__all__ = [
+    "GATE_MEASURES",
+    "GRID",
+    "Fusion",
+    "GateDecision",
+    "QueryRun",
+    "decide",
+    "learn_fusion",
+    "without_rerank",
+]
 DEFAULT_MIN_GAIN = 0.005
 DEFAULT_ALPHA = 0.05
 
@@ -168,4 +177,31 @@ def decide(
         train_queries=len(train_ids),
         heldout_queries=len(judged),
         grid=[dict(row) for row in grid],
+    )
+
+
+def without_rerank(
+    stage1: Stage1Decision, *, dataset: str, reranker: str, embedder: str, rerank_depth: int
+) -> GateDecision:
+    """The decision of a run without a rerank stage: the stage-1 gate's, and a rerank gate that is off (it
+    applies to no serving reranker, so a reranker configured later needs ``sieve eval --gate`` again)."""
+    metrics = stage1.after if stage1.adopted else stage1.before
+    return GateDecision(
+        enabled=False,
+        reason=f"no rerank stage was evaluated (reranker {reranker}): stage 1 only",
+        dataset=dataset,
+        reranker=reranker,
+        embedder=embedder,
+        stage1_mode=stage1.serving.label,
+        rerank_depth=rerank_depth,
+        fusion=STAGE1_ONLY,
+        before=dict(metrics),
+        after=dict(metrics),
+        delta_ndcg10=0.0,
+        p_value=None,
+        min_gain=stage1.min_gain,
+        alpha=stage1.alpha,
+        train_queries=stage1.train_queries,
+        heldout_queries=stage1.heldout_queries,
+        stage1=stage1,
     )

@@ -110,7 +110,11 @@ def info(serving: ServingDep, models: ModelsDep, tenant: KeyTenantDep) -> Info:
         models=found,
         limits=limits,
         index=index,
-        rerank_gate=gate_summary(models.gate, tenant) if models.gate is not None else None,
+        rerank_gate=gate_summary(
+            models.gate, tenant, models.embedder.name if models.embedder is not None else None
+        )
+        if models.gate is not None
+        else None,
     )
 
 

@@ -108,5 +108,6 @@ def status(caller: PrincipalDep, resources: ResourcesDep, models: ModelsDep) -> 
     tenants = sorted(set(resources.settings.api.keys.values())) if caller.is_admin else [caller.tenant]
     gates: dict[str, dict[str, Any]] = {}
     if models.gate is not None:
-        gates = {t: gate_summary(models.gate, t) for t in tenants if t is not None}
+        embedder = models.embedder.name if models.embedder is not None else None
+        gates = {t: gate_summary(models.gate, t, embedder) for t in tenants if t is not None}
     return WebStatus(workers=ping_workers(resources.uploads.sender), gates=gates)

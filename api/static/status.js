@@ -120,6 +120,7 @@ function renderGate(summary, gates) {
     h("th", { scope: "row" }, tenant),
     h("td", {}, g.enabled ? badge("on", "ok") : badge("off", "warn")),
     h("td", { class: "wrap" }, g.reason || "", g.fusion ? h("div", { class: "muted small" }, `fusion: ${g.fusion}`) : null,
+      g.stage1 ? h("div", { class: "muted small" }, `stage 1: ${g.stage1.learned ? g.stage1.label : "default"} (${g.stage1.reason})`) : null,
       g.decided_at ? h("div", { class: "muted small" }, `decided ${new Date(g.decided_at).toLocaleString()}`) : null)));
   box.replaceChildren(
     h("p", {}, "Mode ", h("code", {}, mode || "–"), mode ? `: ${explain[mode] || ""}` : ""),

@@ -39,3 +39,23 @@ def write_tiny_beir(folder: Path, *, gzipped: bool = True) -> Path:
     lines = ["query-id\tcorpus-id\tscore", *(f"{q}\t{d}\t{g}" for q, d, g in QRELS)]
     (folder / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder
+
+
+def write_keyword_beir(folder: Path, *, queries: int = 60) -> Path:
+    """A BEIR folder where BM25 finds every query's one relevant document first (it alone holds all the
+    query's words, one of them its own) and a distractor shares the query's first word three times."""
+    words = [f"w{i}" for i in range(12)]
+    docs, lines, qrels = [], [], []
+    for i in range(queries):
+        a, b = words[i % 12], words[(i * 5 + 1) % 12]
+        docs += [{"_id": f"r{i}", "title": "", "text": f"{a} {b} topic{i}"}]
+        docs += [{"_id": f"x{i}", "title": "", "text": f"{a} {a} {a} filler{i}"}]
+        lines.append({"_id": f"q{i}", "text": f"{a} {b} topic{i}"})
+        qrels.append(f"q{i}\tr{i}\t1")
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
+    (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in lines), encoding="utf-8")
+    (folder / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "\n".join(qrels) + "\n", encoding="utf-8"
+    )
+    return folder

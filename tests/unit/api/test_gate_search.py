@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from rich.console import Console
 
 pytest.importorskip("ir_measures")
 pytest.importorskip("matplotlib")
 
-from api.gate_decision import Fusion, GateDecision  # noqa: E402
+from api.gate_decision import Fusion, GateDecision, Stage1, Stage1Decision  # noqa: E402
 from api.relevance.beir import load_beir  # noqa: E402
 from api.relevance.eval_options import EvalOptions  # noqa: E402
+from api.relevance.eval_run import gate_split  # noqa: E402
 from api.relevance.evaluate import evaluate  # noqa: E402
 from ingestion.settings import IngestSettings  # noqa: E402
 from retrieval.memory_store import InMemoryStore  # noqa: E402
 from tests.support import compat_harness as harness  # noqa: E402
 from tests.support.compat_harness import AUTH  # noqa: E402
 from tests.support.fakes import FakeReranker, HashEmbedder  # noqa: E402
-from tests.support.tiny_beir import write_tiny_beir  # noqa: E402
+from tests.support.tiny_beir import write_keyword_beir, write_tiny_beir  # noqa: E402
 
 DOCS = {
     "bees.md": "Honey bees dance to show where flowers grow.",
@@ -156,6 +159,56 @@ def test_applying_a_decision_invalidates_cached_results(ingest_settings: IngestS
     assert third["cached"] is False and third["rerank"]["applied"] is False
 
 
+def learned_bm25(gate: GateDecision, *, adopted: bool = True) -> GateDecision:
+    """``gate`` with a stage-1 decision that adopted bm25 (or kept the default)."""
+    metrics = {"nDCG@10": 0.60, "R@50": 0.9, "MRR@10": 0.6}
+    stage1 = Stage1Decision(
+        adopted=adopted,
+        reason="sieve eval on scifact showed nDCG@10 0.600 → 0.650 (+0.050, p=0.01, 60 held-out queries)",
+        learned=Stage1(mode="bm25"),
+        before=metrics,
+        after={**metrics, "nDCG@10": 0.65},
+        delta_ndcg10=0.05,
+        p_value=0.01,
+        min_gain=0.005,
+        alpha=0.05,
+        train_queries=100,
+        heldout_queries=60,
+    )
+    return gate.model_copy(update={"stage1": stage1})
+
+
+def test_a_learned_stage1_serves_default_searches_and_an_explicit_mode_is_honoured(
+    ingest_settings: IngestSettings,
+) -> None:
+    reranker = FakeReranker()
+    with harness.client(ingest_settings, reranker, rerank_gate="evaluated") as (client, res):
+        harness.index(res, "t1", DOCS)
+        before = client.post("/v1/search", json=QUERY, headers=AUTH).json()
+        assert res.gates is not None
+        res.gates.put("t1", learned_bm25(decision(enabled=False)))
+        learned = client.post("/v1/search", json=QUERY, headers=AUTH).json()
+        bm25 = client.post("/v1/search", json={**QUERY, "mode": "bm25"}, headers=AUTH).json()
+        dense = client.post("/v1/search", json={**QUERY, "mode": "dense"}, headers=AUTH).json()
+        fused = client.post("/v1/search", json={**QUERY, "fusion": "rrf"}, headers=AUTH).json()
+        info = client.get("/info", headers=AUTH).json()
+        res.gates.put("t1", learned_bm25(decision(enabled=False), adopted=False))
+        kept = client.post("/v1/search", json=QUERY, headers=AUTH).json()
+    assert before["mode"] == "hybrid" and before["fusion"] is None
+    assert learned["cached"] is False and learned["mode"] == "bm25"  # not the answer cached before
+    assert learned["fusion"].startswith("stage 1 bm25: learned by sieve eval --gate on ")
+    assert "nDCG@10 0.600 → 0.650" in learned["fusion"]
+    assert [(h["chunk_id"], h["stage1_score"]) for h in learned["hits"]] == [
+        (h["chunk_id"], h["stage1_score"]) for h in bm25["hits"]
+    ]
+    assert bm25["fusion"] is None and (dense["mode"], dense["fusion"]) == ("dense", None)
+    assert (fused["mode"], fused["fusion"]) == ("hybrid", None)  # naming the fusion sets the learned aside
+    assert (
+        info["rerank_gate"]["stage1"]["learned"] is True and info["rerank_gate"]["stage1"]["label"] == "bm25"
+    )
+    assert kept["cached"] is False and (kept["mode"], kept["fusion"]) == ("hybrid", None)
+
+
 def test_eval_gate_learns_on_train_decides_on_heldout_and_scores_each_pair_once(tmp_path: Path) -> None:
     everything = load_beir(write_tiny_beir(tmp_path / "tiny"))
     held = replace(everything, queries={q: everything.queries[q] for q in ("q3", "q4")}, split="eval")
@@ -186,3 +239,43 @@ def test_eval_gate_learns_on_train_decides_on_heldout_and_scores_each_pair_once(
     assert gate.reranker == "test:counting" and gate.grid and report["gate"]["enabled"] == gate.enabled
     assert "## Rerank gate" in (tmp_path / "out" / "report.md").read_text()
     assert not gate.enabled  # two held-out queries cannot show a significant gain
+    assert gate.stage1 is not None and not gate.stage1.adopted  # nor for the stage-1 configuration
+    assert gate.stage1.train_queries == 2 and gate.stage1.heldout_queries == 2 and len(gate.stage1.grid) == 8
+    assert "## Stage-1 gate" in (tmp_path / "out" / "report.md").read_text()
+
+
+class Blind(HashEmbedder):
+    """Queries land on vectors unrelated to their documents' (their words reversed): a useless dense leg."""
+
+    def embed_queries(self, texts: Sequence[str], *, instruction: str | None = None) -> np.ndarray:
+        return self.embed_documents([" ".join(w[::-1] for w in t.split()) for t in texts])
+
+
+@pytest.mark.parametrize("rerank", [True, False])
+def test_eval_gate_adopts_bm25_over_a_useless_dense_leg_and_the_rerank_gate_learns_on_it(
+    tmp_path: Path, rerank: bool
+) -> None:
+    held, train = gate_split(load_beir(write_keyword_beir(tmp_path / "kw")), heldout=None, train=100)
+    reranker = FakeReranker() if rerank else None
+    report = evaluate(
+        held,
+        tmp_path / "out",
+        store=InMemoryStore(),
+        embedder=Blind(),
+        reranker=reranker,
+        options=EvalOptions(modes=("bm25", "dense", "hybrid"), rerank_modes=("hybrid",), gate=True),
+        console=Console(quiet=True),
+        train=train,
+    )
+    gate = GateDecision.model_validate_json((tmp_path / "out" / "gate.json").read_text())
+    assert gate.stage1 is not None and gate.stage1.adopted and gate.stage1.serving == Stage1(mode="bm25")
+    assert gate.stage1.p_value is not None and gate.stage1.p_value < 0.05 and gate.stage1.delta_ndcg10 > 0.5
+    assert gate.stage1_mode == "bm25" and gate.stage1.train_queries == len(train.queries)
+    rows = {c["name"]: c["metrics"]["nDCG@10"] for c in report["configurations"]}
+    assert rows["tuned"] == pytest.approx(gate.stage1.after["nDCG@10"]) == pytest.approx(rows["bm25"])
+    if rerank:  # the rerank gate learned and decided on the adopted order, not on hybrid's
+        assert "tuned+rerank+learned" in rows and "hybrid+rerank+learned" not in rows
+        assert gate.before["nDCG@10"] == pytest.approx(rows["tuned"]) and gate.reranker == "test:overlap"
+    else:
+        assert not gate.enabled and gate.reranker == "none" and "no rerank stage" in gate.reason
+        assert not any("rerank" in name for name in rows)

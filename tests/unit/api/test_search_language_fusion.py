@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from api.gate_decision import Stage1
 from api.search import Laps, SearchRequest, SearchService
 from api.settings import ApiSettings
 from reranking import NoneReranker
@@ -136,3 +137,39 @@ def test_without_full_text_the_default_falls_back_to_dense_and_embeds_then(store
     assert (mode, note, embedder.queries, len(candidates)) == ("dense", None, [CHINESE], 1)
     with pytest.raises(UnsupportedSearchError):
         stage1(EnglishOnly(), dense_only, CHINESE, mode="hybrid")
+
+
+class Recording(InMemoryStore):
+    """Records the fusion arguments of each search."""
+
+    def __init__(self, inner: InMemoryStore) -> None:
+        self.inner = inner
+        self.calls: list[dict[str, Any]] = []
+
+    def search(self, tenant: str, vector: Any, **kwargs: Any) -> list[Any]:
+        self.calls.append({k: kwargs.get(k) for k in ("mode", "fusion", "rrf_k", "weights")})
+        return self.inner.search(tenant, vector, **kwargs)
+
+
+LEARNED = Stage1(mode="hybrid", fusion="weighted", dense_weight=0.25, bm25_weight=0.75)
+
+
+def test_a_learned_stage1_runs_with_its_fusion_and_the_legs_still_apply(store: InMemoryStore) -> None:
+    recording = Recording(store)
+    svc = service()
+    request = svc.bounded(SearchRequest(query="why do bees dance"))
+    found, mode, note = svc.stage1(EnglishOnly(), recording, "t", request, Laps(), learned=(LEARNED, "why"))
+    assert recording.calls == [{"mode": "hybrid", "fusion": "weighted", "rrf_k": 60, "weights": (0.25, 0.75)}]
+    expected = store.search(
+        "t",
+        HashEmbedder().embed_queries(["why do bees dance"])[0],
+        limit=len(found),
+        mode="hybrid",
+        query_text="why do bees dance",
+        fusion="weighted",
+        weights=(0.25, 0.75),
+    )
+    assert (mode, note) == ("hybrid", "why") and [c.score for c in found] == [c.score for c in expected]
+    _, mode, note = svc.stage1(EnglishOnly(), store, "t", svc.bounded(SearchRequest(query=CHINESE)), Laps(),
+                               learned=(LEARNED, "why"))  # fmt: skip
+    assert mode == "bm25" and note is not None and note.startswith("why; dense leg weight 0")
