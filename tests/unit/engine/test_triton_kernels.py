@@ -66,9 +66,16 @@ def test_norms_and_swiglu_equal_the_torch_math() -> None:
     h = tk.add_rms_norm_(residual, y, w, 1e-6)
     torch.testing.assert_close(residual, x + y, atol=TOL, rtol=0)
     torch.testing.assert_close(h, qwen3_math.rms(x + y, w, 1e-6), atol=TOL, rtol=0)
-    gu = torch.randn(37, 2 * 300, generator=gen)
-    gate, up = gu.chunk(2, dim=-1)
+    gu = torch.randn(37, 2 * 300, generator=gen)  # gate and up columns interleaved, as the engine lays out
+    gate, up = gu[:, 0::2], gu[:, 1::2]
     torch.testing.assert_close(tk.silu_mul(gu), torch.nn.functional.silu(gate) * up, atol=TOL, rtol=0)
+    q, scale = tk.silu_mul_fp8(gu)
+    want = torch.nn.functional.silu(gate) * up
+    torch.testing.assert_close(scale, want.abs().amax(-1, keepdim=True) / 448, atol=0, rtol=1e-5)
+    # e4m3 rounds to within half a step (at most 16 scales); Triton 3.6's interpreter rounds values just
+    # under a power of two down a binade (-126.1 -> -64, not -128), so 64 scales here, where a wrong
+    # gate/up pairing is off by hundreds (values span +-448 scales)
+    assert bool(((q.float() * scale - want).abs() <= 64 * scale).all())
 
 
 @pytest.mark.parametrize("rows", [16, 4])
