@@ -146,8 +146,11 @@ def weight_bytes(weights: Weights) -> int:
     for layer in weights.layers:
         tensors += [getattr(layer, f.name) for f in dataclasses.fields(layer)]
     for t in tensors:
-        storage = t.untyped_storage()
-        seen[storage.data_ptr()] = storage.nbytes()
+        if t.device.type == "meta":  # no storage to share: its own size
+            seen[id(t)] = t.numel() * t.element_size()
+        else:
+            storage = t.untyped_storage()
+            seen[storage.data_ptr()] = storage.nbytes()
     return sum(seen.values())
 
 

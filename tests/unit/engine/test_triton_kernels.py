@@ -197,3 +197,40 @@ def test_whole_forward_equals_the_torch_path(tiny_qwen3_reranker_dir) -> None:
                 outs[name] = runner.run(seqs)[0]
         for name in ("m64n64", "gqa", "fused products"):
             torch.testing.assert_close(outs[name], outs["loop"], atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize(("size", "head"), [("4b", "embedding"), ("8b", "score")])
+def test_whole_forward_at_the_4b_and_8b_ratios(size: str, head: str) -> None:
+    """Grouped-query group 4 (the packed GQA kernel holds 4 query heads per key/value tile), a q/k/v width
+    unlike the hidden width, an untied LM head (8B): the Triton path equals the exact torch path."""
+    import transformers
+
+    from engine.runner import PackedQwen3
+    from tests.support.models import TINY_SIZES
+
+    torch.manual_seed(5)
+    causal = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**TINY_SIZES[size])).eval()
+    weights = qwen3_math.extract_weights(
+        causal, head=head, device="cpu", dtype=torch.float32, head_ids=(2152, 9693)
+    )
+    assert weights.heads // weights.kv_heads == 4
+    rng = random.Random(4)
+    seqs = [[rng.randrange(151643) for _ in range(n)] for n in (1, 9, 70, 33)]
+    outs = {}
+    for name, attn, fused in (
+        ("loop", "loop", None),
+        ("gqa", "triton-gqa-m32n32", None),
+        ("fused products", "triton-m64n64", "pairs-m128n64k64w8s3"),
+    ):
+        runner = PackedQwen3(
+            weights,
+            head=head,
+            cuda_graphs=False,
+            kernels="eager" if attn == "loop" else "triton",
+            attention=attn,
+        )
+        runner.mlp_gemm = fused
+        with torch.inference_mode():
+            outs[name] = runner.run(seqs)[0]
+    for name in ("gqa", "fused products"):
+        torch.testing.assert_close(outs[name], outs["loop"], atol=TOL, rtol=0)
