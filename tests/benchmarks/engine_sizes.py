@@ -3,7 +3,9 @@
 Per size (random weights of the real shape, ``tests.support.models.SIZES``; ``--tiny``: the tiny config with
 that size's ratios, ``TINY_SIZES``), one model is built on the device in bf16, a reranking engine and an
 embedding engine are built from it and warmed up, and the model is dropped, so the engines' weights are
-all the size holds (reported, with ``qwen3_math.expected_weight_bytes``). Rows:
+all the size holds (reported per engine, with ``qwen3_math.expected_weight_bytes``; the device memory
+allocated is less than their sum: built from one bf16 model on the device, both engines keep the tensors
+they take unchanged, the embeddings, o_proj and down_proj, as the same storage). Rows:
 
 - rerank (a): one query x 50 pairs (``Lengths.pairs``: the shared template head, ~300 tokens each), p50/p95;
 - rerank (c): saturation, 8 clients with two requests of 50 pairs in flight each;
