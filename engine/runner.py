@@ -13,9 +13,9 @@ cuBLAS products' epilogues (``addmm_`` into the residual stream), and the gate/u
 product with SwiGLU in its epilogue where warm-up times it faster (``products``); either reads the one copy
 of the gate/up weights, interleaved row by row (``qwen3_math``). Batches of equal lengths may run dense
 cuDNN attention, which builds a plan on the first batch of each (sequences, length) shape (logged; up to
-~1 s where its kernel is new). Large batches launch eagerly (the GPU stays busy while Python issues the next layer); small ones replay CUDA graphs
-captured at warm-up (``graphs``). A batch's integer inputs reach the device in one copy from a pinned
-staging buffer (``PinnedStagingRing``).
+~1 s where its kernel is new). Large batches launch eagerly (the GPU stays busy while Python issues the
+next layer); small ones replay CUDA graphs captured at warm-up (``graphs``). A batch's integer inputs reach
+the device in one copy from a pinned staging buffer (``PinnedStagingRing``).
 """
 
 from __future__ import annotations
