@@ -184,7 +184,7 @@ def silu_mul(gu: torch.Tensor) -> torch.Tensor:
     assert gu.is_contiguous() and width % 2 == 0
     inter = width // 2
     out = torch.empty((n, inter), dtype=gu.dtype, device=gu.device)
-    bt, bc = 16, 128
+    bt, bc = 16, 256  # (16, 512) of the product per program
     _silu_mul_kernel[(triton.cdiv(n, bt), triton.cdiv(inter, bc))](
         gu, out, n, inter, BT=bt, BC=bc, num_warps=4
     )
