@@ -491,6 +491,10 @@ class PackedQwen3:
         with torch.inference_mode():
             choice = fp8.choose(self, self.precision.asked, gate, probe, batch_tokens, emulate)
         self.precision = choice
+        if self.fp8 is not None:  # FP8 serves: one copy of each product, the e4m3 one
+            self.w = fp8.keep_only_fp8_products(self.w, self.fp8)
+            if self.cuda:
+                torch.cuda.empty_cache()
         if choice.asked != choice.used:
             logger.warning(
                 "engine precision: %s asked, serving %s: %s", choice.asked, choice.used, choice.reason
