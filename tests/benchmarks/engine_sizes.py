@@ -16,7 +16,7 @@ Each row gives TFLOP/s and its share of the bf16 8192^3 matmul rate measured at 
 are what the engine computes (``model_flops(last_rows_only=True)``: the shared head once, the last layer's
 attention and MLP for the rows read out only), from the config. Iterations scale down with the size
 (``--quick``: fewer), so all three sizes run in a few minutes on an H200. No transformers reference here
-(the full table at 0.6B has it).
+(the full table at 0.6B has it); ``--fp8`` and ``--variants`` apply to the full table only.
 """
 
 from __future__ import annotations
