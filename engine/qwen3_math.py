@@ -139,7 +139,8 @@ def split_gate_up(gu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def weight_bytes(weights: Weights) -> int:
-    """Bytes of every tensor the engine holds for the model (one storage counted once)."""
+    """Bytes of every tensor the engine holds for the model (one storage counted once); where FP8 serves,
+    the products are its e4m3 tensors (their per-row scales, ~0.1 %, live in ``fp8.Fp8State``)."""
     seen: dict[int, int] = {}
     tensors = [weights.embed, weights.norm, weights.inv_freq]
     tensors += [weights.head] if weights.head is not None else []
