@@ -19,6 +19,7 @@ quantisation) and keeps the first FP8 setup that meets ``precision.Gate``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -90,13 +91,27 @@ def fp8_linear(x: Act, w: Fp8Weight, fast_accum: bool = False) -> torch.Tensor:
 
 
 def quantize_layers(weights: Any) -> tuple[Fp8Layer, ...]:
-    """Each layer's four products of ``qwen3_math.Weights`` in e4m3 (the bf16 originals stay: the
-    bf16 path and the gate need them)."""
+    """Each layer's four products of ``qwen3_math.Weights`` in e4m3 (the bf16 originals stay until the
+    gate has decided: its reference runs on them; ``keep_only_fp8_products`` then drops them)."""
     dtype = weights.embed.dtype
     return tuple(
         Fp8Layer(*(quantize_weight(getattr(layer, n), dtype) for n in ("wqkv", "wo", "wgu", "wdown")))
         for layer in weights.layers
     )
+
+
+PRODUCTS = ("wqkv", "wo", "wgu", "wdown")
+
+
+def keep_only_fp8_products(weights: Any, state: Fp8State) -> Any:
+    """``weights`` whose layers hold the e4m3 tensors of ``state`` in place of their bf16 products: once FP8
+    serves, nothing reads the bf16 ones (the kernel checks and the gate ran before), so the engine keeps
+    one copy of each product, the e4m3 one (with its scales in ``state``); a bf16 read would fail loudly."""
+    layers = tuple(
+        dataclasses.replace(layer, **{n: getattr(f, n).q for n in PRODUCTS})
+        for layer, f in zip(weights.layers, state.layers, strict=True)
+    )
+    return dataclasses.replace(weights, layers=layers)
 
 
 def unsupported_reason(device: torch.device) -> str | None:

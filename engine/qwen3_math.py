@@ -1,7 +1,10 @@
 """The math of the packed Qwen3 forward: weights laid out for it, and the element-wise stretches in torch.
 
 Per layer: RMSNorm, one fused q/k/v product, per-head q/k RMSNorm, RoPE, attention, o_proj, residual, RMSNorm,
-one fused gate/up product, SwiGLU, down_proj, residual. Norms, RoPE and SwiGLU are computed in fp32 and
+one fused gate/up product, SwiGLU, down_proj, residual. The gate/up weights exist once, gate and up rows
+interleaved (row 2c: gate column c, row 2c + 1: up column c; ``interleave_gate_up``), the layout the Triton
+product with SwiGLU in its epilogue reads; every other path reads it too (``split_gate_up``), so no second
+copy of the largest weights is ever made. Norms, RoPE and SwiGLU are computed in fp32 and
 rounded once to the weights' dtype; the residual stream keeps the embeddings' dtype.
 
 The torch functions here are what the CPU runs (eager) and what ``torch.compile`` fuses on CUDA when the
@@ -11,6 +14,7 @@ residual, norm, MLP, residual) and ``step`` (``post`` then the next layer's ``pr
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +36,7 @@ class Layer:
     k_norm: torch.Tensor
     wo: torch.Tensor
     ln2: torch.Tensor
-    wgu: torch.Tensor  # (2 * intermediate, hidden): gate rows, then up rows
+    wgu: torch.Tensor  # (2 * intermediate, hidden): gate and up rows interleaved (``interleave_gate_up``)
     wdown: torch.Tensor
 
 
@@ -90,7 +94,7 @@ def extract_weights(
                 k_norm=put(att.k_norm.weight, torch.float32),
                 wo=put(att.o_proj.weight),
                 ln2=put(block.post_attention_layernorm.weight, torch.float32),
-                wgu=put(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])),
+                wgu=put(interleave_gate_up(mlp.gate_proj.weight, mlp.up_proj.weight)),
                 wdown=put(mlp.down_proj.weight),
             )
         )
@@ -121,6 +125,51 @@ def extract_weights(
         eps=float(config.rms_norm_eps),
         max_positions=int(config.max_position_embeddings),
     )
+
+
+def interleave_gate_up(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """(I, K) gate and up weights -> (2 I, K) with gate and up rows alternating (one copy of each)."""
+    return torch.stack((gate.detach(), up.detach()), dim=1).reshape(2 * gate.shape[0], gate.shape[1])
+
+
+def split_gate_up(gu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gate and up columns of a product with interleaved gate/up weights: (n, 2 I) -> two (n, I) views."""
+    pairs = gu.unflatten(-1, (-1, 2))
+    return pairs[..., 0], pairs[..., 1]
+
+
+def weight_bytes(weights: Weights) -> int:
+    """Bytes of every tensor the engine holds for the model (one storage counted once); where FP8 serves,
+    the products are its e4m3 tensors (their per-row scales, ~0.1 %, live in ``fp8.Fp8State``)."""
+    seen: dict[int, int] = {}
+    tensors = [weights.embed, weights.norm, weights.inv_freq]
+    tensors += [weights.head] if weights.head is not None else []
+    for layer in weights.layers:
+        tensors += [getattr(layer, f.name) for f in dataclasses.fields(layer)]
+    for t in tensors:
+        if t.device.type == "meta":  # no storage to share: its own size
+            seen[id(t)] = t.numel() * t.element_size()
+        else:
+            storage = t.untyped_storage()
+            seen[storage.data_ptr()] = storage.nbytes()
+    return sum(seen.values())
+
+
+def expected_weight_bytes(
+    config: Any, head: str, dtype: torch.dtype = torch.bfloat16, vocab: int | None = None
+) -> int:
+    """What ``weight_bytes`` is for a Qwen3 config (a transformers config or a dict of its fields): every
+    product and the embeddings in ``dtype``, norms and the score head's two LM-head rows in fp32."""
+    c = config if isinstance(config, dict) else config.to_dict()
+    hidden, inter, layers = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
+    heads, kv = c["num_attention_heads"], c["num_key_value_heads"]
+    dim = c.get("head_dim") or hidden // heads
+    size = torch.empty((), dtype=dtype).element_size()
+    products = (heads + 2 * kv) * dim * hidden + heads * dim * hidden + 3 * inter * hidden
+    norms = 2 * hidden + 2 * dim  # per layer, fp32
+    total = size * ((vocab or c["vocab_size"]) * hidden + layers * products)
+    total += 4 * (layers * norms + hidden + dim // 2)  # + the final norm and RoPE's inverse frequencies
+    return total + (4 * 2 * hidden if head == "score" else 0)
 
 
 # -- the math --------------------------------------------------------------------------------------------
@@ -170,7 +219,7 @@ def _make_pre(heads: int, kv_heads: int, head_dim: int, eps: float) -> Callable[
 def _make_post(eps: float) -> Callable[..., Any]:
     def post(x, attn, wo, ln2, wgu, wdown):  # type: ignore[no-untyped-def]
         x = x + linear(attn.reshape(x.shape[0], -1), wo).to(x.dtype)
-        gate, up = linear(rms(x, ln2, eps).to(wgu.dtype), wgu).chunk(2, dim=-1)
+        gate, up = split_gate_up(linear(rms(x, ln2, eps).to(wgu.dtype), wgu))
         return x + linear((F.silu(gate.float()) * up.float()).to(wgu.dtype), wdown).to(x.dtype)
 
     return post

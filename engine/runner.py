@@ -10,12 +10,12 @@ path at warm-up, "compile" if that check fails), "compile" (``torch.compile`` of
 ``qwen3_math``, dynamic token dimension), "eager" (CPU: fp32, exact per-sequence attention; what the fast
 tests compare with the transformers backends). On the Triton path the residual adds happen in the
 cuBLAS products' epilogues (``addmm_`` into the residual stream), and the gate/up product may be a Triton
-product with SwiGLU in its epilogue, on gate/up weights interleaved row by row, where warm-up times it
-faster (``products``). Batches of equal lengths may run dense cuDNN attention, which builds a plan on the
-first batch of each (sequences, length) shape (logged; up to ~1 s where its kernel is new). Large batches
-launch eagerly (the GPU stays busy while Python issues the next layer); small ones replay CUDA graphs
-captured at warm-up (``graphs``). A batch's integer inputs reach the device in one copy from a pinned
-staging buffer (``PinnedStagingRing``).
+product with SwiGLU in its epilogue where warm-up times it faster (``products``); either reads the one copy
+of the gate/up weights, interleaved row by row (``qwen3_math``). Batches of equal lengths may run dense
+cuDNN attention, which builds a plan on the first batch of each (sequences, length) shape (logged; up to
+~1 s where its kernel is new). Large batches launch eagerly (the GPU stays busy while Python issues the
+next layer); small ones replay CUDA graphs captured at warm-up (``graphs``). A batch's integer inputs reach
+the device in one copy from a pinned staging buffer (``PinnedStagingRing``).
 """
 
 from __future__ import annotations
@@ -167,8 +167,7 @@ class PackedQwen3:
             kernels = "eager" if not self.cuda else ("triton" if _triton_available() else "compile")
         self.kernels = kernels
         self.products = products
-        self._mlp_gemm: str | None = None
-        self._wgu_pairs: list[torch.Tensor] = []  # per layer, interleaved for the fused product
+        self.mlp_gemm: str | None = None  # the gate/up product with SwiGLU in its epilogue (see warm_up)
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos/sin by position (Triton path)
         self.product_timings: dict[str, float] = {}
         self.attention = attention if attention != "auto" else ("auto" if self.cuda else "loop")
@@ -189,23 +188,6 @@ class PackedQwen3:
         self.precision = PrecisionChoice(asked, "bf16", "not warmed up yet")
         self.fp8: fp8.Fp8State | None = None
         self._fp8_options = (fp8_probe, fp8_gate or Gate(), fp8_emulate)
-
-    @property
-    def mlp_gemm(self) -> str | None:
-        """The gate/up product with SwiGLU in its epilogue (Triton), where warm-up timed it faster than
-        cuBLAS + ``silu_mul``: a ``GEMM_CONFIGS`` name, or None. Setting one interleaves each layer's gate/up
-        weights for it (a second copy of them on the device)."""
-        return self._mlp_gemm
-
-    @mlp_gemm.setter
-    def mlp_gemm(self, name: str | None) -> None:
-        if name is not None and not self._wgu_pairs:
-            from engine.triton_kernels import interleave_gate_up
-
-            self._wgu_pairs = [interleave_gate_up(layer.wgu) for layer in self.w.layers]
-        elif name is None:
-            self._wgu_pairs = []
-        self._mlp_gemm = name
 
     @property
     def out_width(self) -> int:
@@ -350,7 +332,7 @@ class PackedQwen3:
             x.addmm_(a.reshape(a.shape[0], -1), layer.wo.t())
             h = tk.rms_norm(x, layer.ln2, eps, self.dtype)
             if mlp_gemm is not None:
-                x.addmm_(tk.swiglu_gemm(h, self._wgu_pairs[i], mlp_gemm), layer.wdown.t())
+                x.addmm_(tk.swiglu_gemm(h, layer.wgu, mlp_gemm), layer.wdown.t())
             else:
                 x.addmm_(tk.silu_mul(F.linear(h, layer.wgu)), layer.wdown.t())
             if i + 1 < len(w.layers):
@@ -509,6 +491,10 @@ class PackedQwen3:
         with torch.inference_mode():
             choice = fp8.choose(self, self.precision.asked, gate, probe, batch_tokens, emulate)
         self.precision = choice
+        if self.fp8 is not None:  # FP8 serves: one copy of each product, the e4m3 one
+            self.w = fp8.keep_only_fp8_products(self.w, self.fp8)
+            if self.cuda:
+                torch.cuda.empty_cache()
         if choice.asked != choice.used:
             logger.warning(
                 "engine precision: %s asked, serving %s: %s", choice.asked, choice.used, choice.reason
@@ -538,8 +524,7 @@ class PackedQwen3:
         gen = torch.Generator(device=self.device).manual_seed(0)
         rows = [torch.randn(n, self.w.hidden, device=self.device, generator=gen).to(self.dtype)
                 for n in (4096, 16384)]  # fmt: skip
-        wgu = self.w.layers[0].wgu
-        pairs = tk.interleave_gate_up(wgu)
+        wgu = self.w.layers[0].wgu  # interleaved: what both candidates read, no copy
 
         def run(config: tk.GemmConfig | None) -> Callable[[], None]:
             def go() -> None:
@@ -547,7 +532,7 @@ class PackedQwen3:
                     if config is None:
                         tk.silu_mul(F.linear(h, wgu))
                     else:
-                        tk.swiglu_gemm(h, pairs, config)
+                        tk.swiglu_gemm(h, wgu, config)
 
             return go
 

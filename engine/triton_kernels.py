@@ -6,7 +6,8 @@
   so q, k and v stay strided views of that product: one read and one write of q and k, no copies; cos/sin
   are looked up by position in tables built once (``rope_tables``).
 - ``silu_mul``: SwiGLU of the fused gate/up product; ``swiglu_gemm``: the product with SwiGLU in its
-  epilogue, on gate/up weights interleaved row by row (``interleave_gate_up``).
+  epilogue. Gate/up weights are interleaved row by row (``interleave_gate_up``; the engine's only layout of
+  them), so the product's gate and up columns alternate and every SwiGLU here reads them in pairs.
 - ``rms_norm_fp8`` / ``silu_mul_fp8`` / ``quantize_rows_fp8``: the same stretches (and a plain cast) ending
   in e4m3 with one fp32 scale per row, what ``torch._scaled_mm`` reads (``engine.fp8``).
 - ``varlen_attention``: causal flash attention within each packed sequence, grouped-query heads native.
@@ -163,25 +164,27 @@ def qk_norm_rope_(
 # -- SwiGLU ----------------------------------------------------------------------------------------------
 @triton.jit(do_not_specialize=["n"])
 def _silu_mul_kernel(GU, OUT, n, inter, BT: tl.constexpr, BC: tl.constexpr):
+    # GU (n, 2 inter) with gate and up columns interleaved: one contiguous (BT, 2 BC) tile, split in pairs
     rows = tl.program_id(0) * BT + tl.arange(0, BT)
-    cols = tl.program_id(1) * BC + tl.arange(0, BC)
-    mask = (rows < n)[:, None] & (cols < inter)[None, :]
-    src = GU + rows.to(tl.int64)[:, None] * (2 * inter) + cols[None, :]
-    g = tl.load(src, mask=mask, other=0.0).to(tl.float32)
-    u = tl.load(src + inter, mask=mask, other=0.0).to(tl.float32)
+    wide = tl.program_id(1) * 2 * BC + tl.arange(0, 2 * BC)
+    mask = (rows < n)[:, None] & (wide < 2 * inter)[None, :]
+    gu = tl.load(GU + rows.to(tl.int64)[:, None] * (2 * inter) + wide[None, :], mask=mask, other=0.0)
+    g, u = tl.split(tl.reshape(gu.to(tl.float32), (BT, BC, 2)))
     out = g * tl.sigmoid(g) * u
+    cols = tl.program_id(1) * BC + tl.arange(0, BC)
+    keep = (rows < n)[:, None] & (cols < inter)[None, :]
     tl.store(
-        OUT + rows.to(tl.int64)[:, None] * inter + cols[None, :], out.to(OUT.dtype.element_ty), mask=mask
+        OUT + rows.to(tl.int64)[:, None] * inter + cols[None, :], out.to(OUT.dtype.element_ty), mask=keep
     )
 
 
 def silu_mul(gu: torch.Tensor) -> torch.Tensor:
-    """silu(gate) * up of a (n, 2 * I) gate|up product, rounded to its dtype."""
+    """silu(gate) * up of a (n, 2 * I) product with gate/up columns interleaved, rounded to its dtype."""
     n, width = gu.shape
     assert gu.is_contiguous() and width % 2 == 0
     inter = width // 2
     out = torch.empty((n, inter), dtype=gu.dtype, device=gu.device)
-    bt, bc = 16, 256
+    bt, bc = 16, 256  # (16, 512) of the product per program
     _silu_mul_kernel[(triton.cdiv(n, bt), triton.cdiv(inter, bc))](
         gu, out, n, inter, BT=bt, BC=bc, num_warps=4
     )
@@ -222,12 +225,13 @@ def _rms_fp8_kernel(
 
 @triton.jit
 def _silu_mul_fp8_kernel(GU, OUT, S, inter, BLOCK: tl.constexpr, FMAX: tl.constexpr):
+    # one row of GU (2 inter,), gate and up columns interleaved: loaded whole, split in pairs
     row = tl.program_id(0).to(tl.int64)
+    wide = tl.arange(0, 2 * BLOCK)
+    gu = tl.load(GU + row * 2 * inter + wide, mask=wide < 2 * inter, other=0.0).to(tl.float32)
+    g, u = tl.split(tl.reshape(gu, (BLOCK, 2)))
     cols = tl.arange(0, BLOCK)
-    mask = cols < inter
-    g = tl.load(GU + row * 2 * inter + cols, mask=mask, other=0.0).to(tl.float32)
-    u = tl.load(GU + row * 2 * inter + inter + cols, mask=mask, other=0.0).to(tl.float32)
-    _store_fp8_row(g * tl.sigmoid(g) * u, mask, OUT, S, row, inter, cols, FMAX)
+    _store_fp8_row(g * tl.sigmoid(g) * u, cols < inter, OUT, S, row, inter, cols, FMAX)
 
 
 @triton.jit
@@ -266,7 +270,8 @@ def rms_norm_fp8(
 
 
 def silu_mul_fp8(gu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """silu(gate) * up of a (n, 2 * I) gate|up product, as e4m3 with one fp32 scale per row."""
+    """silu(gate) * up of a (n, 2 * I) product with gate/up columns interleaved, as e4m3 with one fp32
+    scale per row."""
     n, width = gu.shape
     assert gu.is_contiguous() and width % 2 == 0
     inter = width // 2
@@ -345,14 +350,15 @@ def _swiglu_gemm_kernel(
 
 
 def interleave_gate_up(wgu: torch.Tensor) -> torch.Tensor:
-    """(2 I, K) gate rows then up rows -> gate and up rows alternating (what ``swiglu_gemm`` reads)."""
+    """(2 I, K) gate rows then up rows -> gate and up rows alternating (the layout of ``Layer.wgu``, what
+    ``swiglu_gemm``, ``silu_mul`` and ``silu_mul_fp8`` read)."""
     inter = wgu.shape[0] // 2
     return torch.stack((wgu[:inter], wgu[inter:]), dim=1).reshape(wgu.shape).contiguous()
 
 
 def swiglu_gemm(h: torch.Tensor, pairs: torch.Tensor, config: GemmConfig) -> torch.Tensor:
-    """``silu_mul(F.linear(h, wgu))`` in one kernel: h (n, K), ``pairs = interleave_gate_up(wgu)`` for wgu
-    (2 I, K) gate rows then up rows."""
+    """``silu_mul(F.linear(h, pairs))`` in one kernel: h (n, K), ``pairs`` (2 I, K) gate and up rows
+    interleaved."""
     n, k = h.shape
     inter = pairs.shape[0] // 2
     assert h.is_contiguous() and pairs.is_contiguous() and pairs.shape[1] == k

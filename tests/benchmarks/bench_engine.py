@@ -3,6 +3,8 @@
     python tests/benchmarks/bench_engine.py            # on the GPU machine; ~3 minutes with compilation
     python tests/benchmarks/bench_engine.py --tiny --device cpu   # smoke run of the script itself
     python tests/benchmarks/bench_engine.py --fp8      # + FP8 twins of (a), (c), accuracy gate (~+1.5 min)
+    python tests/benchmarks/bench_engine.py --size 0.6b,4b,8b --quick   # per-size rows (``engine_sizes``)
+    python tests/benchmarks/bench_engine.py --size 4b,8b --tiny --device cpu  # smoke run of those rows
 
 A script, not a test (pytest collects ``test_*.py`` only). In one run it prints a Markdown table:
 (a) one query x 50 candidates (p50, p95 latency), (b) one pair (p50), (c) throughput at saturation for
@@ -30,7 +32,6 @@ import argparse
 import logging
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -47,6 +48,20 @@ from engine.attention import attention  # noqa: E402
 from engine.engine import Engine  # noqa: E402
 from engine.precision import Gate, embedding_gate, score_gate  # noqa: E402
 from engine.runner import PackedQwen3  # noqa: E402
+from tests.benchmarks.engine_sizes import parse_sizes, run_sizes  # noqa: E402
+from tests.benchmarks.engine_workloads import (  # noqa: E402
+    NO,
+    YES,
+    Lengths,
+    as_engine_runs,
+    latencies,
+    log,
+    matmul_tflops,
+    model_flops,
+    pct,
+    saturate,
+    sequential,
+)
 from tests.support.models import QWEN3_06B  # noqa: E402
 
 TINY = dict(
@@ -58,48 +73,6 @@ TINY = dict(
     num_key_value_heads=2,
     head_dim=16,
 )
-NO, YES = 2152, 9693
-TEMPLATE_TOKENS = 81  # prefix + suffix + default instruction + a short query, Qwen vocabulary
-TEMPLATE_HEAD, TEMPLATE_SUFFIX = 72, 9  # shared by one query's pairs / after each document
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-class Lengths:
-    def __init__(self, scifact: str | None, seed: int = 0) -> None:
-        self.rng = np.random.default_rng(seed)
-        self.real: np.ndarray | None = None
-        if scifact and Path(scifact, "corpus.jsonl.gz").exists():
-            import gzip
-            import json
-            import tempfile
-
-            from retrieval.backends.qwen_tokenizer import build_qwen_tokenizer
-
-            tok = transformers.AutoTokenizer.from_pretrained(build_qwen_tokenizer(Path(tempfile.mkdtemp())))
-            with gzip.open(Path(scifact, "corpus.jsonl.gz"), "rt") as f:
-                texts = [(d.get("title", "") + "\n" + d["text"]) for d in map(json.loads, f)]
-            lens = np.array([len(i) for i in tok(texts, add_special_tokens=False)["input_ids"]])
-            self.real = np.clip(lens + TEMPLATE_TOKENS, 150, 450)
-
-    def draw(self, n: int) -> np.ndarray:
-        if self.real is not None:
-            return self.rng.choice(self.real, n)
-        return np.clip(np.round(np.exp(np.log(290) + 0.42 * self.rng.standard_normal(n))), 150, 450).astype(
-            int
-        )
-
-    def seqs(self, lengths, vocab: int) -> list[list[int]]:
-        return [self.rng.integers(0, min(vocab, 151643), int(n)).tolist() for n in lengths]
-
-    def pairs(self, lengths, vocab: int) -> list[list[int]]:
-        """One query's pairs: a shared head, each document, the fixed suffix (``lengths`` in all)."""
-        head = self.seqs([TEMPLATE_HEAD], vocab)[0]
-        suffix = list(range(151644, 151644 + TEMPLATE_SUFFIX)) if vocab > 151653 else [1] * TEMPLATE_SUFFIX
-        docs = self.seqs([int(n) - TEMPLATE_HEAD - TEMPLATE_SUFFIX for n in lengths], vocab)
-        return [head + doc + suffix for doc in docs]
 
 
 class Reference:
@@ -131,94 +104,6 @@ class Reference:
 
     def embed(self, seqs: list[list[int]]) -> np.ndarray:
         return F.normalize(self._hidden(seqs), dim=-1).cpu().numpy()
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def latencies(fn, inputs: list, warmup: int, device: str) -> list[float]:
-    for x in inputs[:warmup]:
-        fn(x)
-    out = []
-    for x in inputs:
-        sync(device)
-        t0 = time.perf_counter()
-        fn(x)
-        sync(device)
-        out.append((time.perf_counter() - t0) * 1e3)
-    return out
-
-
-def pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(xs, q))
-
-
-def saturate(engine: Engine, requests: list[list[list[int]]], clients: int) -> float:
-    """Tokens/s with ``clients`` threads each submitting their share of requests back to back, after one
-    untimed batch of the first two requests (as ``sequential`` warms the reference up: cuDNN builds a plan
-    for each new dense shape, ~1 s, once)."""
-    engine.run(requests[0] + requests[1])
-    tokens = sum(len(s) for r in requests for s in r)
-    shares = [requests[i::clients] for i in range(clients)]
-    barrier = threading.Barrier(clients + 1)
-
-    def client(share):  # two requests in flight per client
-        barrier.wait()
-        for j in range(0, len(share), 2):
-            for f in [engine.submit(r) for r in share[j : j + 2]]:
-                f.result()
-
-    threads = [threading.Thread(target=client, args=(s,)) for s in shares]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    return tokens / (time.perf_counter() - t0)
-
-
-def sequential(fn, requests: list[list[list[int]]], device: str) -> float:
-    fn(requests[0])
-    sync(device)
-    t0 = time.perf_counter()
-    for r in requests:
-        fn(r)
-    sync(device)
-    return sum(len(s) for r in requests for s in r) / (time.perf_counter() - t0)
-
-
-def matmul_tflops(device: str, n: int) -> float:
-    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
-    for _ in range(3):
-        a @ b
-    sync(device)
-    t0 = time.perf_counter()
-    reps = 20
-    for _ in range(reps):
-        a @ b
-    sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
-
-
-def model_flops(lengths, cfg: dict) -> float:
-    """Matmul FLOPs of the layers (2 x non-embedding parameters per token) + causal attention FLOPs."""
-    h, i, nh, nk, d, L = (
-        cfg[k]
-        for k in (
-            "hidden_size",
-            "intermediate_size",
-            "num_attention_heads",
-            "num_key_value_heads",
-            "head_dim",
-            "num_hidden_layers",
-        )
-    )
-    params = L * (h * (nh + 2 * nk) * d + nh * d * h + 3 * h * i)
-    lengths = np.asarray(lengths, dtype=np.float64)
-    return float(2 * params * lengths.sum() + L * 2 * nh * d * (lengths * (lengths + 1)).sum())
 
 
 def attention_table(runner: PackedQwen3, lengths, device: str) -> list[tuple[str, float]]:
@@ -296,18 +181,6 @@ def _time(fn, reps: int = 20) -> float:
         fn()
     torch.cuda.synchronize()
     return (time.perf_counter() - t0) / reps * 1e3
-
-
-def as_engine_runs(runner: PackedQwen3, seqs: list[list[int]], share: bool = True) -> tuple[list, object]:
-    """The batch as the engine hands it to the runner: the common head once, then each pair's rest."""
-    from engine.engine import common_prefix
-
-    ids = np.concatenate([np.asarray(x, dtype=np.int64) for x in seqs])
-    offsets = np.concatenate([[0], np.cumsum([len(x) for x in seqs])])
-    p = common_prefix(ids, offsets) if share and runner.shares_prefix else 0
-    if not p:
-        return seqs, None
-    return [seqs[0][:p]] + [x[p:] for x in seqs], np.array([-1] + [0] * len(seqs))
 
 
 def kernel_breakdown(
@@ -559,7 +432,12 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--budget", type=int, default=32768)
     ap.add_argument("--scifact", default=None)
-    ap.add_argument("--quick", action="store_true", help="(a) and the kernel breakdown only")
+    ap.add_argument(
+        "--quick", action="store_true", help="(a) and the kernel breakdown only (--size: fewer runs)"
+    )
+    ap.add_argument(
+        "--size", action="append", default=[], help="0.6b, 4b, 8b (repeatable or a comma list): per-size rows"
+    )
     ap.add_argument("--inductor", action="append", default=[], help="inductor option key=value (repeatable)")
     ap.add_argument("--kernels", default="auto", help="element-wise kernels: auto, triton, compile, eager")
     ap.add_argument("--graph-tokens", default="", help="comma-separated CUDA graph token buckets")
@@ -574,6 +452,7 @@ def main() -> None:
     logging.getLogger("reranking").setLevel(logging.INFO)
     dev, cfg = args.device, TINY if args.tiny else QWEN3_06B
     cuda = dev.startswith("cuda")
+    sizes = parse_sizes(args.size)
     lines: list[str] = []
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -581,6 +460,16 @@ def main() -> None:
         log(f"{torch.cuda.get_device_name()}, {versions}")
     peak = matmul_tflops(dev, 8192 if cuda else 512)
     log(f"bf16 matmul {peak:.0f} TFLOP/s")
+    if sizes:
+        started = time.perf_counter()
+        lines = run_sizes(sizes, args.tiny, dev, args.budget, engine_options, peak, args.quick, args.scifact)
+        lines.append(
+            f"\nWhole run {time.perf_counter() - started:.0f} s: `bench_engine.py {' '.join(sys.argv[1:])}`"
+        )
+        print("\n" + "\n".join(lines), flush=True)
+        if os.environ.get("OUT"):
+            Path(os.environ["OUT"], "bench_engine_sizes.md").write_text("\n".join(lines) + "\n")
+        return
 
     torch.manual_seed(0)
     with torch.device(dev):

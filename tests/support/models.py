@@ -21,6 +21,28 @@ QWEN3_06B = {
     "initializer_range": 0.02,
 }
 
+# The 4B and 8B shapes (Qwen3-Reranker/Embedding-4B and -8B): the published Qwen3-4B / Qwen3-8B config.json
+# values (no checkpoint here to read them from; a third-party port of Qwen3-Embedding-8B lists the same
+# hidden/intermediate/layers/heads). Both have 8 key/value heads for 32 query heads (grouped-query group 4,
+# where 0.6B has 2) and a q/k/v width (6144) unlike the hidden width. The vocabulary is the tokenizer's
+# 151,669 (published configs say 151,669, 151,665 or the padded 151,936 by model: <0.2 % of the embeddings).
+QWEN3_4B = {
+    **QWEN3_06B,
+    "hidden_size": 2560,
+    "intermediate_size": 9728,
+    "num_hidden_layers": 36,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "tie_word_embeddings": True,
+}
+QWEN3_8B = {
+    **QWEN3_4B,
+    "hidden_size": 4096,
+    "intermediate_size": 12288,
+    "tie_word_embeddings": False,  # its own LM head: the reranker's two rows come from lm_head, not embed
+}
+SIZES = {"0.6b": QWEN3_06B, "4b": QWEN3_4B, "8b": QWEN3_8B}
+
 # The same wiring at toy size (2 layers, hidden 64), for CPU tests and smoke runs. ``initializer_range`` 0.2
 # makes scores spread (P("yes") well away from 0.5), so a wrong input shows in the numbers.
 TINY_QWEN3 = {
@@ -35,6 +57,17 @@ TINY_QWEN3 = {
     "bos_token_id": 151643,
     "eos_token_id": 151643,
 }
+
+# Toy configs with each real size's ratios, for CPU tests of what differs between sizes: grouped-query
+# group 4 (4B/8B: 32 heads on 8 key/value heads), a q/k/v width unlike the hidden width, and (8B) an untied
+# LM head.
+TINY_SIZES = {
+    "0.6b": TINY_QWEN3,
+    "4b": {**TINY_QWEN3, "hidden_size": 64, "intermediate_size": 256, "num_attention_heads": 8,
+           "num_key_value_heads": 2, "head_dim": 16, "num_hidden_layers": 3},
+    "8b": {**TINY_QWEN3, "hidden_size": 128, "intermediate_size": 384, "num_attention_heads": 8,
+           "num_key_value_heads": 2, "head_dim": 16, "num_hidden_layers": 3, "tie_word_embeddings": False},
+}  # fmt: skip
 
 
 def build_qwen3_folder(

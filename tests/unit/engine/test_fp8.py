@@ -20,7 +20,9 @@ from transformers import AutoModelForCausalLM
 
 from engine.engine import Engine
 from engine.fp8 import (
+    E4M3,
     E4M3_MAX,
+    PRODUCTS,
     Fp8Weight,
     dequantize,
     fp8_linear,
@@ -29,6 +31,7 @@ from engine.fp8 import (
     unsupported_reason,
 )
 from engine.precision import Gate, check_precision, embedding_gate, kendall_tau, score_gate
+from engine.qwen3_math import weight_bytes
 from ingestion.settings import IngestSettings
 from reranking.backends import make_reranker
 from reranking.settings import RerankSettings
@@ -237,6 +240,11 @@ class TestEngineChoice:
         assert 0 < gap < 0.25 * float(np.abs(want).max())
         # batch == single: per-token scales do not depend on the rest of the batch (a per-tensor one would)
         assert abs(float(fp8.run(seqs[:1])[0]) - float(got[0])) < 1e-5
+        # once FP8 serves, the engine holds the e4m3 products only: 1 byte each where bf16 asked held 4 (fp32)
+        served, full = fp8.runner.w, plain.runner.w
+        assert all(getattr(layer, n).dtype == E4M3 for layer in served.layers for n in PRODUCTS)
+        products = sum(getattr(layer, n).numel() for layer in full.layers for n in PRODUCTS)
+        assert weight_bytes(served) == weight_bytes(full) - 3 * products
 
     def test_fp8_that_misses_its_gate_falls_back_with_the_figures(self, tiny_causal, engines) -> None:
         seqs = _sequences(2, 6)

@@ -66,9 +66,16 @@ def test_norms_and_swiglu_equal_the_torch_math() -> None:
     h = tk.add_rms_norm_(residual, y, w, 1e-6)
     torch.testing.assert_close(residual, x + y, atol=TOL, rtol=0)
     torch.testing.assert_close(h, qwen3_math.rms(x + y, w, 1e-6), atol=TOL, rtol=0)
-    gu = torch.randn(37, 2 * 300, generator=gen)
-    gate, up = gu.chunk(2, dim=-1)
+    gu = torch.randn(37, 2 * 300, generator=gen)  # gate and up columns interleaved, as the engine lays out
+    gate, up = gu[:, 0::2], gu[:, 1::2]
     torch.testing.assert_close(tk.silu_mul(gu), torch.nn.functional.silu(gate) * up, atol=TOL, rtol=0)
+    q, scale = tk.silu_mul_fp8(gu)
+    want = torch.nn.functional.silu(gate) * up
+    torch.testing.assert_close(scale, want.abs().amax(-1, keepdim=True) / 448, atol=0, rtol=1e-5)
+    # e4m3 rounds to within half a step (at most 16 scales); Triton 3.6's interpreter rounds values just
+    # under a power of two down a binade (-126.1 -> -64, not -128), so 64 scales here, where a wrong
+    # gate/up pairing is off by hundreds (values span +-448 scales)
+    assert bool(((q.float() * scale - want).abs() <= 64 * scale).all())
 
 
 @pytest.mark.parametrize("rows", [16, 4])
@@ -190,3 +197,40 @@ def test_whole_forward_equals_the_torch_path(tiny_qwen3_reranker_dir) -> None:
                 outs[name] = runner.run(seqs)[0]
         for name in ("m64n64", "gqa", "fused products"):
             torch.testing.assert_close(outs[name], outs["loop"], atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize(("size", "head"), [("4b", "embedding"), ("8b", "score")])
+def test_whole_forward_at_the_4b_and_8b_ratios(size: str, head: str) -> None:
+    """Grouped-query group 4 (the packed GQA kernel holds 4 query heads per key/value tile), a q/k/v width
+    unlike the hidden width, an untied LM head (8B): the Triton path equals the exact torch path."""
+    import transformers
+
+    from engine.runner import PackedQwen3
+    from tests.support.models import TINY_SIZES
+
+    torch.manual_seed(5)
+    causal = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**TINY_SIZES[size])).eval()
+    weights = qwen3_math.extract_weights(
+        causal, head=head, device="cpu", dtype=torch.float32, head_ids=(2152, 9693)
+    )
+    assert weights.heads // weights.kv_heads == 4
+    rng = random.Random(4)
+    seqs = [[rng.randrange(151643) for _ in range(n)] for n in (1, 9, 70, 33)]
+    outs = {}
+    for name, attn, fused in (
+        ("loop", "loop", None),
+        ("gqa", "triton-gqa-m32n32", None),
+        ("fused products", "triton-m64n64", "pairs-m128n64k64w8s3"),
+    ):
+        runner = PackedQwen3(
+            weights,
+            head=head,
+            cuda_graphs=False,
+            kernels="eager" if attn == "loop" else "triton",
+            attention=attn,
+        )
+        runner.mlp_gemm = fused
+        with torch.inference_mode():
+            outs[name] = runner.run(seqs)[0]
+    for name in ("gqa", "fused products"):
+        torch.testing.assert_close(outs[name], outs["loop"], atol=TOL, rtol=0)
