@@ -120,7 +120,8 @@ def test_fp8_meets_the_accuracy_gate_over_200_queries_by_50_documents(model, que
     bf16 = Engine(model, head="score", head_token_ids=(NO, YES), device="cuda")
     fp8_engine = Engine(model, head="score", head_token_ids=(NO, YES), device="cuda", precision="fp8")
     try:
-        choice = fp8_engine.precision  # warms up: the engine's own gate on its own probe
+        fp8_engine.warm_up()  # the engine's own gate, on its own probe
+        choice = fp8_engine.precision
         _report("warm-up choice", {"used": choice.used, "reason": choice.reason})
         assert choice.used == "fp8", choice.reason
         ref = [bf16.run(q) for q in queries]
@@ -139,6 +140,7 @@ def test_fp8_embeddings_meet_the_cosine_gate(model, queries) -> None:
     bf16 = Engine(model.model, head="embedding", device="cuda")
     fp8_engine = Engine(model.model, head="embedding", device="cuda", precision="fp8")
     try:
+        fp8_engine.warm_up()
         choice = fp8_engine.precision
         _report("embedding warm-up choice", {"used": choice.used, "reason": choice.reason})
         assert choice.used == "fp8", choice.reason
@@ -160,6 +162,7 @@ def test_without_fp8_products_the_engine_serves_bf16_and_says_why(model) -> None
         fp8_probe=(2, 20),
     )  # fmt: skip
     try:
+        engine.warm_up()
         choice = engine.precision
         assert choice.used == "bf16" and choice.asked == "fp8"
         if _fp8_here() is None:
