@@ -100,7 +100,8 @@ def best_windows(
 class Reranker(Protocol):
     """Scores (query, document) pairs and returns hits sorted by score, best first.
 
-    Score scales: Qwen3-Reranker P("yes") in [0, 1]; cross-encoders sigmoid in [0, 1];
+    Score scales: Qwen3-Reranker P("yes") in [0, 1]; cross-encoders sigmoid in [0, 1]; ``maxsim``
+    (1 + mean over query tokens of the best cosine) / 2 in [0, 1];
     ``none`` returns no score of its own (``None`` backends report ``reorders = False``).
     """
 

@@ -15,6 +15,8 @@ class RerankSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RERANK_", extra="ignore")
 
     # none: stage-1 order, reported as such. cross-encoder: sentence-transformers CrossEncoder.
+    # maxsim: ColBERT MaxSim over a sentence-transformers encoder's token vectors (default: the bundled
+    # MiniLM; RERANK_MODEL another folder), no weights of its own (reranking/backends/maxsim.py).
     # qwen3: Qwen3-Reranker (causal LM, P("yes")): on a "cuda" device served by the inference engine
     # (engine/, through reranking/backends/qwen3_engine.py), else through transformers; qwen3-engine /
     # qwen3-transformers force one.

@@ -37,6 +37,17 @@ def _cross_encoder(settings: RerankSettings) -> Reranker:
     )
 
 
+def _maxsim(settings: RerankSettings) -> Reranker:
+    from reranking.backends.maxsim import MaxSimReranker
+
+    return MaxSimReranker(
+        model=settings.model or None,
+        device=settings.device,
+        max_tokens=settings.max_tokens or None,
+        batch_size=settings.batch_size,
+    )
+
+
 def _qwen3_transformers(settings: RerankSettings) -> Reranker:
     from reranking.backends.qwen3 import Qwen3Reranker
 
@@ -98,6 +109,7 @@ RERANKERS: dict[str, RerankerFactory] = {
     "none": _none,
     "cross-encoder": _cross_encoder,
     "crossencoder": _cross_encoder,
+    "maxsim": _maxsim,
     "qwen3": _qwen3,
     "qwen3-reranker": _qwen3,
     "qwen3-transformers": _qwen3_transformers,
@@ -114,7 +126,8 @@ def make_reranker(settings: RerankSettings | None = None) -> Reranker:
     if factory is None:
         raise RerankError(
             f"unknown rerank backend {settings.backend!r}: "
-            "set RERANK_BACKEND to none, cross-encoder, qwen3, qwen3-engine, qwen3-transformers or remote"
+            "set RERANK_BACKEND to none, cross-encoder, maxsim, qwen3, qwen3-engine, qwen3-transformers "
+            "or remote"
         )
     return factory(settings)
 

@@ -1,7 +1,7 @@
 """The ``Reranker`` contract (``tests/contract/reranker.py``) on the tiny Qwen3Reranker, the tiny
-cross-encoder, the ``none`` backend, ``RemoteReranker`` in front of a rerank server (in-process) serving the
-tiny cross-encoder, ``RerankerPool`` in front of two such servers, and the test fake ``FakeReranker`` in its
-position-independent scorings."""
+cross-encoder, ``maxsim`` over the bundled MiniLM, the ``none`` backend, ``RemoteReranker`` in front of a
+rerank server (in-process) serving the tiny cross-encoder, ``RerankerPool`` in front of two such servers, and
+the test fake ``FakeReranker`` in its position-independent scorings."""
 
 from __future__ import annotations
 
@@ -15,6 +15,15 @@ from reranking.reranker import NoneReranker, Reranker
 from reranking.settings import RerankSettings
 from tests.contract.reranker import DOCS, QUERY, RerankerContract
 from tests.support.fakes import FakeReranker
+
+
+@pytest.fixture(scope="module")
+def maxsim_reranker(minilm_dir: Path) -> Reranker:
+    from reranking.backends.maxsim import MaxSimReranker
+
+    reranker = MaxSimReranker(model=str(minilm_dir), batch_size=4)
+    reranker.warm_up()
+    return reranker
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +60,7 @@ def pool_reranker(cross_encoder_reranker: Reranker) -> Iterator[Reranker]:
     params=[
         "qwen3_reranker",
         "cross_encoder_reranker",
+        "maxsim_reranker",
         "none",
         "remote_reranker",
         "pool_reranker",
