@@ -31,7 +31,7 @@ import numpy as np
 
 from engine.hub import model_identity, model_revision, offline_kwargs
 from reranking.errors import RerankUnavailableError
-from reranking.reranker import RankedHit, best_first, check_rank_request
+from reranking.reranker import RankedHit, best_first, best_windows, check_rank_request, window_starts
 
 logger = logging.getLogger(__name__)
 
@@ -134,12 +134,44 @@ class MaxSimReranker:
         *,
         top_k: int | None = None,
         instruction: str | None = None,
+        windows: bool = False,
     ) -> list[RankedHit]:
-        """``instruction`` is ignored: the encoder takes none."""
+        """``instruction`` is ignored: the encoder takes none. ``windows``: a document longer than the
+        encoder's length is split into overlapping windows (``reranking.reranker.window_starts``) through the
+        tokenizer's offsets, each scored, the best kept and reported (without: its beginning is scored)."""
         check_rank_request(query, top_k)
         if not documents:
             return []
-        return best_first(self.score(query, documents), top_k)
+        if not windows:
+            return best_first(self.score(query, documents), top_k)
+        spans = self.window_spans(documents)
+        parts = [doc[a:b] for doc, own in zip(documents, spans, strict=True) for a, b in own]
+        return best_windows(self.score(query, parts).tolist(), spans, top_k, report=True)
+
+    def window_spans(self, documents: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """Per document, the character spans of its windows: ``[(0, len(doc))]`` for one that fits the
+        encoder's length; together a long document's windows cover it, overlapping."""
+        self.warm_up()
+        tokenizer = self._model.tokenizer
+        if not getattr(tokenizer, "is_fast", False):
+            raise RerankUnavailableError(
+                f"{self.name}: windows need a tokenizer with character offsets (a fast tokenizer)"
+            )
+        window = int(self._model.max_seq_length) - tokenizer.num_special_tokens_to_add(pair=False)
+        encoded = tokenizer(list(documents), add_special_tokens=False, return_offsets_mapping=True)
+        out: list[list[tuple[int, int]]] = []
+        for doc, offsets in zip(documents, encoded["offset_mapping"], strict=True):
+            if len(offsets) <= window:
+                out.append([(0, len(doc))])
+                continue
+            spans = [
+                (offsets[start][0], offsets[min(start + window, len(offsets)) - 1][1])
+                for start in window_starts(len(offsets), window)
+            ]
+            spans[0] = (0, spans[0][1])  # leading and trailing blanks belong to the first and last window
+            spans[-1] = (spans[-1][0], len(doc))
+            out.append(spans)
+        return out
 
     def score(self, query: str, documents: Sequence[str]) -> np.ndarray:
         """The [0, 1] MaxSim score of each document for ``query``, in input order."""

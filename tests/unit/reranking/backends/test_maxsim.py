@@ -115,3 +115,16 @@ def test_factory_name_and_revision(minilm_dir: Path, tmp_path: Path) -> None:
 def test_an_unloadable_model_names_the_setting(tmp_path: Path, hub_offline: None) -> None:
     with pytest.raises(RerankUnavailableError, match="RERANK_MODEL"):
         MaxSimReranker(model=str(tmp_path / "missing")).warm_up()
+
+
+def test_windows_score_a_long_document_by_its_best_window_and_say_which() -> None:
+    reranker = MaxSimReranker(max_tokens=32)
+    filler = "the weather report mentions clouds and light rain over the hills today. " * 12
+    planted = "Photosynthesis converts light energy into chemical energy in chloroplasts."
+    doc = filler + planted + " " + filler
+    [hit] = reranker.rank("how does photosynthesis convert light energy", [doc], windows=True)
+    assert hit.window is not None and hit.window.count > 1
+    assert hit.window.start <= doc.index(planted) < hit.window.end
+    spans = reranker.window_spans([doc])[0]
+    assert spans[0][0] == 0 and spans[-1][1] == len(doc)
+    assert all(b > a for a, b in spans) and all(spans[i][1] > spans[i + 1][0] for i in range(len(spans) - 1))
