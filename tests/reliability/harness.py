@@ -282,27 +282,23 @@ class Harness:
 
     def chunk_rows(self, tenant: str) -> list[dict[str, Any]]:
         """Every chunk row of ``tenant`` in the collection, read from Milvus directly (id, doc, version,
-        position), paged by primary key so that no row is read twice or skipped."""
+        position) with a query iterator (a plain query with a limit returns *some* rows, in no key order:
+        paging it by "id > the last id" skipped rows once a tenant had more than one page)."""
         client = self.milvus()
         rows: list[dict[str, Any]] = []
-        last = ""
         try:
             client.load_collection(COLLECTION)
-            while True:
-                expr = f'tenant == "{tenant}"' + (f' and id > "{last}"' if last else "")
-                batch = client.query(
-                    COLLECTION,
-                    filter=expr,
-                    output_fields=["id", "doc_id", "version", "position"],
-                    limit=4000,
-                )
-                if not batch:
-                    break
-                batch.sort(key=lambda r: r["id"])
-                rows.extend(batch)
-                if len(batch) < 4000:
-                    break
-                last = batch[-1]["id"]
+            iterator = client.query_iterator(
+                COLLECTION,
+                batch_size=2000,
+                filter=f'tenant == "{tenant}"',
+                output_fields=["id", "doc_id", "version", "position"],
+            )
+            try:
+                while batch := iterator.next():
+                    rows.extend(batch)
+            finally:
+                iterator.close()
         finally:
             client.close()
         return rows
