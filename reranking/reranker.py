@@ -71,6 +71,21 @@ def sorted_hits(hits: Iterable[RankedHit], top_k: int | None = None) -> list[Ran
     return ordered if top_k is None else ordered[:top_k]
 
 
+def window_spans(doc: str, offsets: Sequence[tuple[int, int]], window: int) -> list[tuple[int, int]]:
+    """The character spans of ``doc``'s ``window``-token windows (``window_starts``), from its tokens'
+    character ``offsets``: ``[(0, len(doc))]`` when it fits; together they cover the document (leading and
+    trailing blanks belong to the first and last window)."""
+    if len(offsets) <= window:
+        return [(0, len(doc))]
+    spans = [
+        (offsets[start][0], offsets[min(start + window, len(offsets)) - 1][1])
+        for start in window_starts(len(offsets), window)
+    ]
+    spans[0] = (0, spans[0][1])
+    spans[-1] = (spans[-1][0], len(doc))
+    return spans
+
+
 def best_windows(
     scores: Sequence[float],
     spans: Sequence[Sequence[tuple[int, int]]],

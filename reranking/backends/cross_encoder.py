@@ -33,7 +33,7 @@ from reranking.reranker import (
     best_first,
     best_windows,
     check_rank_request,
-    window_starts,
+    window_spans,
 )
 
 logger = logging.getLogger(__name__)
@@ -130,13 +130,7 @@ class CrossEncoderReranker:
                     f"the query takes {query_tokens} of the {budget} tokens a (query, document) pair may "
                     "use; shorten the query or raise RERANK_MAX_TOKENS"
                 )
-            spans = [
-                (offsets[start][0], offsets[min(start + window, len(offsets)) - 1][1])
-                for start in window_starts(len(offsets), window)
-            ]
-            spans[0] = (0, spans[0][1])  # leading and trailing blanks belong to the first and last window
-            spans[-1] = (spans[-1][0], len(doc))
-            out.append(spans)
+            out.append(window_spans(doc, offsets, window))
         return out
 
     def _pair_budget(self) -> int | None:

@@ -31,7 +31,7 @@ import numpy as np
 
 from engine.hub import model_identity, model_revision, offline_kwargs
 from reranking.errors import RerankUnavailableError
-from reranking.reranker import RankedHit, best_first, best_windows, check_rank_request, window_starts
+from reranking.reranker import RankedHit, best_first, best_windows, check_rank_request, window_spans
 
 logger = logging.getLogger(__name__)
 
@@ -159,19 +159,10 @@ class MaxSimReranker:
             )
         window = int(self._model.max_seq_length) - tokenizer.num_special_tokens_to_add(pair=False)
         encoded = tokenizer(list(documents), add_special_tokens=False, return_offsets_mapping=True)
-        out: list[list[tuple[int, int]]] = []
-        for doc, offsets in zip(documents, encoded["offset_mapping"], strict=True):
-            if len(offsets) <= window:
-                out.append([(0, len(doc))])
-                continue
-            spans = [
-                (offsets[start][0], offsets[min(start + window, len(offsets)) - 1][1])
-                for start in window_starts(len(offsets), window)
-            ]
-            spans[0] = (0, spans[0][1])  # leading and trailing blanks belong to the first and last window
-            spans[-1] = (spans[-1][0], len(doc))
-            out.append(spans)
-        return out
+        return [
+            window_spans(doc, offsets, window)
+            for doc, offsets in zip(documents, encoded["offset_mapping"], strict=True)
+        ]
 
     def score(self, query: str, documents: Sequence[str]) -> np.ndarray:
         """The [0, 1] MaxSim score of each document for ``query``, in input order."""
