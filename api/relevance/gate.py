@@ -121,11 +121,27 @@ def _reason(
         return False, f"{evidence}: the best fusion on the train queries gives the reranker no weight"
     if p is None:
         return False, f"{evidence}: the rerank stage does not change the result"
-    if delta < min_gain:
-        return False, f"{evidence}: it must gain at least {min_gain:g}"
-    if p >= alpha:
-        return False, f"{evidence}: the gain is not significant (p must be below {alpha:g})"
+    refused = short_of_the_rule(delta, p, min_gain, alpha)
+    if refused:
+        return False, f"{evidence}: {refused}"
     return True, f"{evidence} with {fusion.label}"
+
+
+def check_held_out(judged: Collection[str], train_ids: Collection[str]) -> None:
+    """``ValueError`` when a held-out query was also used to learn (the gates decide on unseen queries)."""
+    leaked = set(judged) & set(train_ids)
+    if leaked:
+        raise ValueError(f"{len(leaked)} held-out queries were also used to learn, e.g. {sorted(leaked)[:3]}")
+
+
+def short_of_the_rule(delta: float, p: float, min_gain: float, alpha: float) -> str | None:
+    """Why a gain of ``delta`` nDCG@10 with paired-test ``p`` does not pass the gates' rule (at least
+    ``min_gain``, p below ``alpha``); None when it passes."""
+    if delta < min_gain:
+        return f"it must gain at least {min_gain:g}"
+    if p >= alpha:
+        return f"the gain is not significant (p must be below {alpha:g})"
+    return None
 
 
 def decide(
@@ -147,9 +163,7 @@ def decide(
 ) -> GateDecision:
     """Stage 1 alone vs stage 1 fused with the reranker by ``fusion``, on held-out queries (``runs``)."""
     judged = _judged(runs, qrels)
-    leaked = set(judged) & set(train_ids)
-    if leaked:
-        raise ValueError(f"{len(leaked)} held-out queries were also used to learn, e.g. {sorted(leaked)[:3]}")
+    check_held_out(judged, train_ids)
     before, before_q = _score(runs, judged, None)
     after, after_q = _score(runs, judged, fusion)
     ndcg_before = [before_q["nDCG@10"][q] for q in judged]

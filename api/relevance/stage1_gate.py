@@ -29,7 +29,7 @@ from typing import Any
 
 from api.gate_decision import DEFAULT_STAGE1, GATE_MEASURES, Stage1, Stage1Decision
 from api.relevance import eval_report
-from api.relevance.gate import DEFAULT_ALPHA, DEFAULT_MIN_GAIN
+from api.relevance.gate import DEFAULT_ALPHA, DEFAULT_MIN_GAIN, check_held_out, short_of_the_rule
 from retrieval.types import Candidate
 
 __all__ = ["DEFAULT_STAGE1", "STAGE1_GRID", "QueryLegs", "decide_stage1", "learn_stage1"]
@@ -109,9 +109,7 @@ def decide_stage1(
 ) -> Stage1Decision:
     """The default vs ``learned`` on held-out queries (``legs``): adopted only on a significant gain."""
     judged = _judged(legs, qrels)
-    leaked = set(judged) & set(train_ids)
-    if leaked:
-        raise ValueError(f"{len(leaked)} held-out queries were also used to learn, e.g. {sorted(leaked)[:3]}")
+    check_held_out(judged, train_ids)
     before, before_q = _score(legs, judged, default, depth)
     after, after_q = _score(legs, judged, learned, depth)
     p = eval_report.paired_p(
@@ -129,10 +127,8 @@ def decide_stage1(
         adopted, reason = False, f"{evidence}: the learned configuration does not change the result"
     elif p is None:
         adopted, reason = False, f"{evidence}: too few held-out queries for a paired t-test"
-    elif delta < min_gain:
-        adopted, reason = False, f"{evidence}: it must gain at least {min_gain:g}"
-    elif p >= alpha:
-        adopted, reason = False, f"{evidence}: the gain is not significant (p must be below {alpha:g})"
+    elif refused := short_of_the_rule(delta, p, min_gain, alpha):
+        adopted, reason = False, f"{evidence}: {refused}"
     else:
         adopted, reason = True, evidence
     return Stage1Decision(
