@@ -361,9 +361,11 @@ class Stack:
 
         from retrieval.milvus_store import GRPC_OPTIONS
 
-        exe = Path(sys.executable).with_name("milvus-lite")
+        # Milvus Lite's command line, with a faster dense search (retrieval.milvus_lite_server)
         argv = [
-            str(exe) if exe.exists() else "milvus-lite",
+            sys.executable,
+            "-m",
+            "retrieval.milvus_lite_server",
             "server",
             "--data-dir",
             str(self.home / "milvus"),

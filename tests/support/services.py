@@ -85,7 +85,8 @@ def stop_process(proc: subprocess.Popen[bytes], *, grace: float = 10.0) -> None:
 def start_milvus_lite(
     data_dir: Path, *, port: int | None = None, timeout: float = 30.0
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """``milvus-lite server`` on 127.0.0.1 over ``data_dir``; yields ``(process, uri)``.
+    """``milvus-lite server`` on 127.0.0.1 over ``data_dir`` (as ``sieve up`` starts it: through
+    ``retrieval.milvus_lite_server``); yields ``(process, uri)``.
 
     The port is a free one unless given (a restart test reuses it). One server per data directory: Milvus Lite
     locks it.
@@ -94,7 +95,7 @@ def start_milvus_lite(
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.with_name(data_dir.name + ".log")
     port = port or free_port()
-    command = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir)]
+    command = [sys.executable, "-m", "retrieval.milvus_lite_server", "server", "--data-dir", str(data_dir)]
     command += ["--host", "127.0.0.1", "--port", str(port)]
     with _started(command, log_path, f"http://127.0.0.1:{port}", timeout=timeout) as started:
         yield started
