@@ -34,15 +34,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import shutil
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from retrieval import lexical_postings
 from retrieval.errors import StoreUnavailableError
+from retrieval.lexical_postings import Postings
 from retrieval.store import FilterValue, matches_filters
 
 _SCHEMA = """
@@ -72,10 +79,26 @@ CREATE TRIGGER IF NOT EXISTS chunks_au AFTER UPDATE ON chunks BEGIN
     INSERT INTO fts (fts, rowid, terms) VALUES ('delete', old.rowid, old.terms);
     INSERT INTO fts (rowid, terms) VALUES (new.rowid, new.terms);
 END;
+CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, row INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS changes_ai AFTER INSERT ON chunks BEGIN
+    INSERT INTO changes (row) VALUES (new.rowid);
+END;
+CREATE TRIGGER IF NOT EXISTS changes_ad AFTER DELETE ON chunks BEGIN
+    INSERT INTO changes (row) VALUES (old.rowid);
+END;
+CREATE TRIGGER IF NOT EXISTS changes_au AFTER UPDATE ON chunks BEGIN
+    INSERT INTO changes (row) VALUES (new.rowid);
+    INSERT INTO changes (row) SELECT old.rowid WHERE old.rowid != new.rowid;
+END;
+CREATE TABLE IF NOT EXISTS identity AS SELECT lower(hex(randomblob(16))) AS token;
 """
 # Marks a collection's folder as holding every row Milvus held when it was made; the suffix is the layout's
 # version (a folder of another layout is filled again).
 _COMPLETE = "COMPLETE-2"
+_REBUILD_FLOOR = 1000  # changed rows under which the tail never asks for a rebuild
+_IN_BATCH = 500  # rowids per ``IN (...)`` when fetching rows
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -103,12 +126,38 @@ class LexicalHit:
     metadata: dict[str, Any]
 
 
-class SqliteLexicalIndex:
-    """The per-tenant FTS5 files of one collection, under ``folder``."""
+class _Resident:
+    """One tenant's resident postings in this process: the current snapshot (None until built, or while a
+    build that replaces one no longer refreshable runs) and the build in progress, if any."""
 
-    def __init__(self, folder: Path, *, timeout_s: float = 30.0) -> None:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.postings: Postings | None = None
+        self.building: threading.Thread | None = None
+
+
+class SqliteLexicalIndex:
+    """The per-tenant SQLite files of one collection, under ``folder``; with ``resident``, searches score on
+    postings held in memory (built in the background on a tenant's first search, FTS5 answering until then).
+    Writers keep the last ``changes_kept`` entries of each file's change log."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        timeout_s: float = 30.0,
+        resident: bool = True,
+        changes_kept: int = 200_000,
+    ) -> None:
         self.folder = Path(folder)
         self.timeout_s = timeout_s
+        self.resident = resident
+        self.changes_kept = changes_kept
+        self.resident_searches = 0  # searches answered from the resident postings (the rest: FTS5)
+        self.builds = 0  # resident builds finished in this process
+        self._pid = os.getpid()
+        self._guard = threading.Lock()
+        self._tenants: dict[str, _Resident] = {}
 
     # -- state of the folder -------------------------------------------------------------------------------
     def complete(self) -> bool:
@@ -120,6 +169,8 @@ class SqliteLexicalIndex:
         (self.folder / _COMPLETE).write_text("the lexical index holds every row of its collection\n")
 
     def drop(self) -> None:
+        with self._guard:
+            self._tenants = {}
         shutil.rmtree(self.folder, ignore_errors=True)
 
     # -- writes ---------------------------------------------------------------------------------------------
@@ -149,6 +200,7 @@ class SqliteLexicalIndex:
                         for r in batch
                     ],
                 )
+                self._trim(db)
 
     def delete_document(
         self,
@@ -169,12 +221,20 @@ class SqliteLexicalIndex:
             args.extend(except_versions)
         with self._connect(tenant) as db:
             db.execute(f"DELETE FROM chunks WHERE {' AND '.join(where)}", args)  # noqa: S608 - placeholders only
+            self._trim(db)
 
     def delete_ids(self, tenant: str, ids: Sequence[str]) -> None:
         if not ids or not self._path(tenant).exists():
             return
         with self._connect(tenant) as db:
             db.executemany("DELETE FROM chunks WHERE id = ?", [(i,) for i in ids])
+            self._trim(db)
+
+    def _trim(self, db: sqlite3.Connection) -> None:
+        """Keep the last ``changes_kept`` entries of the change log (in the writer's transaction)."""
+        db.execute(
+            "DELETE FROM changes WHERE seq <= (SELECT max(seq) FROM changes) - ?", (self.changes_kept,)
+        )
 
     # -- reads ----------------------------------------------------------------------------------------------
     def search(
@@ -186,48 +246,212 @@ class SqliteLexicalIndex:
         filters: Mapping[str, FilterValue] | None = None,
     ) -> list[LexicalHit]:
         """The best ``limit`` chunks that hold any of ``terms`` (analysed, space-separated) and pass the
-        validated ``filters``, best first."""
-        words = list(dict.fromkeys(terms.split()))
+        validated ``filters``, best first (ties: the older row first on the resident postings)."""
+        words, single = _query_words(terms)
         if not words or limit <= 0 or not self._path(tenant).exists():
             return []
         filters = dict(filters or {})
         document_id = filters.pop("document_id", None)
-        found: list[LexicalHit] = []
+        state = self._state(tenant) if self.resident and single else None
+        if state is not None and state.postings is None:
+            self._start_build(tenant, state)
         with self._connect(tenant, write=False) as db:
-            words = _informative(db, words)
-            if not words:
-                return []
-            match = " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
-            # the best rowids first (FTS5 alone), then their rows: sorting whole rows reads every match's text
-            within = (
-                " AND rowid IN (SELECT rowid FROM chunks WHERE doc_id = ?)" if document_id is not None else ""
-            )
-            sql = (
-                "SELECT chunks.id, best.score, doc_id, version, position, page, text, metadata FROM "
-                f"(SELECT rowid, -bm25(fts) AS score FROM fts WHERE fts MATCH ?{within} "
-                "ORDER BY bm25(fts) LIMIT ? OFFSET ?) AS best JOIN chunks ON chunks.rowid = best.rowid "
-                "ORDER BY best.score DESC"
-            )
-            args: list[object] = [match] if document_id is None else [match, str(document_id)]
-            offset, page = 0, limit if not filters else max(limit * 4, 50)
-            while len(found) < limit:
-                rows = db.execute(sql, [*args, page, offset]).fetchall()
-                for id_, score, doc, version, position, page_no, text, metadata in rows:
-                    meta = json.loads(metadata)
-                    if matches_filters(doc, meta, filters):
-                        found.append(
-                            LexicalHit(id_, float(score), doc, version, position, page_no, text, meta)
-                        )
-                if len(rows) < page:
-                    break
-                offset, page = offset + page, page * 2
+            postings = self._current(tenant, state, db) if state is not None else None
+            if postings is not None:
+                self.resident_searches += 1
+                found = self._search_resident(db, postings, words, limit, document_id, filters)
+            else:
+                found = self._search_fts(db, words, limit, document_id, filters)
         return found[:limit]
+
+    def warm(self, tenant: str) -> bool:
+        """Build ``tenant``'s resident postings now (or wait for the build in progress); False when there is
+        nothing to build (no file, or ``resident`` off)."""
+        if not self.resident or not self._path(tenant).exists():
+            return False
+        state = self._state(tenant)
+        with state.lock:
+            building = state.building
+        if building is not None:
+            building.join()
+        if state.postings is None:
+            self._publish(state, self._build(tenant))
+        return True
+
+    def _search_fts(
+        self,
+        db: sqlite3.Connection,
+        words: list[str],
+        limit: int,
+        document_id: FilterValue | None,
+        filters: Mapping[str, FilterValue],
+    ) -> list[LexicalHit]:
+        """FTS5 scores every row that matches (tens of ms at 100k rows): until the postings are resident."""
+        found: list[LexicalHit] = []
+        words = _informative(db, words)
+        match = " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
+        # the best rowids first (FTS5 alone), then their rows: sorting whole rows reads every match's text
+        within = ""
+        if document_id is not None:
+            within = " AND rowid IN (SELECT rowid FROM chunks WHERE doc_id = ?)"
+        sql = (
+            "SELECT chunks.id, best.score, doc_id, version, position, page, text, metadata FROM "
+            f"(SELECT rowid, -bm25(fts) AS score FROM fts WHERE fts MATCH ?{within} "
+            "ORDER BY bm25(fts) LIMIT ? OFFSET ?) AS best JOIN chunks ON chunks.rowid = best.rowid "
+            "ORDER BY best.score DESC"
+        )
+        args: list[object] = [match] if document_id is None else [match, str(document_id)]
+        offset, page = 0, limit if not filters else max(limit * 4, 50)
+        while len(found) < limit:
+            rows = db.execute(sql, [*args, page, offset]).fetchall()
+            for id_, score, doc, version, position, page_no, text, metadata in rows:
+                meta = json.loads(metadata)
+                if matches_filters(doc, meta, filters):
+                    found.append(LexicalHit(id_, float(score), doc, version, position, page_no, text, meta))
+            if len(rows) < page:
+                break
+            offset, page = offset + page, page * 2
+        return found
+
+    def _search_resident(
+        self,
+        db: sqlite3.Connection,
+        postings: Postings,
+        words: list[str],
+        limit: int,
+        document_id: FilterValue | None,
+        filters: Mapping[str, FilterValue],
+    ) -> list[LexicalHit]:
+        """Score on the resident postings, then read the best rows by rowid, in order, until ``limit`` pass
+        the filters (the rest of the candidates are sorted only when the first page falls short)."""
+        slots, scores = postings.scores(words)
+        if document_id is not None:
+            held = db.execute("SELECT rowid FROM chunks WHERE doc_id = ?", (str(document_id),)).fetchall()
+            keep = np.isin(slots, postings.slots_of(np.array([r for (r,) in held], np.int64)))
+            slots, scores = slots[keep], scores[keep]
+        rowids = postings.rowids[slots]
+        page = limit if not filters else max(limit * 4, 50)
+        order = _best(scores, rowids, page)
+        found: list[LexicalHit] = []
+        done = 0
+        while len(found) < limit:
+            if done == len(order) < len(scores):  # the first page fell short: order them all
+                order = _best(scores, rowids, len(scores))
+            batch = order[done : done + page]
+            if not len(batch):
+                break
+            done += len(batch)
+            page *= 2
+            rows = {}
+            for start in range(0, len(batch), _IN_BATCH):
+                part = [int(r) for r in rowids[batch[start : start + _IN_BATCH]]]
+                marks = ", ".join("?" for _ in part)
+                rows.update(
+                    (r[0], r[1:])
+                    for r in db.execute(
+                        "SELECT rowid, id, doc_id, version, position, page, text, metadata FROM chunks "
+                        f"WHERE rowid IN ({marks})",  # noqa: S608 - placeholders only
+                        part,
+                    )
+                )
+            for i in batch:
+                row = rows.get(int(rowids[i]))
+                if row is None:  # deleted since the snapshot this search scores on
+                    continue
+                id_, doc, version, position, page_no, text, metadata = row
+                meta = json.loads(metadata)
+                if matches_filters(doc, meta, filters):
+                    score = float(scores[i])
+                    found.append(LexicalHit(id_, score, doc, version, position, page_no, text, meta))
+                    if len(found) >= limit:
+                        break
+        return found
 
     def count(self, tenant: str) -> int:
         if not self._path(tenant).exists():
             return 0
         with self._connect(tenant, write=False) as db:
             return int(db.execute("SELECT count(*) FROM chunks").fetchone()[0])
+
+    # -- resident postings ----------------------------------------------------------------------------------
+    def _state(self, tenant: str) -> _Resident:
+        if os.getpid() != self._pid:  # a forked child: the parent's threads and locks are not its own
+            self._pid, self._guard, self._tenants = os.getpid(), threading.Lock(), {}
+        with self._guard:
+            return self._tenants.setdefault(tenant, _Resident())
+
+    def _start_build(self, tenant: str, state: _Resident) -> None:
+        """Build in a background thread, unless a build is running already."""
+        with state.lock:
+            if state.building is not None:
+                return
+            state.building = threading.Thread(
+                target=self._build_in_background, args=(tenant, state), name="lexical-build", daemon=True
+            )
+            state.building.start()
+
+    def _build_in_background(self, tenant: str, state: _Resident) -> None:
+        try:
+            postings = self._build(tenant)
+        except Exception:  # the next search starts another; FTS5 answers meanwhile
+            logger.exception("lexical index %s: building the resident postings failed", self.folder)
+            postings = None
+        with state.lock:
+            state.building = None
+        if postings is not None:
+            self._publish(state, postings)
+
+    def _publish(self, state: _Resident, postings: Postings) -> None:
+        with state.lock:
+            state.postings = postings
+        self.builds += 1
+
+    def _build(self, tenant: str) -> Postings:
+        """Every row's terms and the change log's end, read in one transaction (one snapshot of the file)."""
+        with self._connect(tenant, write=False) as db:
+            token, seq = db.execute(
+                "SELECT (SELECT token FROM identity), (SELECT coalesce(max(seq), 0) FROM changes)"
+            ).fetchone()
+            rows = db.execute("SELECT rowid, terms FROM chunks ORDER BY rowid")
+            return lexical_postings.build(rows, token=token, seq=int(seq))
+
+    def _current(self, tenant: str, state: _Resident, db: sqlite3.Connection) -> Postings | None:
+        """The tenant's postings brought up to ``db``'s snapshot from the change log; None (FTS5 answers)
+        while there are none, or when the file is another (dropped and made again) or its log no longer
+        reaches back to them: a build then starts in the background."""
+        if state.postings is None:
+            return None
+        token, top, low = db.execute(
+            "SELECT (SELECT token FROM identity), (SELECT coalesce(max(seq), 0) FROM changes), "
+            "(SELECT min(seq) FROM changes)"
+        ).fetchone()
+        with state.lock:
+            postings = state.postings
+            if postings is None:
+                return None
+            if token == postings.token and top <= postings.seq:  # nothing new, or refreshed by a newer reader
+                return postings
+            changed = (
+                [r for (r,) in db.execute("SELECT DISTINCT row FROM changes WHERE seq > ?", (postings.seq,))]
+                if token == postings.token and low is not None and low <= postings.seq + 1
+                else None
+            )
+            if changed is None or len(changed) + postings.changed > max(postings.base // 4, _REBUILD_FLOOR):
+                state.postings = None
+                postings = None
+            else:
+                present = dict(
+                    db.execute(
+                        "SELECT rowid, terms FROM chunks WHERE rowid IN "
+                        "(SELECT row FROM changes WHERE seq > ?)",
+                        (postings.seq,),
+                    ).fetchall()
+                )
+                postings = lexical_postings.refresh(postings, changed, present, seq=int(top))
+                state.postings = postings
+        if postings is None:
+            self._start_build(tenant, state)
+        return postings
 
     # -- files ----------------------------------------------------------------------------------------------
     def _path(self, tenant: str) -> Path:
@@ -272,3 +496,23 @@ def _informative(db: sqlite3.Connection, words: list[str]) -> list[str]:
     held = dict(db.execute(f"SELECT term, doc FROM vocab WHERE term IN ({marks})", words).fetchall())  # noqa: S608
     informative = [word for word in words if held.get(word, 0) * 2 <= total]
     return informative or words  # only common words: match them all the same (their scores tie near 0)
+
+
+def _query_words(terms: str) -> tuple[list[str], bool]:
+    """The distinct words of ``terms`` as FTS5's tokenizer makes them, and whether each is one token (else
+    the words stay as given, and FTS5 matches those of several tokens as phrases)."""
+    words = list(dict.fromkeys(terms.split()))
+    split = [lexical_postings.tokens(word) for word in words]
+    if all(len(parts) <= 1 for parts in split):
+        return list(dict.fromkeys(parts[0] for parts in split if parts)), True
+    return words, False
+
+
+def _best(scores: np.ndarray, rowids: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the best ``k`` by score, then by rowid (the older row first among equal scores)."""
+    if k < len(scores):
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        chosen = np.flatnonzero(scores >= kth)
+    else:
+        chosen = np.arange(len(scores))
+    return chosen[np.lexsort((rowids[chosen], -scores[chosen]))][:k]

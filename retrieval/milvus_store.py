@@ -392,7 +392,7 @@ class MilvusStore:
                 "RETRIEVAL_LEXICAL_DIR for the embedded lexical index"
             )
             return None
-        return SqliteLexicalIndex(Path(folder) / self._name)
+        return SqliteLexicalIndex(Path(folder) / self._name, resident=self.settings.lexical_resident)
 
     def _open(self) -> tuple[MilvusClient, int]:
         """The client and vector dimension of an existing collection, loaded once per store."""

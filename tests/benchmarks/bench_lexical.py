@@ -1,0 +1,128 @@
+"""Benchmark: the embedded lexical index's bm25 search, FTS5 against the resident postings.
+
+    nice -n 19 .venv/bin/python tests/benchmarks/bench_lexical.py --chunks 100000 \
+        --scifact ../shared/data/scifact [--folder /tmp/bench-lexical] [--queries 200] [--limit 50]
+
+A script, not a test. Builds (or, with ``--folder`` holding one already, reuses) one tenant's SQLite file of
+``--chunks`` passages of ``tests.support.search_corpus.Corpus`` (sentences of the SciFact abstracts, ~170 words
+each), analysed by ``retrieval.lexical.analyze`` as the store analyses chunks. Then it times
+``SqliteLexicalIndex.search`` over the corpus's queries (the SciFact claims, analysed), once on FTS5
+(``resident=False``) and once on the resident postings (built first by ``warm``: its time is the build's),
+and checks that both rank alike (the same scores, rank for rank). Prints a Markdown table; writes it to
+$OUT/bench_lexical.md when OUT is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from retrieval.lexical import analyze  # noqa: E402
+from retrieval.lexical_index import LexicalRow, SqliteLexicalIndex  # noqa: E402
+from tests.support.search_corpus import VERSION, Corpus  # noqa: E402
+
+TENANT = "bench"
+
+
+def fill(index: SqliteLexicalIndex, corpus: Corpus, batch: int = 2000) -> float:
+    started = time.perf_counter()
+    rows: list[LexicalRow] = []
+    for i, text in enumerate(corpus.passages()):
+        document, position = divmod(i, corpus.per_document)
+        rows.append(
+            LexicalRow(
+                TENANT, f"c{i}", f"bench-{document}", VERSION, analyze(text), position, None, text, {"n": i % 7}
+            )
+        )
+        if len(rows) == batch:
+            index.upsert(rows)
+            rows = []
+            print(f"  {i + 1} rows written", file=sys.stderr)
+    index.upsert(rows)
+    return time.perf_counter() - started
+
+
+def timed(index: SqliteLexicalIndex, queries: list[str], limit: int) -> tuple[list[float], list[list[float]]]:
+    index.search(TENANT, queries[0], limit=limit)  # the page cache warm, as in a serving process
+    times, scores = [], []
+    for query in queries:
+        started = time.perf_counter()
+        hits = index.search(TENANT, query, limit=limit)
+        times.append((time.perf_counter() - started) * 1000)
+        scores.append([hit.score for hit in hits])
+    return times, scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chunks", type=int, default=100_000)
+    parser.add_argument("--scifact", type=Path, default=Path("../shared/data/scifact"))
+    parser.add_argument("--folder", type=Path, default=None, help="keep the index here (reused when present)")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--limit", type=int, default=50)
+    args = parser.parse_args()
+
+    folder = args.folder or Path(tempfile.mkdtemp(prefix="bench-lexical-"))
+    corpus = Corpus(chunks=args.chunks, scifact=args.scifact)
+    fts = SqliteLexicalIndex(folder, resident=False)
+    have = fts.count(TENANT)
+    if have not in (0, args.chunks):
+        raise SystemExit(f"{folder} holds {have} rows, not {args.chunks}: use another --folder")
+    if not have:
+        print(f"writing {args.chunks} passages ({corpus.source}) to {folder}", file=sys.stderr)
+        print(f"written in {fill(fts, corpus):.0f} s", file=sys.stderr)
+    queries = [q for q in (analyze(text) for text in corpus.queries(args.queries)) if q]
+
+    fts_ms, fts_scores = timed(fts, queries, args.limit)
+    resident = SqliteLexicalIndex(folder)
+    started = time.perf_counter()
+    resident.warm(TENANT)
+    build_s = time.perf_counter() - started
+    postings = resident._state(TENANT).postings
+    assert postings is not None
+    res_ms, res_scores = timed(resident, queries, args.limit)
+    assert resident.resident_searches == len(queries) + 1
+    alike = sum(
+        len(a) == len(b) and all(abs(x - y) <= 1e-9 * max(abs(y), 1e-300) for x, y in zip(a, b, strict=True))
+        for a, b in zip(res_scores, fts_scores, strict=True)
+    )
+    matched = statistics.mean(len(tokens.split()) for tokens in queries)
+
+    def row(name: str, ms: list[float], build: str, memory: str) -> str:
+        q = statistics.quantiles(ms, n=20)
+        return f"| {name} | {statistics.median(ms):.1f} | {q[18]:.1f} | {statistics.mean(ms):.1f} | {build} | {memory} |"
+
+    lines = [
+        f"bm25 on the embedded lexical index: {args.chunks} chunks ({corpus.source}), {len(queries)} queries "
+        f"(SciFact claims, {matched:.1f} analysed terms on average), top {args.limit}; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "",
+        "| path | p50 ms | p95 ms | mean ms | build | memory |",
+        "|---|---|---|---|---|---|",
+        row("FTS5 `bm25()`", fts_ms, "-", "-"),
+        row(
+            "resident postings (numpy)",
+            res_ms,
+            f"{build_s:.2f} s",
+            f"{postings.nbytes() / 2**20:.1f} MiB arrays + {len(postings.vocab)} terms",
+        ),
+        "",
+        f"p50 ratio FTS5 / resident: {statistics.median(fts_ms) / statistics.median(res_ms):.1f}x; "
+        f"queries ranked alike (same scores rank for rank, 1e-9): {alike} of {len(queries)}",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if out := os.environ.get("OUT"):
+        Path(out, "bench_lexical.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
