@@ -1,4 +1,4 @@
-"""BM25 over an embedded SQLite FTS5 index: the lexical leg of the embedded stack (Milvus Lite).
+"""BM25 over an embedded SQLite index: the lexical leg of the embedded stack (Milvus Lite).
 
 Why not Milvus Lite's own BM25: Milvus Lite 3 scores BM25 per segment, each segment with its own document
 count, average length and document frequencies (``milvus_lite/engine/collection.py``: "TODO: BM25 IDF
@@ -12,22 +12,41 @@ used as it is.
 
 This index holds, per tenant, one SQLite file (``<dir>/<collection>/<sha256(tenant)>.sqlite``): a table of
 the chunks' ids, documents, versions and analysed terms (``retrieval.lexical.analyze``, the same text Milvus's
-``lexical`` field holds), and an FTS5 table over the terms kept in step by triggers. BM25 is FTS5's
-(k1 = 1.2, b = 0.75, idf from the tenant's own chunks: a tenant's statistics never depend on another's).
-The ``ascii`` tokenizer splits the terms at the spaces and nowhere else (the analysis leaves only letters,
-digits and single spaces; every non-ASCII character is part of a term).
+``lexical`` field holds), an FTS5 table over the terms and a change log (``changes``: the rowid of each row
+written or deleted, in order), both kept in step by triggers, and a random ``identity`` made with the file.
+BM25 is FTS5's (k1 = 1.2, b = 0.75, idf from the tenant's own chunks: a tenant's statistics never depend on
+another's). The ``ascii`` tokenizer splits the terms at the spaces and nowhere else (the analysis leaves only
+letters, digits and single spaces; every non-ASCII character is part of a term).
+
+The file is the source of truth; searches score on postings each process holds in memory
+(``retrieval.lexical_postings``: CSR postings per term, each row's length, numpy), because FTS5 scores every
+row that matches an OR query: at 100k chunks of ~170 words a query of 6-14 terms matches 35k-94k rows, 33-100
+ms, where the resident postings take a few ms. A tenant's first search in a process starts building them in a
+background thread (one read transaction: every row's terms and the log's end) and is answered by FTS5, as are
+the searches until they are built (``warm`` builds them at once). Each later search first reads the end of the
+log (one indexed lookup) and, when rows changed, reads those rows again and applies them (the old slots marked
+dead, the new rows in a small tail), so every process, the writer or not, sees what was committed. Writers
+trim the log to its last ``changes_kept`` entries; a reader whose postings are older than the log reaches, or
+whose file is another (dropped and made again: the identity differs), or whose changes pass a quarter of the
+rows, builds again in the background (FTS5 answering meanwhile where the postings could not be brought up to
+date). A search scores on one immutable snapshot of the postings, so threads search at once. The scores are
+FTS5's ``bm25()`` to the last bit or nearly (``retrieval.lexical_postings``); ties rank the older row first
+(FTS5's order among equal scores is its own). Queries with a word the tokenizer splits in several (FTS5 would
+match a phrase: never made by the analysis) and ``RETRIEVAL_LEXICAL_RESIDENT=false`` use FTS5.
+Memory: the arrays take ~750 bytes per chunk of ~170 words (72 MiB at 100k, 120 distinct terms a chunk),
+plus the vocabulary.
 
 The rows also hold what a search returns (position, page, text, metadata), so the bm25 leg never asks
-Milvus (a filter on ids in Milvus Lite cost ~190 ms per query at 100k chunks): ``document_id`` filters in
-SQL, metadata filters in Python (``retrieval.store.matches_filters``), reading further pages until
-``limit`` rows pass.
+Milvus (a filter on ids in Milvus Lite cost ~190 ms per query at 100k chunks): the best rows are read by
+rowid, ``document_id`` filters in SQL, metadata filters in Python (``retrieval.store.matches_filters``),
+reading further until ``limit`` rows pass.
 ``MilvusStore`` writes Milvus first, then this index, and deletes in the same order, so a failed write leaves
 at most rows that Milvus also has; versions not (or no longer) served are dropped after stage 1 as for dense.
-Query terms that more than half the tenant's chunks hold are not sent (unless no other is left): FTS5 gives
-them an idf of ~0, so they cannot change the ranking, and scanning their postings is the slow part of an OR
-query; chunks that hold only such terms are left out of the leg.
-Every connection is opened per call (cheap, and safe across the worker's forks); WAL lets the API read while a
-worker writes.
+Query terms that more than half the tenant's chunks hold are not scored (unless no other is left): their idf
+is ~0 (FTS5 floors it at 1e-6), so they cannot change the ranking, and their postings are the longest; chunks
+that hold only such terms are left out of the leg.
+Every connection is opened per call (cheap, and safe across the worker's forks; a forked child drops the
+parent's postings); WAL lets the API read while a worker writes.
 """
 
 from __future__ import annotations

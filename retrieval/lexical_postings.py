@@ -64,7 +64,7 @@ class Postings:
     vocab: Mapping[str, int]  # the base's terms
     indptr: np.ndarray  # int64, len(vocab) + 1
     slots: np.ndarray  # int32
-    tfs: np.ndarray  # uint16 (int32 where a count passes 65,535)
+    tfs: np.ndarray  # uint8, or wider where a count passes 255
     df: np.ndarray  # int32 per base term, counted over the base as built (dead slots not subtracted)
     tail_vocab: Mapping[str, int]  # terms only the tail holds: ids from len(vocab) on
     tail_rows: Mapping[int, _TailRow]  # rowid -> its terms, in rowid order
@@ -194,7 +194,8 @@ def build(rows: Iterable[tuple[int, str]], *, token: str | None, seq: int) -> Po
     else:
         slots, tf_all = np.empty(0, np.int32), np.empty(0, np.int64)
         df, rowids, lengths = np.zeros(size, np.int32), np.empty(0, np.int64), np.empty(0, np.int32)
-    tfs = tf_all.astype(np.uint16 if not len(tf_all) or tf_all.max() < 2**16 else np.int32)
+    most = int(tf_all.max()) if len(tf_all) else 0
+    tfs = tf_all.astype(np.uint8 if most < 2**8 else np.uint16 if most < 2**16 else np.int32)
     indptr = np.zeros(size + 1, np.int64)
     np.cumsum(df, out=indptr[1:])
     count, total = len(rowids), int(lengths.sum())

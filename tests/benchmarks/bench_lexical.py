@@ -3,13 +3,13 @@
     nice -n 19 .venv/bin/python tests/benchmarks/bench_lexical.py --chunks 100000 \
         --scifact ../shared/data/scifact [--folder /tmp/bench-lexical] [--queries 200] [--limit 50]
 
-A script, not a test. Builds (or, with ``--folder`` holding one already, reuses) one tenant's SQLite file of
-``--chunks`` passages of ``tests.support.search_corpus.Corpus`` (sentences of the SciFact abstracts, ~170 words
-each), analysed by ``retrieval.lexical.analyze`` as the store analyses chunks. Then it times
+A script, not a test. Builds (or, with ``--folder`` holding one already, reuses) one tenant's SQLite file
+of ``--chunks`` passages of ``tests.support.search_corpus.Corpus`` (sentences of the SciFact abstracts, ~170
+words each), analysed by ``retrieval.lexical.analyze`` as the store analyses chunks. Then it times
 ``SqliteLexicalIndex.search`` over the corpus's queries (the SciFact claims, analysed), once on FTS5
-(``resident=False``) and once on the resident postings (built first by ``warm``: its time is the build's),
-and checks that both rank alike (the same scores, rank for rank). Prints a Markdown table; writes it to
-$OUT/bench_lexical.md when OUT is set.
+(``resident=False``) and once on the resident postings (built first by ``warm``: its time is the build's,
+wall and CPU), and checks that both rank alike (the same scores, rank for rank). Prints a Markdown table;
+writes it to $OUT/bench_lexical.md when OUT is set.
 """
 
 from __future__ import annotations
@@ -39,7 +39,15 @@ def fill(index: SqliteLexicalIndex, corpus: Corpus, batch: int = 2000) -> float:
         document, position = divmod(i, corpus.per_document)
         rows.append(
             LexicalRow(
-                TENANT, f"c{i}", f"bench-{document}", VERSION, analyze(text), position, None, text, {"n": i % 7}
+                TENANT,
+                f"c{i}",
+                f"bench-{document}",
+                VERSION,
+                analyze(text),
+                position,
+                None,
+                text,
+                {"n": i % 7},
             )
         )
         if len(rows) == batch:
@@ -62,7 +70,9 @@ def timed(index: SqliteLexicalIndex, queries: list[str], limit: int) -> tuple[li
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--scifact", type=Path, default=Path("../shared/data/scifact"))
     parser.add_argument("--folder", type=Path, default=None, help="keep the index here (reused when present)")
@@ -83,9 +93,9 @@ def main() -> None:
 
     fts_ms, fts_scores = timed(fts, queries, args.limit)
     resident = SqliteLexicalIndex(folder)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     resident.warm(TENANT)
-    build_s = time.perf_counter() - started
+    build_s, build_cpu = time.perf_counter() - started, time.process_time() - cpu
     postings = resident._state(TENANT).postings
     assert postings is not None
     res_ms, res_scores = timed(resident, queries, args.limit)
@@ -94,16 +104,16 @@ def main() -> None:
         len(a) == len(b) and all(abs(x - y) <= 1e-9 * max(abs(y), 1e-300) for x, y in zip(a, b, strict=True))
         for a, b in zip(res_scores, fts_scores, strict=True)
     )
-    matched = statistics.mean(len(tokens.split()) for tokens in queries)
+    terms = statistics.mean(len(tokens.split()) for tokens in queries)
 
     def row(name: str, ms: list[float], build: str, memory: str) -> str:
-        q = statistics.quantiles(ms, n=20)
-        return f"| {name} | {statistics.median(ms):.1f} | {q[18]:.1f} | {statistics.mean(ms):.1f} | {build} | {memory} |"
+        p50, p95, mean = statistics.median(ms), statistics.quantiles(ms, n=20)[18], statistics.mean(ms)
+        return f"| {name} | {p50:.1f} | {p95:.1f} | {mean:.1f} | {build} | {memory} |"
 
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     lines = [
         f"bm25 on the embedded lexical index: {args.chunks} chunks ({corpus.source}), {len(queries)} queries "
-        f"(SciFact claims, {matched:.1f} analysed terms on average), top {args.limit}; "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        f"(SciFact claims, {terms:.1f} analysed terms on average), top {args.limit}; {machine}",
         "",
         "| path | p50 ms | p95 ms | mean ms | build | memory |",
         "|---|---|---|---|---|---|",
@@ -111,8 +121,9 @@ def main() -> None:
         row(
             "resident postings (numpy)",
             res_ms,
-            f"{build_s:.2f} s",
-            f"{postings.nbytes() / 2**20:.1f} MiB arrays + {len(postings.vocab)} terms",
+            f"{build_s:.2f} s ({build_cpu:.2f} s CPU)",
+            f"{postings.nbytes() / 2**20:.1f} MiB arrays ({postings.nbytes() / args.chunks:.0f} B a chunk), "
+            f"{len(postings.vocab)} terms",
         ),
         "",
         f"p50 ratio FTS5 / resident: {statistics.median(fts_ms) / statistics.median(res_ms):.1f}x; "
