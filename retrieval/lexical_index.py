@@ -272,10 +272,11 @@ class SqliteLexicalIndex:
         filters = dict(filters or {})
         document_id = filters.pop("document_id", None)
         state = self._state(tenant) if self.resident and single else None
-        if state is not None and state.postings is None:
-            self._start_build(tenant, state)
+        ready = state is not None and state.postings is not None
+        if state is not None and not ready:
+            self._start_build(tenant, state)  # this search and those until it is done: FTS5
         with self._connect(tenant, write=False) as db:
-            postings = self._current(tenant, state, db) if state is not None else None
+            postings = self._current(tenant, state, db) if state is not None and ready else None
             if postings is not None:
                 self.resident_searches += 1
                 found = self._search_resident(db, postings, words, limit, document_id, filters)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -40,7 +41,9 @@ _FOLD_BYTES = bytes(
     b + 32 if 65 <= b <= 90 else b if b >= 128 or chr(b).isalnum() else 32 for b in range(256)
 )  # the same on UTF-8 bytes (every byte of a non-ASCII character is >= 128)
 _MARK = b"\n"  # between rows when build splits a batch at once
-_BATCH = 8192  # rows tokenised at a time by build (bounds the memory held by token strings)
+# Rows tokenised at a time by build: bounds the memory held by token strings, and how long one C call holds
+# the GIL (~150k tokens: a few ms to tens of ms), so that searches in other threads go on during a build.
+_BATCH = 1024
 
 
 def tokens(terms: str) -> list[str]:
@@ -62,11 +65,10 @@ class Postings:
     token: str | None
     seq: int
     vocab: Mapping[str, int]  # the base's terms
-    indptr: np.ndarray  # int64, len(vocab) + 1
+    indptr: np.ndarray  # int64, one more than the base's term ids (two are never used: see build)
     slots: np.ndarray  # int32
     tfs: np.ndarray  # uint8, or wider where a count passes 255
-    df: np.ndarray  # int32 per base term, counted over the base as built (dead slots not subtracted)
-    tail_vocab: Mapping[str, int]  # terms only the tail holds: ids from len(vocab) on
+    tail_vocab: Mapping[str, int]  # terms only the tail holds: ids from len(indptr) - 1 on
     tail_rows: Mapping[int, _TailRow]  # rowid -> its terms, in rowid order
     tail_terms: np.ndarray  # int32, sorted: the tail's postings, by term
     tail_slots: np.ndarray  # int32
@@ -87,7 +89,7 @@ class Postings:
 
     def nbytes(self) -> int:
         """The arrays' bytes (the vocabulary's dict and strings come on top)."""
-        arrays = (self.indptr, self.slots, self.tfs, self.df, self.tail_terms, self.tail_slots, self.tail_tfs)
+        arrays = (self.indptr, self.slots, self.tfs, self.tail_terms, self.tail_slots, self.tail_tfs)
         return sum(a.nbytes for a in (*arrays, self.rowids, self.lengths, self.alive, self.norm))
 
     def _postings(self, term: str) -> tuple[np.ndarray, np.ndarray]:
@@ -154,8 +156,8 @@ def _norm(lengths: np.ndarray, count: int, total: int) -> np.ndarray:
     return K1 * (1 - B + B * lengths.astype(np.float64) / avgdl)
 
 
-def build(rows: Iterable[tuple[int, str]], *, token: str | None, seq: int) -> Postings:
-    """Postings of ``rows`` (``(rowid, terms)`` in rowid order) as of change ``seq``.
+def build(rows: sqlite3.Cursor, *, token: str | None, seq: int) -> Postings:
+    """Postings of the ``(rowid, terms)`` that ``rows`` yields, in rowid order, as of change ``seq``.
 
     Per batch of rows, the per-token work is in C: each row's UTF-8 bytes translated as the tokenizer reads
     them, the batch joined with a row mark between rows and split at the spaces, the tokens mapped to ids by
@@ -165,9 +167,9 @@ def build(rows: Iterable[tuple[int, str]], *, token: str | None, seq: int) -> Po
     rowid_parts: list[np.ndarray] = []
     length_parts: list[np.ndarray] = []
     triples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # term, slot, tf
+    counts: list[np.ndarray] = []
     start = 0
-    iterator = iter(rows)
-    while batch := [r for _, r in zip(range(_BATCH), iterator, strict=False)]:
+    while batch := rows.fetchmany(_BATCH):
         rows_bytes = [terms.encode("utf-8").translate(_FOLD_BYTES) for _, terms in batch]
         joined = (b" " + _MARK + b" ").join(rows_bytes)
         flat = joined.split(b" ")
@@ -181,15 +183,18 @@ def build(rows: Iterable[tuple[int, str]], *, token: str | None, seq: int) -> Po
         pairs, tf = np.unique(ids * len(batch) + local, return_counts=True)
         term = pairs // len(batch)
         triples.append((term.astype(np.int32), (pairs - term * len(batch) + start).astype(np.int32), tf))
+        counts.append(np.bincount(term))  # df, a batch at a time (one bincount of every posting is slow)
         start += len(batch)
     words = {term.decode("utf-8"): i for term, i in vocab.items() if i > 1}
     size = len(vocab)
     if triples:
-        terms = np.concatenate([t[0] for t in triples])
-        order = np.argsort(terms, kind="stable")  # slots stay in rowid order within a term
+        # by term; a stable sort keeps each term's slots in rowid order
+        order = np.argsort(np.concatenate([t[0] for t in triples]), kind="stable")
         slots = np.concatenate([t[1] for t in triples])[order]
         tf_all = np.concatenate([t[2] for t in triples])[order]
-        df = np.bincount(terms, minlength=size).astype(np.int32)
+        df = np.zeros(size, np.int32)
+        for part in counts:
+            df[: len(part)] += part.astype(np.int32)
         rowids, lengths = np.concatenate(rowid_parts), np.concatenate(length_parts)
     else:
         slots, tf_all = np.empty(0, np.int32), np.empty(0, np.int64)
@@ -206,7 +211,6 @@ def build(rows: Iterable[tuple[int, str]], *, token: str | None, seq: int) -> Po
         indptr=indptr,
         slots=slots,
         tfs=tfs,
-        df=df,
         tail_vocab={},
         tail_rows={},
         tail_terms=np.empty(0, np.int32),
