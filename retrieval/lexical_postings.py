@@ -166,9 +166,10 @@ def build(rows: sqlite3.Cursor, *, token: str | None, seq: int) -> Postings:
     vocab[_MARK], vocab[b""] = 0, 1  # the row mark and the empty token: never postings
     rowid_parts: list[np.ndarray] = []
     length_parts: list[np.ndarray] = []
-    triples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # term, slot, tf
-    counts: list[np.ndarray] = []
-    start = 0
+    batches: list[
+        tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    ] = []  # term, slot, tf; df of each term
+    start = most = 0
     while batch := rows.fetchmany(_BATCH):
         rows_bytes = [terms.encode("utf-8").translate(_FOLD_BYTES) for _, terms in batch]
         joined = (b" " + _MARK + b" ").join(rows_bytes)
@@ -180,29 +181,36 @@ def build(rows: sqlite3.Cursor, *, token: str | None, seq: int) -> Postings:
         ids, local = ids[keep], local[keep]
         length_parts.append(np.bincount(local, minlength=len(batch)).astype(np.int32))
         rowid_parts.append(np.fromiter((rowid for rowid, _ in batch), np.int64, count=len(batch)))
-        pairs, tf = np.unique(ids * len(batch) + local, return_counts=True)
-        term = pairs // len(batch)
-        triples.append((term.astype(np.int32), (pairs - term * len(batch) + start).astype(np.int32), tf))
-        counts.append(np.bincount(term))  # df, a batch at a time (one bincount of every posting is slow)
+        key = np.int32 if len(vocab) * len(batch) < 2**31 else np.int64  # int32 sorts faster
+        pairs, tf = np.unique(
+            ids.astype(key) * len(batch) + local.astype(key), return_counts=True
+        )  # by term, row
+        term = (pairs // len(batch)).astype(np.int32)
+        slot = (pairs % len(batch) + start).astype(np.int32)
+        batches.append((term, slot, tf.astype(np.int32), np.bincount(term)))
+        most = max(most, int(tf.max(initial=0)))
         start += len(batch)
     words = {term.decode("utf-8"): i for term, i in vocab.items() if i > 1}
     size = len(vocab)
-    if triples:
-        # by term; a stable sort keeps each term's slots in rowid order
-        order = np.argsort(np.concatenate([t[0] for t in triples]), kind="stable")
-        slots = np.concatenate([t[1] for t in triples])[order]
-        tf_all = np.concatenate([t[2] for t in triples])[order]
-        df = np.zeros(size, np.int32)
-        for part in counts:
-            df[: len(part)] += part.astype(np.int32)
-        rowids, lengths = np.concatenate(rowid_parts), np.concatenate(length_parts)
-    else:
-        slots, tf_all = np.empty(0, np.int32), np.empty(0, np.int64)
-        df, rowids, lengths = np.zeros(size, np.int32), np.empty(0, np.int64), np.empty(0, np.int32)
-    most = int(tf_all.max()) if len(tf_all) else 0
-    tfs = tf_all.astype(np.uint8 if most < 2**8 else np.uint16 if most < 2**16 else np.int32)
+    df = np.zeros(size, np.int64)
+    for *_, held in batches:
+        df[: len(held)] += held
     indptr = np.zeros(size + 1, np.int64)
     np.cumsum(df, out=indptr[1:])
+    # Each batch's postings go to their terms' next places, batch after batch: a term's slots stay in rowid
+    # order, with no sort of every posting (and no copy of them all but the result).
+    slots = np.empty(int(indptr[-1]), np.int32)
+    tfs = np.empty(int(indptr[-1]), np.uint8 if most < 2**8 else np.uint16 if most < 2**16 else np.int32)
+    filled = indptr[:-1].copy()
+    batches.reverse()
+    while batches:
+        term, slot, tf, held = batches.pop()
+        first = np.cumsum(held) - held  # where each term's run starts in this batch
+        places = filled[term] + (np.arange(len(term)) - first[term])
+        slots[places], tfs[places] = slot, tf
+        filled[: len(held)] += held
+    rowids = np.concatenate(rowid_parts) if rowid_parts else np.empty(0, np.int64)
+    lengths = np.concatenate(length_parts) if length_parts else np.empty(0, np.int32)
     count, total = len(rowids), int(lengths.sum())
     return Postings(
         token=token,
