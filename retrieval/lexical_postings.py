@@ -92,42 +92,49 @@ class Postings:
         arrays = (self.indptr, self.slots, self.tfs, self.tail_terms, self.tail_slots, self.tail_tfs)
         return sum(a.nbytes for a in (*arrays, self.rowids, self.lengths, self.alive, self.norm))
 
-    def _postings(self, term: str) -> tuple[np.ndarray, np.ndarray]:
-        """The live slots holding ``term`` and its frequencies there."""
-        parts: list[tuple[np.ndarray, np.ndarray]] = []
+    def _where(self, term: str) -> tuple[int, int, int, int]:
+        """Where ``term``'s postings are: a range of the base's, a range of the tail's (empty: none)."""
+        lo = hi = tail_lo = tail_hi = 0
         term_id = self.vocab.get(term)
         if term_id is None:
             term_id = self.tail_vocab.get(term)
         else:
-            lo, hi = self.indptr[term_id], self.indptr[term_id + 1]
-            slots, tfs = self.slots[lo:hi], self.tfs[lo:hi]
-            if self.dead:
-                keep = self.alive[slots]
-                slots, tfs = slots[keep], tfs[keep]
-            parts.append((slots, tfs))
+            lo, hi = int(self.indptr[term_id]), int(self.indptr[term_id + 1])
         if term_id is not None and len(self.tail_terms):
-            lo, hi = np.searchsorted(self.tail_terms, [term_id, term_id + 1])
-            if hi > lo:
-                parts.append((self.tail_slots[lo:hi], self.tail_tfs[lo:hi]))
-        if not parts:
-            return np.empty(0, np.int32), np.empty(0, np.int32)
-        if len(parts) == 1:
-            return parts[0]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1].astype(np.int32) for p in parts])
+            tail_lo, tail_hi = (int(i) for i in np.searchsorted(self.tail_terms, [term_id, term_id + 1]))
+        return lo, hi, tail_lo, tail_hi
+
+    def _held(self, where: tuple[int, int, int, int]) -> int:
+        """The live rows holding a term (its df): read off the ranges unless base rows died."""
+        lo, hi, tail_lo, tail_hi = where
+        base = int(np.count_nonzero(self.alive[self.slots[lo:hi]])) if self.dead and hi > lo else hi - lo
+        return base + tail_hi - tail_lo
+
+    def _postings(self, where: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The live slots holding a term and its frequencies there."""
+        lo, hi, tail_lo, tail_hi = where
+        slots, tfs = self.slots[lo:hi], self.tfs[lo:hi]
+        if self.dead:
+            keep = self.alive[slots]
+            slots, tfs = slots[keep], tfs[keep]
+        if tail_hi > tail_lo:
+            slots = np.concatenate([slots, self.tail_slots[tail_lo:tail_hi]])
+            tfs = np.concatenate([tfs.astype(np.int32), self.tail_tfs[tail_lo:tail_hi]])
+        return slots, tfs
 
     def scores(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """The slots holding any of ``words`` (distinct tokens) that are kept, and their BM25 scores.
 
         Words held by more than half of the rows are left out unless that leaves none (as
         ``lexical_index._informative`` does for FTS5: their idf is 1e-6, they cannot change the ranking)."""
-        found = [(word, *self._postings(word)) for word in words]
-        kept = [f for f in found if len(f[1]) * 2 <= self.count] or found
-        kept = [f for f in kept if len(f[1])]
+        found = [(where, self._held(where)) for where in map(self._where, words)]
+        kept = [f for f in found if f[1] * 2 <= self.count] or found
+        kept = [f for f in kept if f[1]]
         if not kept or not self.count:
             return np.empty(0, np.int64), np.empty(0, np.float64)
         acc = np.zeros(len(self.rowids), np.float64)
-        for _, slots, tfs in kept:
-            df = len(slots)
+        for where, df in kept:
+            slots, tfs = self._postings(where)
             idf = math.log((self.count - df + 0.5) / (df + 0.5))
             if idf <= 0.0:
                 idf = 1e-6
