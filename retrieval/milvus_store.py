@@ -32,8 +32,9 @@ Differences between servers, handled here:
 - Milvus Lite searches unflushed rows slowly, so writes are flushed there. On a server ``flush`` seals a
   segment (seconds each) and Strong consistency already shows a client its own writes: no flush.
 - Milvus Lite keeps BM25 statistics per segment (each flush makes one), which ranks badly: with
-  ``RETRIEVAL_LEXICAL_DIR`` set (``sieve up`` sets it) the lexical leg there runs on an SQLite FTS5 index of
-  the same analysed terms (``retrieval.lexical_index``), filled from the collection once if it predates it.
+  ``RETRIEVAL_LEXICAL_DIR`` set (``sieve up`` sets it) the lexical leg there runs on an SQLite index of the
+  same analysed terms, scored on postings held in memory (``retrieval.lexical_index``), filled from the
+  collection once if it predates it.
 - String literals escape only ``\\``, ``"``, newline, carriage return and tab: Milvus Lite rejects the
   ``\\uXXXX``, ``\\b`` and ``\\f`` escapes of ``json.dumps``; both parsers take other characters as they are.
 """
@@ -392,7 +393,7 @@ class MilvusStore:
                 "RETRIEVAL_LEXICAL_DIR for the embedded lexical index"
             )
             return None
-        return SqliteLexicalIndex(Path(folder) / self._name)
+        return SqliteLexicalIndex(Path(folder) / self._name, resident=self.settings.lexical_resident)
 
     def _open(self) -> tuple[MilvusClient, int]:
         """The client and vector dimension of an existing collection, loaded once per store."""

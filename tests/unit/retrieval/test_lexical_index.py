@@ -1,8 +1,10 @@
-"""The SQLite FTS5 lexical index: writes, deletes, per-tenant statistics, paging, and errors."""
+"""The SQLite lexical index: writes, deletes, per-tenant statistics, paging, and errors, on FTS5 and on the
+resident postings."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,9 +34,19 @@ def row(
     )
 
 
-@pytest.fixture
-def index(tmp_path: Path) -> SqliteLexicalIndex:
-    return SqliteLexicalIndex(tmp_path / "coll")
+class _Warmed(SqliteLexicalIndex):
+    """Searches on the resident postings, built (or brought up to date) before each search."""
+
+    def search(self, tenant: str, terms: str, **kwargs: Any) -> list[LexicalHit]:
+        self.warm(tenant)
+        return super().search(tenant, terms, **kwargs)
+
+
+@pytest.fixture(params=["fts5", "resident"])
+def index(request: pytest.FixtureRequest, tmp_path: Path) -> SqliteLexicalIndex:
+    if request.param == "fts5":
+        return SqliteLexicalIndex(tmp_path / "coll", resident=False)
+    return _Warmed(tmp_path / "coll")
 
 
 def ids(hits: list[LexicalHit]) -> list[str]:
