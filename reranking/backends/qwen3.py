@@ -170,13 +170,9 @@ class Qwen3Reranker:
         budget = self._max_length - len(self._prefix_ids) - len(self._suffix_ids)
         head_chars = len(format_body(query, "", task))
         bodies = [format_body(query, doc, task) for doc in documents]
-        encoded = self._tokenizer(
-            bodies, add_special_tokens=False, return_offsets_mapping=True, verbose=False
-        )
         out: list[list[list[int]]] = []
         spans: list[list[tuple[int, int]]] = []
-        for doc, ids, offsets in zip(documents, encoded["input_ids"], encoded["offset_mapping"], strict=True):
-            ids = list(ids)
+        for doc, ids, offsets in zip(documents, *self._encode(bodies), strict=True):
             if len(ids) <= budget:
                 out.append([self._prefix_ids + ids + self._suffix_ids])
                 spans.append([(0, len(doc))])
@@ -199,6 +195,19 @@ class Qwen3Reranker:
             )
             spans.append([_span(doc_offsets, start, window, head_chars, len(doc)) for start in starts])
         return out, spans
+
+    def _encode(self, bodies: list[str]) -> tuple[list[list[int]], list[Sequence[tuple[int, int]]]]:
+        """Token ids and character offsets of each body, no special tokens. A fast tokenizer's Rust backend
+        is called directly: the transformers wrapper spends as long again converting its output (4 of the
+        9 ms that 50 bodies of ~350 tokens took on the lent H200's host)."""
+        backend = getattr(self._tokenizer, "backend_tokenizer", None)
+        if backend is None or backend.truncation is not None or backend.padding is not None:
+            encoded = self._tokenizer(
+                bodies, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+            )
+            return [list(ids) for ids in encoded["input_ids"]], list(encoded["offset_mapping"])
+        encodings = backend.encode_batch(bodies, add_special_tokens=False)
+        return [e.ids for e in encodings], [e.offsets for e in encodings]
 
     def score_sequences(self, sequences: Sequence[list[int]]) -> np.ndarray:
         """P("yes") for each token sequence (already templated), batched by length, in input order."""

@@ -305,3 +305,16 @@ def test_revision_is_a_trained_folders_and_unknown_for_a_bare_hub_id(tmp_path: P
     assert Qwen3Reranker(model=str(tmp_path)).revision == "r3"
     assert CrossEncoderReranker(model=str(tmp_path)).revision == "r3"
     assert Qwen3Reranker(model="Qwen/Qwen3-Reranker-0.6B").revision is None
+
+
+def test_the_backend_encoding_is_the_wrappers(qwen3_reranker: Qwen3Reranker) -> None:
+    """``_encode`` calls the Rust tokenizer directly: the same ids and offsets as the transformers wrapper."""
+    qwen3_reranker.load_template()
+    bodies = [*_docs(6), "naïve café — 東京の研究 🙂 x" * 30, "", " leading and  double  spaces "]
+    ids, offsets = qwen3_reranker._encode(bodies)
+    wrapper = qwen3_reranker._tokenizer(
+        bodies, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+    )
+    assert ids == [list(x) for x in wrapper["input_ids"]]
+    assert [list(map(tuple, o)) for o in offsets] == [list(map(tuple, o)) for o in wrapper["offset_mapping"]]
+    assert qwen3_reranker._tokenizer.backend_tokenizer.truncation is None  # the fast path was taken
