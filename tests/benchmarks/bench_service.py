@@ -17,10 +17,11 @@ A script, not a test. Three ways to get a service:
 
 - default: the embedded stack as real processes in a temporary home (``api.cli.stack.Stack``: Redis, the
   Milvus Lite server, the API under uvicorn; no ingest worker: nothing is ingested while it measures), with
-  ``RETRIEVAL_LEXICAL_DIR`` set as ``sieve up`` sets it, so the bm25 leg runs on the embedded SQLite FTS5
-  index (``retrieval.lexical_index``). The corpus is written from this process straight through the store
-  (``MilvusStore``, which writes Milvus and the lexical index) and the records in Redis
-  (``tests.support.search_corpus``);
+  ``RETRIEVAL_LEXICAL_DIR`` set as ``sieve up`` sets it, so the bm25 leg runs on the embedded lexical index
+  (``retrieval.lexical_index``; ``RETRIEVAL_LEXICAL_RESIDENT=false`` and ``SIEVE_MILVUS_LITE_FAST_SEARCH=0``
+  measure FTS5's bm25 and Milvus Lite's dense search as shipped, the header says which ran). The corpus is
+  written from this process straight through the store (``MilvusStore``, which writes Milvus and the lexical
+  index) and the records in Redis (``tests.support.search_corpus``);
 - ``--no-stack``: one API process (this file with ``--serve``) on fakeredis, with the in-memory store
   (``--store memory``) or a Milvus Lite server (``--store milvus-lite``), which loads the corpus at start-up:
   for a machine where Redis or Milvus Lite cannot run (the lent GPU: no redis-server, no milvus-lite wheels);
@@ -374,20 +375,32 @@ def row(label: str, run: Run, stages: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def embedded_paths() -> tuple[str, str]:
+    """How this run's Milvus Lite searches (Sieve's visibility pass or as shipped) and how its bm25 leg
+    scores (resident postings or FTS5), from the environment the server and the API inherit."""
+    off = {"0", "false", "no", "off"}
+    fast = os.environ.get("SIEVE_MILVUS_LITE_FAST_SEARCH", "1").strip().lower() not in off
+    resident = os.environ.get("RETRIEVAL_LEXICAL_RESIDENT", "1").strip().lower() not in off
+    milvus = "dense search through retrieval.milvus_lite_server" if fast else "dense search as shipped"
+    lexical = "resident BM25 postings" if resident else "FTS5's bm25()"
+    return milvus, lexical
+
+
 def describe(args: argparse.Namespace, corpus: Corpus | None) -> str:
+    milvus, lexical = embedded_paths()
     if args.url:
         path = f"the service at {args.url} (its own corpus and settings)"
     elif args.no_stack:
         store = (
             "the in-memory store (numpy exact cosine + Python BM25)"
             if args.store == "memory"
-            else "a Milvus Lite server with the embedded lexical index (SQLite FTS5)"
+            else f"a Milvus Lite server ({milvus}) with the embedded lexical index ({lexical})"
         )
         path = f"one API process (--no-stack: fakeredis, {store}; no Redis)"
     else:
         path = (
-            "the embedded stack as real processes: Redis, the Milvus Lite server (HNSW) with the embedded "
-            "lexical index (SQLite FTS5) for the bm25 leg, the API under uvicorn"
+            f"the embedded stack as real processes: Redis, the Milvus Lite server (HNSW, {milvus}) with the "
+            f"embedded lexical index ({lexical}) for the bm25 leg, the API under uvicorn"
         )
     size = "toy-size" if args.tiny else "Qwen3-0.6B-shape"
     models = {
