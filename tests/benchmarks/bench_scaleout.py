@@ -381,8 +381,9 @@ def header(args: argparse.Namespace, facts: dict[str, str], corpus: Corpus) -> l
         "threads).",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, {facts['memory']}; load average "
         f"{facts['load_start']} at the start, {load[0]:.1f} at the end{facts['busy']}. Workers, APIs, "
-        "Milvus, Redis, the proxy and the load generator all share these cores, so more workers cannot add "
-        "throughput here: the table shows that contention as it is.",
+        "Milvus, Redis, the proxy and the load generator all share these cores: a worker added here takes "
+        "cores from the others, not new ones, and the table shows that contention as it is (not how workers "
+        "on machines of their own scale).",
         f"Ingest: per phase {args.documents} new text documents of ~{args.words} words ({corpus.source}), "
         f"one file per POST /v1/documents through the proxy, {args.uploaders} uploads in flight; "
         "docs/s and chunks/s from the first upload to the last job's end (states read from Redis). "
