@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from api.cli.common import command_line
+from api.relevance.mining import MINERS
 from api.relevance.train_run import RunOptions, TrainSetupError, run_embedder, run_reranker
 
 train_app = typer.Typer(help="Fine-tune the embedder or the reranker on labelled data.", no_args_is_help=True)
@@ -34,7 +35,16 @@ PoolOpt = Annotated[
 ]
 SaveOpt = Annotated[int, typer.Option(help="Checkpoint every N steps")]
 KeepOpt = Annotated[bool, typer.Option(help="Keep checkpoints and mined rows once the run has finished")]
+MineOpt = Annotated[
+    str, typer.Option(help="Mine hard negatives from: dense (the base model), bm25 or hybrid (RRF of both)")
+]
 SeqOpt = Annotated[int | None, typer.Option(help="Tokens per text while training (default: the model's)")]
+
+
+def check_miner(miner: str) -> str:
+    if miner not in MINERS:
+        raise typer.BadParameter(f"--mine-with {miner!r}: use one of {', '.join(MINERS)}")
+    return miner
 
 
 @train_app.command("embedder")
@@ -58,6 +68,7 @@ def train_embedder_cmd(
     save_steps: SaveOpt = 50,
     keep_checkpoints: KeepOpt = False,
     max_seq_length: SeqOpt = None,
+    mine_with: MineOpt = "dense",
 ) -> None:
     """Fine-tune the dense embedder (MultipleNegativesRankingLoss: in-batch + mined hard negatives)."""
     logging.basicConfig(level=logging.WARNING)
@@ -80,6 +91,7 @@ def train_embedder_cmd(
         save_steps=save_steps,
         keep_checkpoints=keep_checkpoints,
         command=command_line(),
+        mine_with=check_miner(mine_with),
     )
     try:
         run_embedder(options, base=base, max_seq_length=max_seq_length)
@@ -112,6 +124,7 @@ def train_reranker_cmd(
     rerank_depth: Annotated[int, typer.Option(help="Stage-1 candidates reranked per held-out query")] = 20,
     save_steps: SaveOpt = 50,
     keep_checkpoints: KeepOpt = False,
+    mine_with: MineOpt = "dense",
 ) -> None:
     """Fine-tune a reranker on hard negatives mined with the stage-1 embedder; eval by reranking its top-k."""
     from reranking.backends.training import reranker_kind
@@ -144,6 +157,7 @@ def train_reranker_cmd(
         save_steps=save_steps,
         keep_checkpoints=keep_checkpoints,
         command=command_line(),
+        mine_with=check_miner(mine_with),
     )
     try:
         run_reranker(options, kind=kind, base=base, embedder=embedder, rerank_depth=rerank_depth)

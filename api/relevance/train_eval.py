@@ -106,12 +106,23 @@ def passage_pool(data: LabelledData, limit: int | None, seed: int) -> list[str]:
 
 
 def rows_for(
-    train: LabelledData, scores: np.ndarray, ids: Sequence[str], negatives: int, seed: int
+    train: LabelledData,
+    scores: np.ndarray,
+    ids: Sequence[str],
+    negatives: int,
+    seed: int,
+    *,
+    near_ties: np.ndarray | None = None,
 ) -> list[tuple[str, str, list[str]]]:
-    """A row per (train query, positive): labelled negatives first, then mined; ``negatives`` at most."""
+    """A row per (train query, positive): labelled negatives first, then mined from ``scores`` (near-ties
+    judged on ``near_ties``, see ``mine_negatives``); ``negatives`` at most."""
     qids = list(train.queries)
     positives = [set(train.positives(q)) for q in qids]
-    mined = mine_negatives(scores, ids, positives, negatives, seed=seed) if negatives else [[] for _ in qids]
+    mined = (
+        mine_negatives(scores, ids, positives, negatives, seed=seed, near_ties=near_ties)
+        if negatives
+        else [[] for _ in qids]
+    )
     rows = []
     for qid, found in zip(qids, mined, strict=True):
         negs = list(dict.fromkeys([*train.negatives(qid), *found]))[:negatives]

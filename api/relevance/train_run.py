@@ -23,6 +23,7 @@ from typing import Any
 
 from rich.table import Table
 
+from api.relevance.mining import mining_scores
 from api.relevance.train_eval import (
     MEASURES,
     console,
@@ -73,6 +74,7 @@ class RunOptions:
     save_steps: int
     keep_checkpoints: bool
     command: str = ""
+    mine_with: str = "dense"  # api.relevance.mining.MINERS: whose ranking the hard negatives come from
 
 
 def open_run(out: Path, kind: str, resume: bool, settings: dict[str, Any]) -> Path:
@@ -94,6 +96,11 @@ def open_run(out: Path, kind: str, resume: bool, settings: dict[str, Any]) -> Pa
     folder = new_version_dir(out, kind)
     (folder / "run.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
     return folder
+
+
+def mining_setting(options: RunOptions) -> dict[str, str]:
+    """The miner as a run setting; left out when it is the default, so runs started before it can resume."""
+    return {} if options.mine_with == "dense" else {"mine_with": options.mine_with}
 
 
 def results_table(results: dict[str, dict[str, float]]) -> Table:
@@ -159,6 +166,7 @@ def run_embedder(options: RunOptions, *, base: str | None, max_seq_length: int |
         "hard_negatives": options.hard_negatives,
         "eval_corpus_limit": options.eval_corpus_limit,
         "config": config.__dict__,
+        **mining_setting(options),
     }
     folder = open_run(options.out, "embedder", options.resume, settings)
     ids = passage_pool(labelled, options.eval_corpus_limit, options.seed)
@@ -173,8 +181,9 @@ def run_embedder(options: RunOptions, *, base: str | None, max_seq_length: int |
         held_q = embed(
             embedder, list(held.queries.values()), query=True, label="base: embed held-out queries"
         )
-        scores, _ = exact_search(train_q, pool, ids, 1)
-        rows = rows_for(train, scores, ids, options.hard_negatives, options.seed)
+        dense, _ = exact_search(train_q, pool, ids, 1)
+        ranking = mining_scores(options.mine_with, dense, list(train.queries.values()), pool_texts)
+        rows = rows_for(train, ranking, ids, options.hard_negatives, options.seed, near_ties=dense)
         _, top = exact_search(held_q, pool, ids, 100)
         before = rank_metrics(held.qrels, dict(zip(held.queries, top, strict=True))) if held.queries else None
         prepared = {"rows": rows, "before": before}
@@ -206,7 +215,7 @@ def run_embedder(options: RunOptions, *, base: str | None, max_seq_length: int |
         "training": stats,
         "command": options.command,
     }
-    hyper = config.__dict__ | {"hard_negatives": options.hard_negatives}
+    hyper = config.__dict__ | {"hard_negatives": options.hard_negatives, "mine_with": options.mine_with}
     extra = {"data": report["data"], "hyper_parameters": hyper}
     finish(folder, "embedder", base_ref, report, extra, options.keep_checkpoints)
 
@@ -243,6 +252,7 @@ def run_reranker(
         "eval_corpus_limit": options.eval_corpus_limit,
         "rerank_depth": rerank_depth,
         "config": config.__dict__,
+        **mining_setting(options),
     }
     folder = open_run(options.out, "reranker", options.resume, settings)
     ids = passage_pool(labelled, options.eval_corpus_limit, options.seed)
@@ -269,7 +279,10 @@ def run_reranker(
             results["before"] = rank_metrics(
                 held.qrels, rerank_candidates(base_model, candidates, held, "base: rerank")
             )
-        rows = rows_for(train, scores, ids, options.hard_negatives, options.seed)
+        ranking = mining_scores(
+            options.mine_with, scores, list(train.queries.values()), [labelled.passages[p] for p in ids]
+        )
+        rows = rows_for(train, ranking, ids, options.hard_negatives, options.seed, near_ties=scores)
         prepared = {"rows": rows, "candidates": candidates, "results": results}
         cache.write_text(json.dumps(prepared), encoding="utf-8")
     console.print(f"training on {len(prepared['rows'])} groups in {folder}")
@@ -296,6 +309,7 @@ def run_reranker(
     extra = {
         "reranker_kind": kind,
         "data": report["data"],
-        "hyper_parameters": config.__dict__ | {"hard_negatives": options.hard_negatives},
+        "hyper_parameters": config.__dict__
+        | {"hard_negatives": options.hard_negatives, "mine_with": options.mine_with},
     }
     finish(folder, "reranker", base, report, extra, options.keep_checkpoints)

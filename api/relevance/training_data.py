@@ -217,21 +217,28 @@ def mine_negatives(
     margin: float = 0.05,
     depth: int = 50,
     seed: int = 0,
+    near_ties: np.ndarray | None = None,
 ) -> list[list[str]]:
-    """Hard negatives per query row of ``scores`` (query x pool similarity of the base model).
+    """Hard negatives per query row of ``scores`` (query x pool, higher is better: the base model's
+    similarity, or another ranking, ``api.relevance.mining``).
 
     From the top ``depth`` of each row, after the first ``skip`` ranks, take the best ``count`` that are not
     positives and score below ``(1 - margin)`` x the best positive's score (a near-tie is likely an unlabelled
-    positive). Rows short of ``count`` are filled with random pool passages (never positives).
+    positive). ``near_ties`` (same shape; default ``scores``) is the matrix that rule reads: the base model's
+    cosine when the ranking is a fusion, whose rank-based scores say nothing about how alike two passages
+    are. Rows short of ``count`` are filled with random pool passages (never positives).
     """
     rng = np.random.default_rng(seed)
     index = {pid: i for i, pid in enumerate(pool_ids)}
+    ties = scores if near_ties is None else near_ties
+    if ties.shape != scores.shape:
+        raise ValueError(f"near_ties has shape {ties.shape}, scores {scores.shape}")
     out: list[list[str]] = []
-    for row, pos in zip(scores, positives, strict=True):
-        pos_scores = [row[index[p]] for p in pos if p in index]
+    for row, tie_row, pos in zip(scores, ties, positives, strict=True):
+        pos_scores = [tie_row[index[p]] for p in pos if p in index]
         ceiling = (1.0 - margin) * max(pos_scores) if pos_scores else np.inf
-        top = np.argsort(-row)[: depth + skip]
-        chosen = [pool_ids[i] for i in top[skip:] if pool_ids[i] not in pos and row[i] < ceiling][:count]
+        top = np.argsort(-row, kind="stable")[: depth + skip]
+        chosen = [pool_ids[i] for i in top[skip:] if pool_ids[i] not in pos and tie_row[i] < ceiling][:count]
         tries = 0
         while len(chosen) < count and tries < 20 * count and len(pool_ids) > len(pos):
             candidate = pool_ids[int(rng.integers(len(pool_ids)))]

@@ -23,7 +23,8 @@ def test_cli_writes_a_versioned_folder_with_its_eval(tmp_path: Path, minilm_dir:
     data.write_text("\n".join(lines) + "\n")
     args = ["train", "embedder", "--data", str(data), "--out", str(tmp_path / "models"), "--max-steps", "1"]
     result = CliRunner().invoke(
-        app, [*args, "--batch-size", "4", "--held-out", "0.25", "--max-seq-length", "32"]
+        app,
+        [*args, "--batch-size", "4", "--held-out", "0.25", "--max-seq-length", "32", "--mine-with", "hybrid"],
     )
     assert result.exit_code == 0, result.output
     folder = tmp_path / "models" / "embedder-v1"
@@ -32,6 +33,9 @@ def test_cli_writes_a_versioned_folder_with_its_eval(tmp_path: Path, minilm_dir:
     }
     assert not (folder / "checkpoints").exists()
     assert "| before |" in (folder / "eval.md").read_text() and "revision" in result.output
+    manifest = json.loads((folder / "sieve-model.json").read_text())
+    assert manifest["hyper_parameters"]["mine_with"] == "hybrid"
+    assert json.loads((folder / "run.json").read_text())["mine_with"] == "hybrid"
     missing = CliRunner().invoke(app, ["train", "reranker", "--data", str(data)])
     assert missing.exit_code != 0 and "--base" in missing.output
 
