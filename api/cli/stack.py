@@ -93,6 +93,26 @@ def wait_for(
     raise StackError(f"{what} did not become ready within {timeout:.0f} s")
 
 
+def wait_ready(
+    url: str,
+    *,
+    what: str,
+    timeout: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
+    """``wait_for`` an HTTP service of Sieve's (API, rerank server) to answer ``GET {url}/ready`` with 200."""
+    import httpx
+
+    wait_for(
+        lambda: httpx.get(f"{url}/ready", timeout=2).status_code == 200,
+        what=what,
+        timeout=timeout,
+        proc=proc,
+        log=log,
+    )
+
+
 def secret_file(path: Path) -> str:
     """The secret kept in ``path`` (mode 0600), made on first use."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -388,17 +408,9 @@ class Stack:
         self._spawn("worker", argv, self.home / "logs" / "worker.log", deathsig=signal.SIGKILL)
 
     def start_api(self) -> None:
-        import httpx
-
         log = self.home / "logs" / "api.log"
         proc = self._spawn("api", [sys.executable, "-m", "api.cli", "serve"], log)
-        wait_for(
-            lambda: httpx.get(f"{self.api_url}/ready", timeout=2).status_code == 200,
-            what="API",
-            timeout=120,
-            proc=proc,
-            log=log,
-        )
+        wait_ready(self.api_url, what="API", timeout=120, proc=proc, log=log)
 
     def start(self, *, on_step: Callable[[str], None] = lambda _: None) -> None:
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)  # uploads and secrets: the owner's only

@@ -64,7 +64,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import httpx  # noqa: E402
 
 from api.cli import procs  # noqa: E402
-from api.cli.stack import Stack, wait_for  # noqa: E402
+from api.cli.stack import Stack, wait_for, wait_ready  # noqa: E402
 from tests.support.loadgen import Answer, Client, Run, percentile  # noqa: E402
 from tests.support.search_corpus import Corpus  # noqa: E402
 from tests.support.services import free_port, start_milvus_server, stop_process  # noqa: E402
@@ -160,13 +160,7 @@ def start_apis(fleet: Fleet, count: int, env: dict[str, str]) -> list[str]:
         )
         started.append((f"http://127.0.0.1:{port}", proc, log_path))
     for url, proc, log_path in started:
-        wait_for(
-            lambda url=url: httpx.get(f"{url}/ready", timeout=2).status_code == 200,
-            what=f"the API at {url}",
-            timeout=300,
-            proc=proc,
-            log=log_path,
-        )
+        wait_ready(url, what=f"the API at {url}", timeout=300, proc=proc, log=log_path)
     return [url for url, _, _ in started]
 
 
@@ -177,13 +171,7 @@ def start_proxy(fleet: Fleet, backends: list[str]) -> str:
         argv += ["--backend", urlsplit(url).netloc]
     proc, log_path = fleet.spawn("proxy", argv)
     url = f"http://127.0.0.1:{port}"
-    wait_for(
-        lambda: httpx.get(f"{url}/ready", timeout=2).status_code == 200,
-        what="the proxy",
-        timeout=60,
-        proc=proc,
-        log=log_path,
-    )
+    wait_ready(url, what="the proxy", timeout=60, proc=proc, log=log_path)
     return url
 
 

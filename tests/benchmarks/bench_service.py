@@ -215,7 +215,7 @@ def start_no_stack(
     args: argparse.Namespace, home: Path, env: dict[str, str], forward: list[str]
 ) -> tuple[str, str, list[Any]]:
     """The ``--serve`` child (and a Milvus Lite server for ``--store milvus-lite``): (url, key, to stop)."""
-    from api.cli.stack import Stack, free_port, wait_for
+    from api.cli.stack import Stack, free_port, wait_ready
 
     stops: list[Any] = []
     env = {**os.environ, **env, "API_KEYS": json.dumps({NO_STACK_KEY: NO_STACK_TENANT})}
@@ -242,15 +242,7 @@ def start_no_stack(
         )
     stops.insert(0, lambda: (proc.terminate(), proc.wait(timeout=30)))
     url = f"http://127.0.0.1:{port}"
-    import httpx
-
-    wait_for(
-        lambda: httpx.get(f"{url}/ready", timeout=2).status_code == 200,
-        what="the API (loading the corpus)",
-        timeout=1800,
-        proc=proc,
-        log=log_path,
-    )
+    wait_ready(url, what="the API (loading the corpus)", timeout=1800, proc=proc, log=log_path)
     return url, NO_STACK_KEY, stops
 
 

@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.cli.stack import free_port, wait_for
+from api.cli.stack import free_port, wait_for, wait_ready
 from ingestion.settings import IngestSettings
 from reranking import RerankSettings
 from tests.support import compat_harness as harness
@@ -60,13 +60,7 @@ def rerank_server(model_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(
-            lambda: httpx.get(f"{url}/ready", timeout=1).status_code == 200,
-            what="rerank server",
-            timeout=90,
-            proc=proc,
-            log=log,
-        )
+        wait_ready(url, what="rerank server", timeout=90, proc=proc, log=log)
         yield proc, url
     finally:
         if proc.poll() is None:
