@@ -10,7 +10,9 @@ its port opens, so its ``/ready`` answers only once it can serve at speed; the l
 ``/ready``, then prints the ``RERANK_URLS`` value to give the API (``reranking/backends/pool.py`` spreads the
 calls by queue depth). A child that fails before it is ready stops the launch (exit 1, its exit code said);
 once all are ready, a child that exits is started again after a backoff (1 s, doubling up to 30 s; back to
-1 s after a minute of good running), and the API's pool takes it back in once its ``/ready`` answers.
+1 s after a minute of good running; a start that the system refuses, e.g. no process can be made, is tried
+again the same way, never the end of the launcher), and the API's pool takes it back in once its ``/ready``
+answers.
 SIGINT, SIGTERM and SIGHUP stop every child (SIGTERM, then SIGKILL after ``grace`` seconds); the children
 also get SIGTERM when the launcher dies, however it dies (``api.cli.procs.with_parent_death``).
 """
@@ -195,7 +197,18 @@ class Fleet:
                 )
             elif member.restart_at is not None and now >= member.restart_at:
                 member.restarts += 1
-                self._spawn(member)
+                try:
+                    self._spawn(member)
+                except OSError as exc:  # no process could be made (fork or exec refused: pids, memory)
+                    member.backoff = min(max(member.backoff, BACKOFF_S) * 2, BACKOFF_MAX_S)
+                    member.restart_at = now + member.backoff
+                    logger.error(
+                        "rerank server on %s (%s) could not be started again: %s; trying again in %.0f s",
+                        member.device,
+                        member.url,
+                        exc,
+                        member.backoff,
+                    )
 
     def stop(self, grace: float = 20.0) -> None:
         """SIGTERM to every running server, then SIGKILL to those still running after ``grace`` seconds."""

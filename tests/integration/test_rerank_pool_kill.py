@@ -174,6 +174,8 @@ def test_killing_one_of_two_rerank_servers_fails_no_request(
                 lambda: server_pids(proc.pid).get(victim_port, pids[victim_port]) != pids[victim_port],
                 what="the killed server started again",
                 timeout=60,
+                proc=proc,  # the launcher gone: say so, with its log
+                log=log,
             )
             wait_for(
                 lambda: (
@@ -182,6 +184,8 @@ def test_killing_one_of_two_rerank_servers_fails_no_request(
                 ),
                 what="calls on the restarted server",
                 timeout=120,
+                proc=proc,
+                log=log,
             )
             after = len(answers) - at_kill
         finally:

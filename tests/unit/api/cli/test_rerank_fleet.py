@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from api.cli import rerank_fleet
 from api.cli.main import app
 from api.cli.rerank_fleet import BACKOFF_S, Fleet, FleetError, parse_devices, pinned
 from api.cli.stack import free_port
@@ -91,6 +92,30 @@ def test_start_waits_for_every_server_then_restarts_one_that_exits(
     assert first.restarts == 0 and first.proc.poll() is None
     fleet.stop(grace=5)
     assert first.proc.poll() is not None and second.proc.poll() is not None
+
+
+def test_a_restart_the_system_refuses_is_tried_again_not_the_end_of_the_launcher(
+    tmp_path: Path, fleets: list[Fleet], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = Fleet(["cpu"], port=free_port(), python=stand_in(tmp_path, "exec sleep 60"))
+    fleets.append(fleet)
+    fleet.start(ready_timeout_s=10, probe=lambda url: True)
+    (member,) = fleet.members
+    assert member.proc is not None
+    os.kill(member.proc.pid, signal.SIGKILL)
+    member.proc.wait(5)
+    now = member.started_at + 1
+    fleet.supervise(now)
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise BlockingIOError(11, "Resource temporarily unavailable")  # fork() at the pids limit
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rerank_fleet.subprocess, "Popen", refused)
+        fleet.supervise(now + BACKOFF_S)  # no exception out of the loop
+    assert member.proc.poll() is not None and member.restart_at == now + BACKOFF_S + 2 * BACKOFF_S
+    fleet.supervise(now + BACKOFF_S + 2 * BACKOFF_S)
+    assert member.restarts == 2 and member.restart_at is None and member.proc.poll() is None
 
 
 def test_a_server_that_dies_starting_stops_the_launch(tmp_path: Path, fleets: list[Fleet]) -> None:
