@@ -80,13 +80,17 @@ def running(
 ) -> Iterator[Harness]:
     """The app with keys ``k1`` (tenant t1), ``k2`` (t2) and the admin key; ``api`` overrides ApiSettings
     (rate limits are off and the rerank stage always runs, API_RERANK_GATE=always, unless given); ``ingest``
-    replaces the ingestion settings (files in ``tmp_path``, short chunks)."""
+    replaces the ingestion settings (files in ``tmp_path``, short chunks, parsed in this process: a sandboxed
+    parse starts an interpreter, ~0.2 s a file, and these tests are about the API; the sandbox has its own,
+    ``tests/unit/ingestion/test_sandbox.py``)."""
     api = {"keys": KEYS, "admin_key": ADMIN_KEY, "rate_limit_per_s": 0, "rerank_gate": "always", **api}
     redis_client = client or fakeredis.FakeRedis(decode_responses=True)
     settings = Settings(
         api=ApiSettings(**api),
         ingest=ingest
-        or IngestSettings(data_dir=tmp_path / "files", chunk_tokens=32, chunk_overlap=4, embed_batch=8),
+        or IngestSettings(
+            data_dir=tmp_path / "files", chunk_tokens=32, chunk_overlap=4, embed_batch=8, parse_sandbox=False
+        ),
     )
     # stage-1 order, 0.95 down in steps of 0.2; a query in ``reranker.unsure`` gets a low-confidence answer
     reranker = FakeReranker("stage1", max_tokens=None)
