@@ -29,10 +29,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-import httpx
-
 from api.cli import procs
-from api.cli.stack import exit_text, port_free
+from api.cli.stack import exit_text, port_free, ready
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +59,11 @@ def parse_devices(raw: str, visible: Callable[[], list[str]] | None = None) -> l
     if not devices:
         raise FleetError(f"--devices {raw!r} names no device: give e.g. cuda:0,cuda:1 or all")
     return devices
+
+
+def next_backoff(previous: float, *, stable: bool) -> float:
+    """Seconds before a server starts again: 1 s at first or after a stable run, else double, at most 30."""
+    return BACKOFF_S if stable or not previous else min(previous * 2, BACKOFF_MAX_S)
 
 
 @dataclass
@@ -182,10 +185,7 @@ class Fleet:
         for member in self.members:
             proc = member.proc
             if member.restart_at is None and proc is not None and proc.poll() is not None:
-                stable = now - member.started_at >= STABLE_S
-                member.backoff = (
-                    BACKOFF_S if stable or not member.backoff else min(member.backoff * 2, BACKOFF_MAX_S)
-                )
+                member.backoff = next_backoff(member.backoff, stable=now - member.started_at >= STABLE_S)
                 member.restart_at = now + member.backoff
                 logger.warning(
                     "rerank server on %s (%s, pid %d) exited with code %s; starting it again in %.0f s",
@@ -200,7 +200,7 @@ class Fleet:
                 try:
                     self._spawn(member)
                 except OSError as exc:  # no process could be made (fork or exec refused: pids, memory)
-                    member.backoff = min(max(member.backoff, BACKOFF_S) * 2, BACKOFF_MAX_S)
+                    member.backoff = next_backoff(member.backoff, stable=False)
                     member.restart_at = now + member.backoff
                     logger.error(
                         "rerank server on %s (%s) could not be started again: %s; trying again in %.0f s",
@@ -226,14 +226,6 @@ class Fleet:
                 proc.wait()
         for member in self.members:
             member.restart_at = None
-
-
-def ready(url: str) -> bool:
-    """Whether the server at ``url`` answers ``/ready`` with 200 (no token needed there)."""
-    try:
-        return httpx.get(f"{url}/ready", timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def run_fleet(fleet: Fleet, *, ready_timeout_s: float, grace: float, say: Callable[[str], None]) -> int:

@@ -93,6 +93,17 @@ def wait_for(
     raise StackError(f"{what} did not become ready within {timeout:.0f} s")
 
 
+def ready(url: str) -> bool:
+    """Whether the Sieve HTTP service at ``url`` (API, rerank server) answers ``GET /ready`` with 200 (no key
+    or token needed there)."""
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/ready", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def wait_ready(
     url: str,
     *,
@@ -101,16 +112,8 @@ def wait_ready(
     proc: subprocess.Popen[bytes] | None = None,
     log: Path | None = None,
 ) -> None:
-    """``wait_for`` an HTTP service of Sieve's (API, rerank server) to answer ``GET {url}/ready`` with 200."""
-    import httpx
-
-    wait_for(
-        lambda: httpx.get(f"{url}/ready", timeout=2).status_code == 200,
-        what=what,
-        timeout=timeout,
-        proc=proc,
-        log=log,
-    )
+    """``wait_for`` the service at ``url`` to be ``ready``."""
+    wait_for(lambda: ready(url), what=what, timeout=timeout, proc=proc, log=log)
 
 
 def secret_file(path: Path) -> str:

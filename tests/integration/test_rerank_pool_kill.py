@@ -20,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.cli.stack import port_free, wait_for
+from api.cli.stack import port_free, ready, wait_for
 from ingestion.settings import IngestSettings
 from reranking import RerankSettings
 from tests.support import compat_harness as harness
@@ -99,7 +99,7 @@ def launcher(model_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen
     urls = [f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"]
     try:
         wait_for(
-            lambda: all(httpx.get(f"{u}/ready", timeout=1).status_code == 200 for u in urls),
+            lambda: all(ready(u) for u in urls),
             what="two rerank servers",
             timeout=120,
             proc=proc,
