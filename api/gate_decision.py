@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from retrieval.fusion import DEFAULT_RRF_K, fuse_candidates, fuse_rerank
+from retrieval.fusion import DEFAULT_FUSION, DEFAULT_RRF_K, fuse_candidates, fuse_rerank
 from retrieval.types import Candidate
 
 GATE_MEASURES = ("nDCG@10", "R@50", "MRR@10")
@@ -58,10 +58,11 @@ class Fusion(BaseModel):
 
 class Stage1(BaseModel):
     """How stage 1 ranks: a search mode and, for ``hybrid``, how its dense and bm25 legs are fused
-    (``retrieval.fusion``: RRF with ``rrf_k``, or weighted min-max scores; weights ``(dense, bm25)``)."""
+    (``retrieval.fusion``: standardised scores, RRF with ``rrf_k``, or weighted min-max scores; weights
+    ``(dense, bm25)``)."""
 
     mode: Literal["dense", "bm25", "hybrid"]
-    fusion: Literal["rrf", "weighted"] = "rrf"
+    fusion: Literal["zscore", "rrf", "weighted"] = DEFAULT_FUSION
     rrf_k: int = DEFAULT_RRF_K
     dense_weight: float = Field(default=1.0, ge=0)
     bm25_weight: float = Field(default=1.0, ge=0)
@@ -75,7 +76,11 @@ class Stage1(BaseModel):
     def label(self) -> str:
         if self.mode != "hybrid":
             return self.mode
-        method = f"RRF k {self.rrf_k}" if self.fusion == "rrf" else "weighted min-max scores"
+        method = {
+            "rrf": f"RRF k {self.rrf_k}",
+            "weighted": "weighted min-max scores",
+            "zscore": "standardised scores",
+        }[self.fusion]
         if self.weights is None:
             return f"hybrid, {method}, equal weights"
         return f"hybrid, {method}, dense {self.dense_weight:g} : bm25 {self.bm25_weight:g}"
@@ -95,8 +100,9 @@ DEFAULT_STAGE1 = Stage1(mode="hybrid")
 
 
 class Stage1Decision(BaseModel):
-    """The stage-1 configuration learned on train queries, and whether it replaces the default (hybrid RRF
-    k 60, equal weights): only when it beats the default on held-out queries by the rerank gate's rule."""
+    """The stage-1 configuration learned on train queries, and whether it replaces the default (hybrid,
+    standardised scores, equal weights, unless configured otherwise): only when it beats the default on
+    held-out queries by the rerank gate's rule."""
 
     adopted: bool
     reason: str = Field(description="The decision in a sentence, with the numbers behind it.")

@@ -45,7 +45,7 @@ from reranking import RankedHit, Reranker, RerankError, RerankOverloadedError, R
 from retrieval import Candidate, Embedder, VectorStore
 from retrieval.embedder import reads
 from retrieval.errors import UnsupportedSearchError
-from retrieval.fusion import DEFAULT_RRF_K, plan_legs
+from retrieval.fusion import DEFAULT_FUSION, DEFAULT_RRF_K, plan_legs
 
 __all__ = ["Hit", "RerankInfo", "SearchRequest", "SearchResponse", "SearchResult", "SearchService"]
 
@@ -85,7 +85,7 @@ class SearchService:
         review: ReviewSink,
         settings: ApiSettings,
         default_mode: str = "dense",
-        default_fusion: str = "rrf",
+        default_fusion: str = DEFAULT_FUSION,
     ) -> None:
         self.records = records
         self.cache = cache

@@ -28,7 +28,7 @@ class SearchRequest(BaseModel):
         description="Stage 1: dense vectors, BM25 full text, or both fused (default: the tenant's stage-1 "
         "configuration learned by `sieve eval --gate`, else RETRIEVAL_SEARCH_MODE).",
     )
-    fusion: Literal["rrf", "weighted"] | None = Field(
+    fusion: Literal["zscore", "rrf", "weighted"] | None = Field(
         None,
         description="How hybrid fuses its two lists (default: as learned for the tenant, else "
         "RETRIEVAL_FUSION); naming it, like naming mode, sets the learned configuration aside.",

@@ -10,6 +10,15 @@ Fusion methods (``fusion=``):
 
     rrf        reciprocal rank fusion: sum over lists of ``w_i / (k + rank_i)`` (rank from 1; ``k`` is
                ``rrf_k``, 60 by default as in Cormack et al. 2009). An item missing from a list gets nothing.
+    zscore     sum over lists of ``w_i * z_i`` where ``z_i`` is the item's score standardised within list i
+               (minus the list's mean, over its standard deviation). An item missing from a list ranked
+               below everything the list holds, so it gets the list's lowest ``z``; a list whose scores
+               are all equal (one item, say) gives its items 0 and what it lacks -1. The default of hybrid
+               (``RetrievalSettings.fusion``): it keeps how far apart the scores are, which ranks throw
+               away, and needs no constant. CombSUM over z-scores (Montague & Aslam 2001); convex score
+               fusion beats RRF in Bruch et al. 2023 ("An Analysis of Fusion Functions for Hybrid
+               Retrieval"). Measured on SciFact with the bundled MiniLM, equal weights, nothing tuned:
+               +0.014 nDCG@10 over RRF k 60 on the train queries and on the held-out ones (README).
     weighted   sum over lists of ``w_i * s_i`` where ``s_i`` is the item's score min-max scaled to [0, 1]
                within list i (1.0 when every score of the list is equal); missing items get 0.
 
@@ -37,10 +46,11 @@ from retrieval.lexical import detect_language
 from retrieval.types import Candidate
 
 SearchMode = Literal["dense", "bm25", "hybrid"]
-FusionMethod = Literal["rrf", "weighted"]
+FusionMethod = Literal["zscore", "rrf", "weighted"]
 SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
 FUSION_METHODS: tuple[str, ...] = get_args(FusionMethod)
 DEFAULT_RRF_K = 60
+DEFAULT_FUSION: FusionMethod = "zscore"
 
 K = TypeVar("K", bound=Hashable)
 
@@ -84,6 +94,25 @@ def weighted(
     return fused
 
 
+def zscores(scored: Sequence[Mapping[K, float]], *, weights: Sequence[float] | None = None) -> dict[K, float]:
+    """Weighted sum of standardised scores (see the module docstring), in first-seen order."""
+    fused: dict[K, float] = {item: 0.0 for scores in scored for item in scores}
+    for weight, scores in zip(_weights(weights, len(scored)), scored, strict=True):
+        if not scores:
+            continue  # a list that found nothing says nothing about any item
+        values = [float(v) for v in scores.values()]
+        mean = math.fsum(values) / len(values)
+        spread = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
+        if spread > 0 and math.isfinite(spread):
+            standard = {item: (float(score) - mean) / spread for item, score in scores.items()}
+            floor = min(standard.values())
+        else:
+            standard, floor = dict.fromkeys(scores, 0.0), -1.0
+        for item in fused:
+            fused[item] += weight * standard.get(item, floor)
+    return fused
+
+
 def ranked(scores: Mapping[K, float]) -> list[tuple[K, float]]:
     """Items by score, best first; ties keep the mapping's order."""
     return sorted(scores.items(), key=lambda pair: -pair[1])
@@ -116,7 +145,7 @@ def check_search(
 def fuse_candidates(
     legs: Sequence[Sequence[Candidate]],
     *,
-    fusion: str = "rrf",
+    fusion: str = DEFAULT_FUSION,
     rrf_k: int = DEFAULT_RRF_K,
     weights: Sequence[float] | None = None,
     limit: int,
@@ -130,6 +159,8 @@ def fuse_candidates(
         scores = rrf([[c.id for c in leg] for leg in legs], k=rrf_k, weights=weights)
     elif fusion == "weighted":
         scores = weighted([{c.id: c.score for c in leg} for leg in legs], weights=weights)
+    elif fusion == "zscore":
+        scores = zscores([{c.id: c.score for c in leg} for leg in legs], weights=weights)
     else:
         raise ValueError(f"unknown fusion {fusion!r}: use one of {', '.join(FUSION_METHODS)}")
     return [by_id[key].model_copy(update={"score": score}) for key, score in ranked(scores)[:limit]]
@@ -148,7 +179,8 @@ def fuse_rerank(
     ``stage1_scores[i]`` is the stage-1 score of candidate ``i``, candidates in stage-1 order (index =
     rank - 1). ``rerank_scores`` maps the indices the reranker scored to its scores (higher is better);
     indices it did not score keep their stage-1 contribution only. ``weights`` are ``(stage1, rerank)``.
-    With ``rrf`` the ranks are fused; with ``weighted`` the min-max scaled scores are interpolated.
+    With ``rrf`` the ranks are fused; with ``weighted`` the min-max scaled scores are interpolated, with
+    ``zscore`` the standardised ones.
     """
     stage1 = {i: float(s) for i, s in enumerate(stage1_scores)}
     unknown = set(rerank_scores) - stage1.keys()
@@ -159,6 +191,8 @@ def fuse_rerank(
         scores = rrf([list(stage1), reranked], k=rrf_k, weights=weights)
     elif fusion == "weighted":
         scores = weighted([stage1, dict(rerank_scores)], weights=weights)
+    elif fusion == "zscore":
+        scores = zscores([stage1, dict(rerank_scores)], weights=weights)
     else:
         raise ValueError(f"unknown fusion {fusion!r}: use one of {', '.join(FUSION_METHODS)}")
     return ranked(scores)

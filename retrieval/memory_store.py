@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from retrieval.errors import EmbedderMismatchError, StoreUnavailableError
-from retrieval.fusion import check_search, fuse_candidates
+from retrieval.fusion import DEFAULT_FUSION, check_search, fuse_candidates
 from retrieval.lexical import terms as tokenize
 from retrieval.store import FilterValue, matches_filters, validate_filters
 from retrieval.types import Candidate, Chunk
@@ -99,7 +99,7 @@ class InMemoryStore:
         filters: Mapping[str, FilterValue] | None = None,
         mode: str = "dense",
         query_text: str | None = None,
-        fusion: str = "rrf",
+        fusion: str = DEFAULT_FUSION,
         rrf_k: int = 60,
         weights: Sequence[float] | None = None,
     ) -> list[Candidate]:

@@ -63,7 +63,7 @@ from retrieval.errors import (
     StoreUnavailableError,
     UnsupportedSearchError,
 )
-from retrieval.fusion import check_search, fuse_candidates
+from retrieval.fusion import DEFAULT_FUSION, check_search, fuse_candidates
 from retrieval.lexical import ANALYSIS_VERSION, analyze
 from retrieval.lexical_index import LexicalRow, SqliteLexicalIndex
 from retrieval.settings import RetrievalSettings
@@ -186,7 +186,7 @@ class MilvusStore:
         filters: Mapping[str, FilterValue] | None = None,
         mode: str = "dense",
         query_text: str | None = None,
-        fusion: str = "rrf",
+        fusion: str = DEFAULT_FUSION,
         rrf_k: int = 60,
         weights: Sequence[float] | None = None,
     ) -> list[Candidate]:

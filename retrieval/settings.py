@@ -7,6 +7,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.precision import check_precision
 from engine.prompts import QWEN3_EMBEDDING_INSTRUCTION
+from retrieval.fusion import DEFAULT_FUSION
 
 
 class RetrievalSettings(BaseSettings):
@@ -39,7 +40,7 @@ class RetrievalSettings(BaseSettings):
     # Stage 1 when a search request does not say: dense, bm25 or hybrid (Milvus BM25 + dense, fused).
     # Where the server or collection has no full-text index, a default of hybrid falls back to dense.
     search_mode: str = "hybrid"
-    fusion: str = "rrf"
+    fusion: str = DEFAULT_FUSION  # zscore, rrf or weighted: retrieval.fusion
 
     # Embedder. ``kind`` picks the backend; ``model`` is a local folder or a hub id
     # (empty: the backend's default, e.g. the bundled all-MiniLM-L6-v2 for ``minilm``).

@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from retrieval.errors import InvalidFilterError
+from retrieval.fusion import DEFAULT_FUSION
 from retrieval.types import Candidate, Chunk
 
 FILTER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -53,7 +54,7 @@ class VectorStore(Protocol):
         filters: Mapping[str, FilterValue] | None = None,
         mode: str = "dense",
         query_text: str | None = None,
-        fusion: str = "rrf",
+        fusion: str = DEFAULT_FUSION,
         rrf_k: int = 60,
         weights: Sequence[float] | None = None,
     ) -> list[Candidate]:
@@ -61,7 +62,8 @@ class VectorStore(Protocol):
 
         ``mode`` (see ``retrieval.fusion``): ``dense`` (needs ``vector``; score = cosine similarity),
         ``bm25`` (needs ``query_text``; score = BM25) or ``hybrid`` (needs both; each leg ``limit`` deep,
-        fused by ``fusion`` = ``rrf`` with ``rrf_k`` or ``weighted``, ``weights`` = ``(dense, bm25)``).
+        fused by ``fusion`` = ``zscore``, ``rrf`` with ``rrf_k`` or ``weighted``, ``weights`` =
+        ``(dense, bm25)``).
         Raises ``ValueError`` for arguments no store can honour, ``UnsupportedSearchError`` for a mode this
         store or collection cannot run (full text needs Milvus 2.5+ or Milvus Lite, and a collection built
         with the full-text field).

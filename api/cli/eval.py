@@ -23,6 +23,7 @@ from api.cli.common import RedisOpt, command_line, console, setup_logging
 from api.cli.gate import gate_store
 from api.cli.stack import Stack, free_port
 from retrieval import VectorStore
+from retrieval.fusion import DEFAULT_FUSION
 
 
 def eval_command(
@@ -53,7 +54,7 @@ def eval_command(
     context: Annotated[
         bool, typer.Option(help="Index each chunk with its document's title (--no-context: title in chunk 1)")
     ] = True,
-    fusion: Annotated[str, typer.Option(help="Hybrid fusion: rrf or weighted")] = "rrf",
+    fusion: Annotated[str, typer.Option(help="Hybrid fusion: zscore, rrf or weighted")] = DEFAULT_FUSION,
     rrf_k: Annotated[int, typer.Option(help="RRF k")] = 60,
     weights: Annotated[str | None, typer.Option(help="Hybrid weights 'dense,bm25'")] = None,
     rerank_depth: Annotated[int, typer.Option(help="Documents the reranker scores")] = 50,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from api.gate_decision import Stage1
 from api.relevance.gate import DEFAULT_ALPHA, DEFAULT_MIN_GAIN
+from retrieval.fusion import DEFAULT_FUSION
 
 AGGREGATIONS = ("best", "sum")
 
@@ -26,7 +28,7 @@ class EvalOptions:
     rerank_modes: tuple[str, ...] | None = None  # the modes with +rerank configurations (None: every mode)
     depth: int = 100
     rerank_depth: int = 50
-    fusion: str = "rrf"  # of the hybrid legs
+    fusion: str = DEFAULT_FUSION  # of the hybrid legs
     rrf_k: int = 60
     weights: tuple[float, float] | None = None  # (dense, bm25)
     language_fusion: bool = True  # hybrid: bm25 alone for a query the embedder cannot read (plan_legs)
@@ -43,6 +45,19 @@ class EvalOptions:
     min_gain: float = DEFAULT_MIN_GAIN
     gate_alpha: float = DEFAULT_ALPHA
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def default_stage1(self) -> Stage1:
+        """Hybrid as configured here (``fusion``, ``rrf_k``, ``weights``): what a tenant without a stage-1
+        decision is served, so what the stage-1 gate must beat."""
+        dense, bm25 = self.weights or (1.0, 1.0)
+        return Stage1(
+            mode="hybrid",
+            fusion=self.fusion,  # type: ignore[arg-type]  # checked by the store like any search's
+            rrf_k=self.rrf_k,
+            dense_weight=dense,
+            bm25_weight=bm25,
+        )
 
     @property
     def needs_vectors(self) -> bool:

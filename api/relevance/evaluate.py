@@ -49,7 +49,7 @@ from api.relevance.eval_probe import TENANT, QueryProbe, probe_query
 from api.relevance.eval_progress import progress
 from api.relevance.gate import RERANK_ONLY, QueryRun, learn_fusion, without_rerank
 from api.relevance.gate import decide as decide_gate
-from api.relevance.stage1_gate import decide_stage1, learn_stage1
+from api.relevance.stage1_gate import STAGE1_GRID, decide_stage1, learn_stage1
 from api.rerank_gate import RerankerIdentity, reranker_identity
 from ingestion.parsers import Section
 from ingestion.pipeline import ChunkBudget, write_chunks
@@ -277,13 +277,18 @@ def stage1_gate(
             probes=into,
             modes=LEGS,
         )
+    default = options.default_stage1
     learned, grid = learn_stage1(
-        {q: p.legs() for q, p in train_probes.items()}, train.qrels, depth=options.depth
+        {q: p.legs() for q, p in train_probes.items()},
+        train.qrels,
+        depth=options.depth,
+        grid=(default, *(config for config in STAGE1_GRID if config != default)),
     )
     decision = decide_stage1(
         {q: p.legs() for q, p in held_probes.items()},
         dataset.qrels,
         learned,
+        default=default,
         dataset=dataset.name,
         depth=options.depth,
         train_ids=list(train.queries),

@@ -4,10 +4,12 @@ default.
 ``sieve eval --gate`` runs every query's dense and bm25 legs once (``QueryLegs``: the store's chunks, each leg
 as deep as a hybrid search's legs) and ranks them here in each configuration of ``STAGE1_GRID``:
 
-    hybrid, RRF k 60, equal weights   the default (``DEFAULT_STAGE1``), first so that ties keep it
+    hybrid, standardised scores,      the default (``DEFAULT_STAGE1``), first so that ties keep it
+      equal weights
     bm25, dense                       one leg alone
-    hybrid, RRF k 60                  dense : bm25 0.25 : 0.75 and 0.75 : 0.25 (0.5 : 0.5 is the default)
-    hybrid, weighted min-max scores   dense weight 0.25, 0.5, 0.75 (bm25 the rest)
+    hybrid, standardised scores       dense : bm25 0.25 : 0.75 and 0.75 : 0.25
+    hybrid, RRF k 60                  dense weight 0.25, 0.5, 0.75 (bm25 the rest)
+    hybrid, weighted min-max scores   dense weight 0.25, 0.5, 0.75
 
 A query in a language the embedder does not read runs its hybrid configurations as bm25, as search does
 (``retrieval.fusion.plan_legs``). Chunks become documents by their best chunk, as elsewhere in ``sieve eval``.
@@ -39,6 +41,7 @@ STAGE1_GRID: tuple[Stage1, ...] = (
     Stage1(mode="bm25"),
     Stage1(mode="dense"),
     *(Stage1(mode="hybrid", dense_weight=w, bm25_weight=1 - w) for w in (0.25, 0.75)),
+    *(Stage1(mode="hybrid", fusion="rrf", dense_weight=w, bm25_weight=1 - w) for w in (0.25, 0.5, 0.75)),
     *(Stage1(mode="hybrid", fusion="weighted", dense_weight=w, bm25_weight=1 - w) for w in (0.25, 0.5, 0.75)),
 )
 

@@ -12,6 +12,8 @@ Rows (each a ``sieve eval`` configuration, ``api.relevance.evaluate``, on a Milv
     +context+sum: <mode>  as +context, each document scored by the sum of its 3 best chunks, not its best one
     +context+lang: <mode> as +context, with per-query legs (``retrieval.fusion.plan_legs``, the service's
                           default): hybrid is bm25 alone for a query the embedder does not read
+    +context+rrf: hybrid  as +context, the legs fused by RRF k 60 (the default before standardised scores,
+                          ``retrieval.fusion``); its bm25 and dense rows are +context's
 
 ``p`` is a two-sided paired t-test over per-query nDCG@10 against the ``before`` row of the same mode (the
 stock row: against ``before: bm25``); ``--variants`` runs some of them (the first one given is then the
@@ -58,6 +60,7 @@ from ingestion.settings import IngestSettings
 from reranking import NoneReranker
 from retrieval import Chunk, Embedder
 from retrieval.backends import make_embedder
+from retrieval.fusion import DEFAULT_FUSION
 from retrieval.milvus_store import MilvusStore
 
 
@@ -68,6 +71,8 @@ class Variant:
     context: bool
     aggregations: tuple[str, ...] = ("best",)
     language_fusion: bool = False  # hybrid: bm25 alone for queries the embedder cannot read
+    fusion: str = DEFAULT_FUSION  # of the hybrid legs
+    modes: tuple[str, ...] | None = None  # the modes it runs (None: all the run's)
 
 
 VARIANTS = (
@@ -75,6 +80,7 @@ VARIANTS = (
     Variant("analysis", legacy=False, context=False),
     Variant("+context", legacy=False, context=True, aggregations=("best", "sum")),
     Variant("+context+lang", legacy=False, context=True, language_fusion=True),
+    Variant("+context+rrf", legacy=False, context=True, fusion="rrf", modes=("hybrid",)),
 )
 
 
@@ -230,12 +236,13 @@ def run_variant(
 ) -> dict[str, Any]:
     ingest = IngestSettings()
     options = EvalOptions(
-        modes=modes,
+        modes=tuple(mode for mode in modes if variant.modes is None or mode in variant.modes),
         chunk_tokens=ingest.chunk_tokens,
         chunk_overlap=ingest.chunk_overlap,
         context=variant.context,
         aggregations=variant.aggregations,
         language_fusion=variant.language_fusion,
+        fusion=variant.fusion,
     )
     with eval_store(None) as (store, label):
         if variant.legacy:

@@ -21,6 +21,7 @@ from retrieval.errors import (
     StoreUnavailableError,
     UnsupportedSearchError,
 )
+from retrieval.fusion import ranked, zscores
 from retrieval.store import VectorStore
 from retrieval.types import Chunk
 
@@ -397,6 +398,19 @@ class VectorStoreContract:
         hits = ready.search("acme", None, limit=5, mode="bm25", query_text="中国的首都")
         assert [hit.id for hit in hits] == [corpus[4].id]
 
+    def test_hybrid_by_default_fuses_the_legs_standardised_scores(
+        self, ready: VectorStore, corpus: list[Chunk]
+    ) -> None:
+        query, text, limit = unit(0), "mitochondria cell zorbulase", 3
+        dense = ready.search("acme", query, limit=limit)
+        bm25 = ready.search("acme", None, limit=limit, mode="bm25", query_text=text)
+        expected = zscores([{h.id: h.score for h in dense}, {h.id: h.score for h in bm25}])
+
+        hits = ready.search("acme", query, limit=limit, mode="hybrid", query_text=text)
+
+        assert [h.id for h in hits] == [key for key, _ in ranked(expected)][:limit]
+        assert {h.id: h.score for h in hits} == pytest.approx({h.id: expected[h.id] for h in hits})
+
     @pytest.mark.parametrize(("rrf_k", "weights"), [(60, None), (1, (2.0, 1.0))])
     def test_hybrid_is_the_union_of_both_legs_ranked_by_rrf(
         self, ready: VectorStore, corpus: list[Chunk], rrf_k: int, weights: tuple[float, float] | None
@@ -411,7 +425,14 @@ class VectorStoreContract:
                 expected[hit.id] = expected.get(hit.id, 0.0) + weight / (rrf_k + rank)
 
         hits = ready.search(
-            "acme", query, limit=limit, mode="hybrid", query_text=text, rrf_k=rrf_k, weights=weights
+            "acme",
+            query,
+            limit=limit,
+            mode="hybrid",
+            query_text=text,
+            fusion="rrf",
+            rrf_k=rrf_k,
+            weights=weights,
         )
 
         assert len(hits) == limit

@@ -19,6 +19,7 @@ from api.relevance.beir import load_beir  # noqa: E402
 from api.relevance.eval_options import EvalOptions  # noqa: E402
 from api.relevance.eval_run import gate_split  # noqa: E402
 from api.relevance.evaluate import evaluate  # noqa: E402
+from api.relevance.stage1_gate import STAGE1_GRID  # noqa: E402
 from ingestion.settings import IngestSettings  # noqa: E402
 from retrieval.memory_store import InMemoryStore  # noqa: E402
 from tests.support import compat_harness as harness  # noqa: E402
@@ -240,7 +241,11 @@ def test_eval_gate_learns_on_train_decides_on_heldout_and_scores_each_pair_once(
     assert "## Rerank gate" in (tmp_path / "out" / "report.md").read_text()
     assert not gate.enabled  # two held-out queries cannot show a significant gain
     assert gate.stage1 is not None and not gate.stage1.adopted  # nor for the stage-1 configuration
-    assert gate.stage1.train_queries == 2 and gate.stage1.heldout_queries == 2 and len(gate.stage1.grid) == 8
+    assert (
+        gate.stage1.train_queries == 2
+        and gate.stage1.heldout_queries == 2
+        and len(gate.stage1.grid) == len(STAGE1_GRID)
+    )
     assert "## Stage-1 gate" in (tmp_path / "out" / "report.md").read_text()
 
 
@@ -263,12 +268,16 @@ def test_eval_gate_adopts_bm25_over_a_useless_dense_leg_and_the_rerank_gate_lear
         store=InMemoryStore(),
         embedder=Blind(),
         reranker=reranker,
-        options=EvalOptions(modes=("bm25", "dense", "hybrid"), rerank_modes=("hybrid",), gate=True),
+        # the service configured for RRF (RETRIEVAL_FUSION=rrf): a useless leg halves bm25's reciprocal ranks
+        options=EvalOptions(
+            modes=("bm25", "dense", "hybrid"), rerank_modes=("hybrid",), gate=True, fusion="rrf"
+        ),
         console=Console(quiet=True),
         train=train,
     )
     gate = GateDecision.model_validate_json((tmp_path / "out" / "gate.json").read_text())
-    assert gate.stage1 is not None and gate.stage1.adopted and gate.stage1.serving == Stage1(mode="bm25")
+    assert gate.stage1 is not None and gate.stage1.default == Stage1(mode="hybrid", fusion="rrf")
+    assert gate.stage1.adopted and gate.stage1.serving == Stage1(mode="bm25")
     assert gate.stage1.p_value is not None and gate.stage1.p_value < 0.05 and gate.stage1.delta_ndcg10 > 0.5
     assert gate.stage1_mode == "bm25" and gate.stage1.train_queries == len(train.queries)
     rows = {c["name"]: c["metrics"]["nDCG@10"] for c in report["configurations"]}

@@ -38,6 +38,13 @@ def qrels_for(queries: dict[str, QueryLegs]) -> dict[str, dict[str, int]]:
     return {qid: {f"{qid}-r": 1} for qid in queries}  # the relevant document of every query is "r"
 
 
+def both_help(qid: str) -> QueryLegs:
+    """Each leg has its own wrong document first and the relevant one second (five each, evenly scored:
+    standardised, r gets +0.71 from both legs, x and a +1.41 from theirs and the floor, -1.41, from the
+    other)."""
+    return legs(qid, ["x", "r", "y", "z", "w"], ["a", "r", "b", "c", "d"])
+
+
 def useless_dense(n: int) -> dict[str, QueryLegs]:
     """bm25 finds the relevant document first; dense never finds it (an embedder that cannot read it)."""
     return {f"q{i}": legs(f"q{i}", ["x", "y", "z"], ["r", "a", "b"]) for i in range(n)}
@@ -49,14 +56,14 @@ def test_learning_picks_bm25_when_the_dense_leg_is_useless() -> None:
     assert config == BM25
     scores = {row["label"]: row["nDCG@10"] for row in table}
     assert scores["bm25"] == pytest.approx(1.0) and scores["dense"] == 0.0
-    # equal-weight RRF ties the useless dense top with the relevant bm25 top, and the dense one is seen first
+    # equal-weight fusion ties the useless dense top with the relevant bm25 top; the dense one is seen first
     assert scores[DEFAULT_STAGE1.label] < 1.0
     assert len(table) == len(STAGE1_GRID) and table[0]["label"] == "bm25"
 
 
 def test_learning_picks_hybrid_when_both_legs_help() -> None:
     # each leg puts its own wrong document first and the relevant one second: only fusion lifts it to first
-    queries = {f"q{i}": legs(f"q{i}", ["x", "r", "y"], ["a", "r", "b"]) for i in range(8)}
+    queries = {f"q{i}": both_help(f"q{i}") for i in range(8)}
     config, table = learn_stage1(queries, qrels_for(queries))
     assert config == DEFAULT_STAGE1  # ties with the other hybrids go to the default
     scores = {row["label"]: row["nDCG@10"] for row in table}
@@ -66,12 +73,13 @@ def test_learning_picks_hybrid_when_both_legs_help() -> None:
 def test_learning_finds_weights_when_one_leg_is_better() -> None:
     # 6 queries where only dense finds r (first) and bm25's top "a" is also dense's 40th: equal-weight RRF
     # puts "a" first (1/61 + 1/100 > 1/61); 2 where bm25 finds r first and dense 5th. Only RRF with dense
-    # 0.75 : bm25 0.25 puts r first in both kinds (dense alone, bm25 alone and min-max fusion each miss one).
+    # 0.75 : bm25 0.25 puts r first in both kinds (dense alone, bm25 alone, min-max and standardised score
+    # fusion each miss one).
     dense = ["r", *(f"n{k}" for k in range(38)), "a"]
     queries = {f"d{i}": legs(f"d{i}", dense, ["a", "b"]) for i in range(6)}
     queries |= {f"b{i}": legs(f"b{i}", ["x", "y", "z", "w", "r"], ["r", "a"]) for i in range(2)}
     config, table = learn_stage1(queries, qrels_for(queries))
-    assert config == Stage1(mode="hybrid", dense_weight=0.75, bm25_weight=0.25)
+    assert config == Stage1(mode="hybrid", fusion="rrf", dense_weight=0.75, bm25_weight=0.25)
     assert table[0]["nDCG@10"] == pytest.approx(1.0) and all(row["nDCG@10"] < 1.0 for row in table[1:])
 
 
@@ -84,7 +92,7 @@ def heldout(better: int, worse: int, same: int = 0) -> dict[str, QueryLegs]:
     """Queries where bm25 beats the default (dense useless), loses to it, or ties."""
     queries = useless_dense(better)
     for i in range(worse):  # both legs help: the default puts r first, bm25 alone second
-        queries[f"w{i}"] = legs(f"w{i}", ["x", "r", "y"], ["a", "r", "b"])
+        queries[f"w{i}"] = both_help(f"w{i}")
     for i in range(same):
         queries[f"s{i}"] = legs(f"s{i}", ["r", "x"], ["r", "a"])
     return queries
