@@ -5,7 +5,8 @@
     dense    the base embedder's cosine scores (query x pool), as before
     bm25     Okapi BM25 over the passages' terms as the lexical leg analyses them (``retrieval.lexical``:
              stop words, Snowball stems, jieba for Chinese), k1 1.2, b 0.75, Milvus's idf
-    hybrid   reciprocal rank fusion of the two (k 60), the ranking that the default ``hybrid`` search serves
+    hybrid   reciprocal rank fusion of the two (k 60), as ``hybrid`` search ranked with ``fusion=rrf`` (its
+             default before standardised scores, ``retrieval.fusion``)
 
 A hybrid index is already strong where BM25 is: the passages it still ranks too high are those that both legs
 like, and those are the negatives a dense model fine-tuned for hybrid search should learn to push down. Every
