@@ -7,7 +7,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.precision import check_precision
 from engine.prompts import QWEN3_EMBEDDING_INSTRUCTION
-from retrieval.fusion import DEFAULT_FUSION
+from retrieval.fusion import DEFAULT_FUSION, FUSION_METHODS, SEARCH_MODES
 
 
 class RetrievalSettings(BaseSettings):
@@ -63,3 +63,17 @@ class RetrievalSettings(BaseSettings):
     @classmethod
     def _precision(cls, value: str) -> str:
         return check_precision(value)
+
+    @field_validator("search_mode")
+    @classmethod
+    def _search_mode(cls, value: str) -> str:
+        if value not in SEARCH_MODES:
+            raise ValueError(f"RETRIEVAL_SEARCH_MODE={value!r}: use one of {', '.join(SEARCH_MODES)}")
+        return value
+
+    @field_validator("fusion")
+    @classmethod
+    def _fusion(cls, value: str) -> str:
+        if value not in FUSION_METHODS:
+            raise ValueError(f"RETRIEVAL_FUSION={value!r}: use one of {', '.join(FUSION_METHODS)}")
+        return value

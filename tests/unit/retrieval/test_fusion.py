@@ -4,8 +4,10 @@ reranker."""
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from retrieval.fusion import DEFAULT_FUSION, fuse_candidates, fuse_rerank, rrf, weighted, zscores
+from retrieval.settings import RetrievalSettings
 from retrieval.types import Candidate
 
 
@@ -101,3 +103,17 @@ def test_fuse_rerank_by_rank_and_by_interpolation() -> None:
 def test_bad_fusion_arguments_are_refused(call, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [("RETRIEVAL_FUSION", "max"), ("RETRIEVAL_SEARCH_MODE", "sparse")]
+)
+def test_settings_refuse_an_unknown_fusion_or_mode_at_start(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError, match=f"{variable}='{value}': use one of"):
+        RetrievalSettings()
+    monkeypatch.setenv("RETRIEVAL_FUSION", "rrf")
+    monkeypatch.delenv("RETRIEVAL_SEARCH_MODE", raising=False)
+    assert RetrievalSettings().fusion == "rrf"
