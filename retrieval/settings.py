@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.precision import check_precision
@@ -64,16 +64,11 @@ class RetrievalSettings(BaseSettings):
     def _precision(cls, value: str) -> str:
         return check_precision(value)
 
-    @field_validator("search_mode")
+    @field_validator("search_mode", "fusion")
     @classmethod
-    def _search_mode(cls, value: str) -> str:
-        if value not in SEARCH_MODES:
-            raise ValueError(f"RETRIEVAL_SEARCH_MODE={value!r}: use one of {', '.join(SEARCH_MODES)}")
-        return value
-
-    @field_validator("fusion")
-    @classmethod
-    def _fusion(cls, value: str) -> str:
-        if value not in FUSION_METHODS:
-            raise ValueError(f"RETRIEVAL_FUSION={value!r}: use one of {', '.join(FUSION_METHODS)}")
+    def _one_of(cls, value: str, info: ValidationInfo) -> str:
+        choices = {"search_mode": SEARCH_MODES, "fusion": FUSION_METHODS}[str(info.field_name)]
+        if value not in choices:
+            name = f"RETRIEVAL_{str(info.field_name).upper()}"
+            raise ValueError(f"{name}={value!r}: use one of {', '.join(choices)}")
         return value
