@@ -164,6 +164,7 @@ class SearchService:
             choice = gate.stage1(stored, embedder.name)
             learned = (choice.config, choice.reason) if choice.config is not None else None
         candidates, mode, fusion_note = self.stage1(embedder, store, tenant, request, laps, learned=learned)
+        fused_by = self.fusion_of(request, learned[0] if learned is not None else None)[0]
         verdict = gate.verdict(tenant, stored) if models.reranker.reorders else None
         ranked, degraded = self.stage2(models.reranker, verdict, request, candidates)
         laps.lap("rerank")
@@ -177,6 +178,7 @@ class SearchService:
             mode=mode,
             timings=laps.total(),
             fusion_note=fusion_note,
+            stage1_fusion=fused_by if mode == "hybrid" else None,
         )
 
     # -- stage 1 --------------------------------------------------------------------------------------
@@ -219,6 +221,15 @@ class SearchService:
             notes.append(plan.note)
         return candidates, mode, "; ".join(notes) or None
 
+    def fusion_of(
+        self, request: BoundedSearch, config: Stage1 | None
+    ) -> tuple[str, int, tuple[float, float] | None]:
+        """How a hybrid search fuses its legs: the learned ``config``'s fusion, else the request's, else the
+        configured default (``RETRIEVAL_FUSION``); as ``(fusion, rrf_k, weights)``."""
+        if config is not None:
+            return config.fusion, config.rrf_k, config.weights
+        return request.fusion or self.default_fusion, DEFAULT_RRF_K, None
+
     def retrieve(
         self,
         store: VectorStore,
@@ -237,9 +248,7 @@ class SearchService:
         or a Milvus server older than 2.5); ``embed`` gives the query vector then, where ``vector`` is None
         (a plan without a dense leg)."""
         mode = mode or request.mode or self.default_mode
-        fusion, rrf_k, weights = request.fusion or self.default_fusion, DEFAULT_RRF_K, None
-        if config is not None:
-            fusion, rrf_k, weights = config.fusion, config.rrf_k, config.weights
+        fusion, rrf_k, weights = self.fusion_of(request, config)
         search = partial(
             store.search,
             tenant,
@@ -314,6 +323,7 @@ class SearchService:
         mode: str,
         timings: dict[str, float],
         fusion_note: str | None = None,
+        stage1_fusion: str | None = None,
     ) -> SearchResult:
         """The final order, cut to ``top_k`` (the one cut), and the response that explains it."""
         applied = ranked is not None
@@ -359,6 +369,7 @@ class SearchService:
             timings_ms=timings,
             mode=mode,
             fusion=fusion_note,
+            stage1_fusion=stage1_fusion,
             degraded=degraded is not None,
             degraded_reason=degraded,
             gate=verdict.info if verdict is not None else None,

@@ -81,6 +81,12 @@ class SearchResponse(BaseModel):
         "mode nor fusion), or the dense leg of hybrid given weight 0 because the query's language is not "
         "one the embedder reads (absent otherwise).",
     )
+    stage1_fusion: str | None = Field(
+        None,
+        description="How hybrid fused its dense and bm25 legs into `stage1_score`: zscore (standardised "
+        "scores added), rrf (reciprocal ranks) or weighted (min-max scaled scores); absent when stage 1 ran "
+        "one leg.",
+    )
     degraded: bool = Field(False, description="True: the rerank stage failed or missed its deadline.")
     degraded_reason: str | None = None
     gate: GateInfo | None = Field(

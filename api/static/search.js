@@ -42,7 +42,15 @@ async function run() {
 const COSINE = "cosine similarity of the query's and the passage's embeddings, from -1 to 1: near 1 the same " +
   "meaning, above about 0.3 related (MiniLM), near 0 unrelated";
 
-function stage1Tip(mode, hit) {
+const FUSED = {
+  zscore: "each list's scores standardised (minus the list's mean, over its spread) and added: 0 is an " +
+    "average candidate, each 1 one spread better in one list; a passage one list did not find takes that " +
+    "list's lowest.",
+  rrf: "fused by reciprocal rank, each list adding 1/(60 + rank): 0.033 means first in both lists.",
+  weighted: "each list's scores scaled from 0 (its last) to 1 (its first) and added: 2 means first in both.",
+};
+
+function stage1Tip(mode, hit, fusion) {
   const dense = hit.dense_score !== null && hit.dense_score !== undefined
     ? ` Its ${COSINE.split(",")[0]} is ${score(hit.dense_score)}.` : "";
   if (mode === "dense") return `Stage 1 (dense): the ${COSINE}.`;
@@ -50,8 +58,8 @@ function stage1Tip(mode, hit) {
     return "Stage 1 (BM25): word-match score, higher when the passage holds more of the query's words, rare " +
       "words counting most. It has no fixed scale: compare it only within one search.";
   }
-  return "Stage 1 (hybrid): the dense (embedding) and BM25 (word) lists fused by reciprocal rank, each list " +
-    "adding 1/(60 + rank): 0.033 means first in both lists. Compare it only within one search." + dense;
+  return "Stage 1 (hybrid): the dense (embedding) and BM25 (word) lists, " + (FUSED[fusion] || "fused.") +
+    " Compare it only within one search." + dense;
 }
 
 function rerankTip(backend, note) {
@@ -144,7 +152,7 @@ function stageBox(label, rank, value, tip, extra) {
 }
 
 function renderHit(hit, rank, result, applied, fused) {
-  const s1 = stageBox("Stage 1", hit.stage1_rank, hit.stage1_score, stage1Tip(result.mode, hit));
+  const s1 = stageBox("Stage 1", hit.stage1_rank, hit.stage1_score, stage1Tip(result.mode, hit, result.stage1_fusion));
   const s2 = applied
     ? stageBox(fused ? "Final (fused)" : "Reranked", rank, fused ? hit.score : hit.rerank_score,
         rerankTip(result.rerank.backend, result.rerank.note),

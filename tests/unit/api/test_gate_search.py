@@ -195,8 +195,12 @@ def test_a_learned_stage1_serves_default_searches_and_an_explicit_mode_is_honour
         info = client.get("/info", headers=AUTH).json()
         res.gates.put("t1", learned_bm25(decision(enabled=False), adopted=False))
         kept = client.post("/v1/search", json=QUERY, headers=AUTH).json()
-    assert before["mode"] == "hybrid" and before["fusion"] is None
+    assert before["mode"] == "hybrid" and before["fusion"] is None and before["stage1_fusion"] == "zscore"
     assert learned["cached"] is False and learned["mode"] == "bm25"  # not the answer cached before
+    assert (
+        learned["stage1_fusion"] is None and bm25["stage1_fusion"] is None and dense["stage1_fusion"] is None
+    )
+    assert fused["stage1_fusion"] == "rrf" and kept["stage1_fusion"] == "zscore"
     assert learned["fusion"].startswith("stage 1 bm25: learned by sieve eval --gate on ")
     assert "nDCG@10 0.600 → 0.650" in learned["fusion"]
     assert [(h["chunk_id"], h["stage1_score"]) for h in learned["hits"]] == [
