@@ -370,6 +370,8 @@ def test_both_stages_and_upload_screenshots(
     expect(hits.first.locator(".move")).to_have_count(1)
     ranks = [re.sub(r"\D", "", t) for t in hits.locator(".stage:first-child .rank").all_inner_texts()]
     assert all(ranks), ranks  # every hit carries its stage-1 rank
+    tip = hits.first.locator(".stage:first-child .score").get_attribute("data-tip") or ""
+    assert "scores standardised" in tip and "reciprocal rank" not in tip  # says how hybrid fused its legs
     page.locator("#s-hits .hit .stage .score").nth(1).hover()
     shot(page, artifacts, "readme-search")
     assert console.errors == []
