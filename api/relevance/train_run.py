@@ -215,9 +215,13 @@ def run_embedder(options: RunOptions, *, base: str | None, max_seq_length: int |
         "training": stats,
         "command": options.command,
     }
-    hyper = config.__dict__ | {"hard_negatives": options.hard_negatives, "mine_with": options.mine_with}
-    extra = {"data": report["data"], "hyper_parameters": hyper}
+    extra = {"data": report["data"], "hyper_parameters": hyper_parameters(config, options)}
     finish(folder, "embedder", base_ref, report, extra, options.keep_checkpoints)
+
+
+def hyper_parameters(config: Any, options: RunOptions) -> dict[str, Any]:
+    """What ``sieve-model.json`` records of a run's settings: the trainer's and how negatives were mined."""
+    return config.__dict__ | {"hard_negatives": options.hard_negatives, "mine_with": options.mine_with}
 
 
 def run_reranker(
@@ -309,7 +313,6 @@ def run_reranker(
     extra = {
         "reranker_kind": kind,
         "data": report["data"],
-        "hyper_parameters": config.__dict__
-        | {"hard_negatives": options.hard_negatives, "mine_with": options.mine_with},
+        "hyper_parameters": hyper_parameters(config, options),
     }
     finish(folder, "reranker", base, report, extra, options.keep_checkpoints)
