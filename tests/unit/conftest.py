@@ -22,7 +22,11 @@ def records() -> Iterator[Records]:
 
 @pytest.fixture
 def ingest_settings(tmp_path: Path) -> IngestSettings:
-    return IngestSettings(data_dir=tmp_path / "files", chunk_tokens=16, chunk_overlap=4, embed_batch=4)
+    """Small chunks; documents parsed in the test process (a sandboxed parse is a child process, ~0.3 s
+    each here: the sandbox has its own tests, test_sandbox.py, and the integration tier's workers use it)."""
+    return IngestSettings(
+        data_dir=tmp_path / "files", chunk_tokens=16, chunk_overlap=4, embed_batch=4, parse_sandbox=False
+    )
 
 
 @pytest.fixture
