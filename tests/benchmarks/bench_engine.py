@@ -59,6 +59,8 @@ from tests.benchmarks.engine_workloads import (  # noqa: E402
     matmul_tflops,
     model_flops,
     pct,
+    random_qwen3,
+    rerank_engine,
     saturate,
     sequential,
 )
@@ -471,21 +473,11 @@ def main() -> None:
             Path(os.environ["OUT"], "bench_engine_sizes.md").write_text("\n".join(lines) + "\n")
         return
 
-    torch.manual_seed(0)
-    with torch.device(dev):
-        causal = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**cfg)).to(torch.bfloat16).eval()
+    causal = random_qwen3(cfg, dev)
     ref = Reference(causal)
     vocab = cfg["vocab_size"]
     t0 = time.perf_counter()
-    rerank = Engine(
-        causal,
-        head="score",
-        head_token_ids=(NO, YES),
-        device=dev,
-        token_budget=args.budget,
-        dtype=torch.bfloat16,
-        **engine_options,
-    )
+    rerank = rerank_engine(causal, dev, args.budget, **engine_options)
     rerank.warm_up()
     t1 = time.perf_counter()
     embed = (

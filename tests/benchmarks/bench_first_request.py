@@ -27,11 +27,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import transformers  # noqa: E402
 
 from engine.engine import Engine  # noqa: E402
 from tests.benchmarks.bench_engine import TINY  # noqa: E402
-from tests.benchmarks.engine_workloads import NO, YES, Lengths, log, sync  # noqa: E402
+from tests.benchmarks.engine_workloads import Lengths, log, random_qwen3, rerank_engine, sync  # noqa: E402
 from tests.support.models import QWEN3_06B  # noqa: E402
 
 
@@ -64,18 +63,9 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=32768)
     args = ap.parse_args()
     dev, cfg = args.device, TINY if args.tiny else QWEN3_06B
-    torch.manual_seed(0)
-    with torch.device(dev):
-        causal = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**cfg)).to(torch.bfloat16).eval()
+    causal = random_qwen3(cfg, dev)
     started = time.perf_counter()
-    engine = Engine(
-        causal,
-        head="score",
-        head_token_ids=(NO, YES),
-        device=dev,
-        token_budget=args.budget,
-        dtype=torch.bfloat16,
-    )
+    engine = rerank_engine(causal, dev, args.budget)
     engine.warm_up()
     warm_s = time.perf_counter() - started
     after_warm = reserved_mib(dev), graphs(engine)

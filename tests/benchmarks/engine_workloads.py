@@ -164,3 +164,23 @@ def as_engine_runs(runner: PackedQwen3, seqs: list[list[int]], share: bool = Tru
     if not p:
         return seqs, None
     return [seqs[0][:p]] + [x[p:] for x in seqs], np.array([-1] + [0] * len(seqs))
+
+
+def random_qwen3(cfg: dict, device: str) -> transformers.Qwen3ForCausalLM:
+    """A Qwen3 causal LM of ``cfg``'s shape, random weights (seed 0), bf16, on ``device``."""
+    torch.manual_seed(0)
+    with torch.device(device):
+        return transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**cfg)).to(torch.bfloat16).eval()
+
+
+def rerank_engine(causal: transformers.Qwen3ForCausalLM, device: str, budget: int, **options) -> Engine:
+    """The rerank engine on ``causal``: P(yes) from the two LM-head rows ("no", "yes"), bf16."""
+    return Engine(
+        causal,
+        head="score",
+        head_token_ids=(NO, YES),
+        device=device,
+        token_budget=budget,
+        dtype=torch.bfloat16,
+        **options,
+    )
