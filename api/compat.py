@@ -215,8 +215,28 @@ class SimilarityRequest(BaseModel):
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
+_ASCII = [chr(c) for c in range(128)]
+# ASCII text, counted by byte translations (a tenth of the regex's time): alphanumeric runs are the words
+# left when every other byte is a space; each byte that is neither a word character nor a space is a piece
+# of its own; each run of underscores is one more.
+_BREAK_WORDS = bytes.maketrans(
+    bytes(c for c in range(128) if not _ASCII[c].isalnum()), b" " * sum(not a.isalnum() for a in _ASCII)
+)
+_SYMBOLS = bytes(
+    c for c in range(128) if not (_ASCII[c].isalnum() or _ASCII[c] == "_" or _ASCII[c].isspace())
+)
+_KEEP_UNDERSCORES = bytes.maketrans(bytes(c for c in range(128) if _ASCII[c] != "_"), b" " * 127)
+
+
 def count_pieces(text: str) -> int:
-    return sum(1 for _ in PIECE.finditer(text))
+    """How many ``PIECE`` matches ``text`` holds: the word pieces of the rerank routes' caps and usage."""
+    if not text.isascii():
+        return sum(1 for _ in PIECE.finditer(text))
+    raw = text.encode("ascii")
+    words = len(raw.translate(_BREAK_WORDS).split())
+    symbols = len(raw) - len(raw.translate(None, _SYMBOLS))
+    underscores = len(raw.translate(_KEEP_UNDERSCORES).split()) if b"_" in raw else 0
+    return words + symbols + underscores
 
 
 def cut_pieces(text: str, limit: int, *, from_left: bool = False) -> str:
