@@ -51,6 +51,7 @@ KERNELS = ("auto", "triton", "compile", "eager")
 # template head with a short query; its pairs share it, and the engine computes it once per batch)
 TIMED_SHARED_HEAD = 72
 GRAPH_TOKENS = (64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+ROUND_TOKENS = 512
 GRAPH_SEQUENCES = (1, 4, 16, 64)
 
 
@@ -182,6 +183,8 @@ class PackedQwen3:
         self._use_graphs = cuda_graphs and self.cuda
         self._staging_ring = PinnedStagingRing(self.device)
         self.graphs = Graphs(graph_tokens, graph_sequences)
+        # eager batches on CUDA: tokens rounded up to a multiple (``_rounded``; 1: as they come)
+        self.round_tokens = ROUND_TOKENS if self.cuda else 1
         # the products' number format: asked for here, decided at warm-up (``fp8.choose``); ``fp8_emulate``
         # runs FP8 arithmetic on CPU (tests only)
         asked = check_precision(precision)
@@ -355,6 +358,40 @@ class PackedQwen3:
     def run(
         self, seqs: Sequence[Sequence[int] | np.ndarray], prefix_of: np.ndarray | None = None
     ) -> tuple[torch.Tensor, Any]:
+        """``_launch`` (below) of the batch, on CUDA with its token count rounded up (``_rounded``)."""
+        padded, padded_prefix_of = self._rounded(seqs, prefix_of)
+        out, event = self._launch(padded, padded_prefix_of)
+        fillers = len(padded) - len(seqs)
+        return (out[: len(out) - fillers] if fillers else out), event
+
+    def _rounded(
+        self, seqs: Sequence[Sequence[int] | np.ndarray], prefix_of: np.ndarray | None
+    ) -> tuple[Sequence[Sequence[int] | np.ndarray], np.ndarray | None]:
+        """An eager batch with filler sequences after it (token 0, each no longer than the batch's
+        longest, nobody's prefix: their output rows come last and are dropped) that bring its tokens to a
+        multiple of ``round_tokens``. cuBLAS chooses a kernel per product shape the first time it sees it,
+        and every new query brings a new token count: rounded, a few dozen shapes serve every batch, and the
+        first request after warm-up no longer pays ~2 ms more than the rest (``bench_first_request.py``),
+        for at most ``round_tokens - 1`` rows of work (~2 % at one query x 50 pairs); warm-up runs each
+        rounded count up to the token budget once. A batch a CUDA graph replays keeps its shape (the graph
+        pads it to its bucket)."""
+        multiple = self.round_tokens
+        if multiple <= 1 or not seqs:
+            return seqs, prefix_of
+        lens = [len(s) for s in seqs]
+        tokens, shared = sum(lens), prefix_of is not None and bool((prefix_of >= 0).any())
+        short = -tokens % multiple
+        if not short or (not shared and self.graphs_take(tokens, len(seqs))):
+            return seqs, prefix_of
+        longest = max(lens)
+        fillers = [np.zeros(min(longest, short - done), dtype=np.int64) for done in range(0, short, longest)]
+        if prefix_of is not None:
+            prefix_of = np.concatenate([prefix_of, np.full(len(fillers), -1, dtype=prefix_of.dtype)])
+        return [*seqs, *fillers], prefix_of
+
+    def _launch(
+        self, seqs: Sequence[Sequence[int] | np.ndarray], prefix_of: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, Any]:
         """Launch one batch. Returns a host tensor whose first ``len(seqs)`` rows hold the outputs once the
         event (None on CPU) has completed.
 
@@ -468,6 +505,13 @@ class PackedQwen3:
             shared += [((batch_tokens - 72) // 300, 300)] * 2
         for lens in plain:
             self._run_sync([[1] * n for n in lens])
+        multiple = self.round_tokens
+        if multiple > 1:  # each rounded token count up to the budget once: cuBLAS has picked its kernels
+            for tokens in range(
+                -(-(self.graphs.tokens[-1] + 1) // multiple) * multiple, batch_tokens + 1, multiple
+            ):
+                lens = [509] * (tokens // 509) + ([tokens % 509] if tokens % 509 else [])
+                self._run_sync([[1] * n for n in lens])
         if self.shares_prefix:  # pairs after a shared prefix (one query's candidates)
             for count, n in shared:
                 self._run_sync([[1] * 72] + [[1] * n] * count, np.array([-1] + [0] * count))

@@ -126,6 +126,32 @@ class TestPacking:
         with pytest.raises(ValueError):
             graph_inputs(ids, cu, tokens=int(cu[-1]) + 3, slots=9)  # no room for a row per unused slot
 
+    def test_rounded_token_counts_do_not_change_results(self, engine: Engine) -> None:
+        """Filler sequences that round a batch's tokens up (on by default on CUDA) leave every real row
+        as it was and give no row of their own, with and without a shared prefix."""
+        runner = engine.runner
+        plain = _sequences(3, 7, high=60)
+        head = _sequences(4, 1, low=20, high=20)[0]
+        segments = [np.asarray(head), *map(np.asarray, _sequences(5, 6, high=50))]
+        prefix_of = np.array([-1] + [0] * 6)
+        try:
+            for seqs, parents, rows in ((plain, None, 7), (segments, prefix_of, 6)):
+                runner.round_tokens = 1
+                want, _ = runner.run(seqs, parents)
+                runner.round_tokens = 64
+                padded, padded_parents = runner._rounded(seqs, parents)
+                assert len(padded) > len(seqs) and sum(map(len, padded)) % 64 == 0
+                assert max(map(len, padded)) == max(map(len, seqs))
+                if parents is not None:
+                    assert padded_parents is not None and list(padded_parents[len(seqs) :]) == [-1] * (
+                        len(padded) - len(seqs)
+                    )
+                got, _ = runner.run(seqs, parents)
+                assert len(want) == len(got) == rows
+                np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5, rtol=0)
+        finally:
+            runner.round_tokens = 1
+
     def test_shared_prefix_is_computed_once_and_scores_do_not_change(
         self, tiny_causal, qwen3_reranker
     ) -> None:
