@@ -4,13 +4,14 @@ warm-up no slower than the rest"), Qwen3-0.6B shape, random weights, the (a) wor
     python tests/benchmarks/bench_first_request.py               # on the GPU machine
     python tests/benchmarks/bench_first_request.py --tiny --device cpu   # smoke run of the script itself
 
-A script, not a test. One rerank ``Engine`` is built and warmed up; then ``--requests`` requests of one query
-x 50 pairs (new lengths each time, as new queries bring) are timed one after another, end to end through the
-engine's queue, and then the same requests again. It prints each request's latency in both passes, the
-allocator's reserved memory after warm-up and after each pass, and how many CUDA graphs the runner holds: a
-first pass slower than the second points at work the warm-up left for the first real shapes (graphs, plans,
-allocator growth), and the memory and graph counts say which. Writes $OUT/bench_first_request.md when OUT
-is set.
+A script, not a test. One rerank ``Engine`` is built and warmed up; then passes of ``--requests`` requests
+of one query x 50 pairs are timed one after another, end to end through the engine's queue: the first
+requests after warm-up, the same requests again, new requests (new lengths, as new queries bring), new
+requests with the runner's rounding of token counts off (``round_tokens`` 1: every batch a shape cuBLAS has
+not seen), twice, and new requests with it on again. It prints each request's latency in every pass, the
+allocator's reserved memory and how many CUDA graphs the runner holds: a first pass slower than the second
+points at work the warm-up left for the first real shapes (graphs, plans, allocator growth), and the memory
+and graph counts say which. Writes $OUT/bench_first_request.md when OUT is set.
 """
 
 from __future__ import annotations
@@ -70,24 +71,40 @@ def main() -> None:
     warm_s = time.perf_counter() - started
     after_warm = reserved_mib(dev), graphs(engine)
     lengths = Lengths(None)
-    requests = [lengths.pairs(lengths.draw(50), cfg["vocab_size"]) for _ in range(args.requests)]
-    first = timed(engine, requests, dev)
+
+    def fresh() -> list:
+        return [lengths.pairs(lengths.draw(50), cfg["vocab_size"]) for _ in range(args.requests)]
+
+    runner = engine.runner
+    rounded = runner.round_tokens
+    requests = fresh()
+    passes = {"first pass": timed(engine, requests, dev)}
     after_first = reserved_mib(dev), graphs(engine)
-    second = timed(engine, requests, dev)
-    after_second = reserved_mib(dev), graphs(engine)
+    passes["the same again"] = timed(engine, requests, dev)
+    passes["new requests"] = timed(engine, fresh(), dev)
+    runner.round_tokens = 1
+    passes["new, token counts not rounded"] = timed(engine, fresh(), dev)
+    passes["new, not rounded (again)"] = timed(engine, fresh(), dev)
+    runner.round_tokens = rounded
+    passes["new, rounded"] = timed(engine, fresh(), dev)
+    after_all = reserved_mib(dev), graphs(engine)
     where = torch.cuda.get_device_name() if dev.startswith("cuda") else dev
+    names = list(passes)
     rows = [
         f"{'tiny' if args.tiny else 'Qwen3-0.6B'} shape on {where}; "
-        f"warm-up {warm_s:.1f} s; one query x 50 pairs, {args.requests} requests, then the same again",
+        f"warm-up {warm_s:.1f} s; one query x 50 pairs, {args.requests} requests per pass, in this order; "
+        f"the engine rounds eager batches to multiples of {rounded} tokens but where a pass says not",
         "",
-        "| request | first pass ms | second pass ms |",
-        "| --- | ---: | ---: |",
-        *(f"| {i + 1} | {a:.1f} | {b:.1f} |" for i, (a, b) in enumerate(zip(first, second, strict=True))),
-        f"| median | {np.median(first):.1f} | {np.median(second):.1f} |",
+        "| request | " + " | ".join(f"{n} ms" for n in names) + " |",
+        "| --- |" + " ---: |" * len(names),
+        *(
+            f"| {i + 1} | " + " | ".join(f"{passes[n][i]:.1f}" for n in names) + " |"
+            for i in range(args.requests)
+        ),
+        "| median | " + " | ".join(f"{np.median(passes[n]):.1f}" for n in names) + " |",
         "",
         f"reserved MiB / CUDA graphs: after warm-up {after_warm[0]:.0f} / {after_warm[1]}, after the first "
-        f"pass {after_first[0]:.0f} / {after_first[1]}, after the second {after_second[0]:.0f} / "
-        f"{after_second[1]}",
+        f"pass {after_first[0]:.0f} / {after_first[1]}, at the end {after_all[0]:.0f} / {after_all[1]}",
     ]
     text = "\n".join(rows)
     log("done")

@@ -97,6 +97,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     where.add_argument("--embedder", choices=["minilm", "qwen3-engine"], default="minilm")
     where.add_argument("--reranker", choices=["none", "qwen3-engine"], default="none")
     where.add_argument("--device", default="cpu", help="of the Qwen3 models: cpu or cuda")
+    where.add_argument(
+        "--rerank-server",
+        action="store_true",
+        help="the reranker in a `sieve rerank-server` process beside the API (RERANK_BACKEND=remote)",
+    )
     where.add_argument("--tiny", action="store_true", help="toy-size Qwen3 models (else the 0.6B shape)")
     where.add_argument("--models-dir", type=Path, help="build/reuse the Qwen3 model folders here")
     where.add_argument("--env", action="append", default=[], help="NAME=VALUE setting for the API")
@@ -121,6 +126,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.url and not args.key:
         p.error("--url needs --key")
+    if args.rerank_server and args.reranker == "none":
+        p.error("--rerank-server needs --reranker")
     return args
 
 
@@ -167,6 +174,20 @@ def service_env(args: argparse.Namespace, folders: dict[str, str]) -> dict[str, 
     }
     env.update(item.split("=", 1) for item in args.env)
     return env
+
+
+def start_rerank_server(args: argparse.Namespace, model: str, home: Path) -> tuple[str, Any]:
+    """``sieve rerank-server`` on ``--device`` serving ``model``, ready: (its URL, how to stop it)."""
+    from tests.benchmarks.bench_rerank_pool import start_servers, wait_ready
+
+    log("starting the rerank server (loading and warming its engine)")
+    (server,) = start_servers([args.device], Path(model), {}, home)
+    try:
+        wait_ready([server], "/ready", 1800)
+    except BaseException:
+        server.stop()
+        raise
+    return server.url, server.stop
 
 
 def corpus_of(args: argparse.Namespace) -> Corpus:
@@ -399,10 +420,13 @@ def describe(args: argparse.Namespace, corpus: Corpus | None) -> str:
         "minilm": "MiniLM (all-MiniLM-L6-v2)",
         "qwen3-engine": f"{size} Qwen3-Embedding on the engine, random weights",
     }
+    where = (
+        "in a `sieve rerank-server` process (RERANK_BACKEND=remote)"
+        if args.rerank_server
+        else ("in the API process")
+    )
     reranker = (
-        "none"
-        if args.reranker == "none"
-        else f"{size} Qwen3-Reranker on the engine, random weights, in the API process"
+        "none" if args.reranker == "none" else f"{size} Qwen3-Reranker on the engine, random weights, {where}"
     )
     lines = [f"Whole search path over HTTP: {path}."]
     if not args.url:
@@ -491,11 +515,17 @@ def main() -> None:
         if args.url:
             url, key = args.url, args.key
         else:
-            env = service_env(args, model_folders(args, home))
+            folders = model_folders(args, home)
+            env = service_env(args, folders)
+            if args.rerank_server:
+                rerank_url, stop_server = start_rerank_server(args, folders["reranker"], home)
+                stops.append(stop_server)
+                env.update(RERANK_BACKEND="remote", RERANK_URL=rerank_url)
             if args.no_stack:
-                url, key, stops = start_no_stack(args, home, env, forwarded(args))
+                url, key, started = start_no_stack(args, home, env, forwarded(args))
             else:
-                url, key, stops = start_stack(args, home, env)
+                url, key, started = start_stack(args, home, env)
+            stops[:0] = started
         queries = (corpus or corpus_of(args)).queries(200)
         bodies = [
             json.dumps(
