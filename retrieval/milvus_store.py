@@ -45,8 +45,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -81,9 +80,6 @@ _OUTPUT_FIELDS = ["doc_id", "version", "position", "page", "text", "metadata"]
 _BATCH = 256
 _MAX_TOP_K = 16384
 _ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
-# Hybrid search sends its dense leg here while the calling thread runs the lexical one: the dense leg waits
-# on the server, so the two overlap and stage 1 takes the longer leg, not their sum.
-_DENSE_LEGS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="sieve-dense-leg")
 
 
 class MilvusStore:
@@ -215,32 +211,20 @@ class MilvusStore:
         if limit <= 0:
             return []
         limit = min(limit, _MAX_TOP_K)
-        dense: Callable[[], list[Candidate]] | None = None
+        legs = []
         if query is not None:
             params: dict[str, Any] = {"metric_type": "COSINE", "params": {}}
             if self.settings.index_type.upper() == "HNSW":
                 params["params"]["ef"] = max(self.settings.search_ef, limit)
-            vector_data = query.tolist()
-
-            def dense() -> list[Candidate]:
-                return self._leg(client, "vector", vector_data, expression, limit, params)
-
+            legs.append(self._leg(client, "vector", query.tolist(), expression, limit, params))
         terms = self._query_terms(query_text) if mode != "dense" else ""
-        lexical: Callable[[], list[Candidate]] | None = None
         if terms and self._sqlite is not None and self._full_text == "lexical":
-
-            def lexical() -> list[Candidate]:
-                return self._sqlite_leg(tenant, terms, clean, limit)
-
+            legs.append(self._sqlite_leg(tenant, terms, clean, limit))
         elif terms:
             bm25 = fulltext.bm25_search_params()
-
-            def lexical() -> list[Candidate]:
-                return self._leg(client, fulltext.SPARSE_FIELD, terms, expression, limit, bm25)
-
+            legs.append(self._leg(client, fulltext.SPARSE_FIELD, terms, expression, limit, bm25))
         elif mode != "dense":
-            lexical = list  # no text (or only stop words and punctuation), no full-text match
-        legs = run_legs(dense, lexical)
+            legs.append([])  # no text (or only stop words and punctuation), no full-text match
         if mode == "hybrid":
             return fuse_candidates(legs, fusion=fusion, rrf_k=rrf_k, weights=weights, limit=limit)
         return legs[0]
@@ -471,21 +455,6 @@ class MilvusStore:
             self._dimension = None  # open and load the collection again next time (the server may restart)
             reason = getattr(exc, "message", "") or str(exc) or type(exc).__name__
             raise StoreUnavailableError(f"Milvus at {self._uri}: {action} failed: {reason[:300]}") from exc
-
-
-def run_legs(
-    dense: Callable[[], list[Candidate]] | None, lexical: Callable[[], list[Candidate]] | None
-) -> list[list[Candidate]]:
-    """The legs' hits, dense first: with both, the dense leg in ``_DENSE_LEGS`` while this thread runs the
-    lexical one (its error, if any, is raised here as it would be inline)."""
-    if dense is None or lexical is None:
-        return [leg() for leg in (dense, lexical) if leg is not None]
-    pending: Future[list[Candidate]] = _DENSE_LEGS.submit(dense)
-    try:
-        lexical_hits = lexical()
-    finally:
-        dense_hits = pending.result()
-    return [dense_hits, lexical_hits]
 
 
 def quote(value: str) -> str:
