@@ -367,21 +367,22 @@ class PackedQwen3:
     def _rounded(
         self, seqs: Sequence[Sequence[int] | np.ndarray], prefix_of: np.ndarray | None
     ) -> tuple[Sequence[Sequence[int] | np.ndarray], np.ndarray | None]:
-        """An eager batch with filler sequences after it (token 0, each no longer than the batch's
-        longest, nobody's prefix: their output rows come last and are dropped) that bring its tokens to a
-        multiple of ``round_tokens``. cuBLAS chooses a kernel per product shape the first time it sees it,
-        and every new query brings a new token count: rounded, a few dozen shapes serve every batch, and the
-        first request after warm-up no longer pays ~2 ms more than the rest (``bench_first_request.py``),
-        for at most ``round_tokens - 1`` rows of work (~2 % at one query x 50 pairs); warm-up runs each
-        rounded count up to the token budget once. A batch a CUDA graph replays keeps its shape (the graph
-        pads it to its bucket)."""
+        """A batch over the CUDA graphs' largest bucket (4,096 tokens: it runs eagerly) with filler sequences
+        after it (token 0, each no longer than the batch's longest, nobody's prefix: their output rows come
+        last and are dropped) that bring its tokens to a multiple of ``round_tokens``. cuBLAS chooses a
+        kernel per product shape the first time it sees it, and every new query brings a new token count:
+        rounded, a few dozen shapes serve every large batch, and the first requests after warm-up meet no
+        shape warm-up left out (``bench_first_request.py`` times it), for at most ``round_tokens - 1`` rows
+        of work (~2 % at one query x 50 pairs); warm-up runs each rounded count up to the token budget once.
+        Smaller batches keep their shape: a graph pads them to its bucket, and without graphs the filler
+        would be a large share of their work."""
         multiple = self.round_tokens
         if multiple <= 1 or not seqs:
             return seqs, prefix_of
         lens = [len(s) for s in seqs]
-        tokens, shared = sum(lens), prefix_of is not None and bool((prefix_of >= 0).any())
+        tokens = sum(lens)
         short = -tokens % multiple
-        if not short or (not shared and self.graphs_take(tokens, len(seqs))):
+        if not short or tokens <= self.graphs.tokens[-1]:
             return seqs, prefix_of
         longest = max(lens)
         fillers = [np.zeros(min(longest, short - done), dtype=np.int64) for done in range(0, short, longest)]

@@ -127,15 +127,16 @@ class TestPacking:
             graph_inputs(ids, cu, tokens=int(cu[-1]) + 3, slots=9)  # no room for a row per unused slot
 
     def test_rounded_token_counts_do_not_change_results(self, engine: Engine) -> None:
-        """Filler sequences that round a batch's tokens up (on by default on CUDA) leave every real row
-        as it was and give no row of their own, with and without a shared prefix."""
+        """Filler sequences that round a large batch's tokens up (on by default on CUDA) leave every real
+        row as it was and give no row of their own, with and without a shared prefix."""
         runner = engine.runner
-        plain = _sequences(3, 7, high=60)
+        plain = _sequences(3, 11, low=380, high=480)  # over the 4,096 tokens of the largest graph bucket
         head = _sequences(4, 1, low=20, high=20)[0]
-        segments = [np.asarray(head), *map(np.asarray, _sequences(5, 6, high=50))]
+        segments = [np.asarray(head), *map(np.asarray, _sequences(5, 6, low=700, high=800))]
         prefix_of = np.array([-1] + [0] * 6)
         try:
-            for seqs, parents, rows in ((plain, None, 7), (segments, prefix_of, 6)):
+            assert runner._rounded(plain[:3], None)[0] == plain[:3]  # under 4,096 tokens: as they come
+            for seqs, parents, rows in ((plain, None, 11), (segments, prefix_of, 6)):
                 runner.round_tokens = 1
                 want, _ = runner.run(seqs, parents)
                 runner.round_tokens = 64
