@@ -52,8 +52,7 @@ from tests.benchmarks.bench_rerank_pool import (  # noqa: E402
     start_servers,
     wait_ready,
 )
-
-RESULTS = ROOT / "tests" / "benchmarks" / "results"
+from tests.benchmarks.tables import save  # noqa: E402
 
 
 def timed(fn: Any, items: list[Any], rounds: int) -> list[float]:
@@ -205,10 +204,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text, flush=True)
     if args.out:
-        name = args.out if args.out.endswith(".md") else args.out + ".md"
-        (RESULTS / name).write_text(text + "\n")
-        if os.environ.get("OUT"):
-            Path(os.environ["OUT"], name).write_text(text + "\n")
+        save(text, args.out)
 
 
 if __name__ == "__main__":

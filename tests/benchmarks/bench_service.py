@@ -74,10 +74,10 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from tests.benchmarks.tables import save  # noqa: E402
 from tests.support.loadgen import Client, Run, closed_loop, knee_of, percentile, search_once  # noqa: E402
 from tests.support.search_corpus import Corpus, load, random_vectors  # noqa: E402
 
-RESULTS = ROOT / "tests" / "benchmarks" / "results"
 NO_STACK_KEY = "bench-service-key-0123456789"
 NO_STACK_TENANT = "bench"
 KNEE_SHARE = 0.9
@@ -542,10 +542,7 @@ def main() -> None:
     text = table(args, corpus, runs, overload, knee)
     print(text)
     if args.out:
-        name = args.out if args.out.endswith(".md") else args.out + ".md"
-        (RESULTS / name).write_text(text + "\n")
-        if os.environ.get("OUT"):
-            Path(os.environ["OUT"], name).write_text(text + "\n")
+        save(text, args.out)
 
 
 if __name__ == "__main__":
