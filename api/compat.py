@@ -215,17 +215,12 @@ class SimilarityRequest(BaseModel):
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
-_ASCII = [chr(c) for c in range(128)]
 # ASCII text, counted by byte translations (a tenth of the regex's time): alphanumeric runs are the words
 # left when every other byte is a space; each byte that is neither a word character nor a space is a piece
 # of its own; each run of underscores is one more.
-_BREAK_WORDS = bytes.maketrans(
-    bytes(c for c in range(128) if not _ASCII[c].isalnum()), b" " * sum(not a.isalnum() for a in _ASCII)
-)
-_SYMBOLS = bytes(
-    c for c in range(128) if not (_ASCII[c].isalnum() or _ASCII[c] == "_" or _ASCII[c].isspace())
-)
-_KEEP_UNDERSCORES = bytes.maketrans(bytes(c for c in range(128) if _ASCII[c] != "_"), b" " * 127)
+_BREAK_WORDS = bytes(c if chr(c).isalnum() and c < 128 else 32 for c in range(256))
+_SYMBOLS = bytes(c for c in range(128) if not (chr(c).isalnum() or chr(c) == "_" or chr(c).isspace()))
+_KEEP_UNDERSCORES = bytes(c if c == ord("_") else 32 for c in range(256))
 
 
 def count_pieces(text: str) -> int:

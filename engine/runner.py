@@ -508,9 +508,8 @@ class PackedQwen3:
             self._run_sync([[1] * n for n in lens])
         multiple = self.round_tokens
         if multiple > 1:  # each rounded token count up to the budget once: cuBLAS has picked its kernels
-            for tokens in range(
-                -(-(self.graphs.tokens[-1] + 1) // multiple) * multiple, batch_tokens + 1, multiple
-            ):
+            first = (self.graphs.tokens[-1] // multiple + 1) * multiple  # the first count ``_rounded`` makes
+            for tokens in range(first, batch_tokens + 1, multiple):
                 lens = [509] * (tokens // 509) + ([tokens % 509] if tokens % 509 else [])
                 self._run_sync([[1] * n for n in lens])
         if self.shares_prefix:  # pairs after a shared prefix (one query's candidates)

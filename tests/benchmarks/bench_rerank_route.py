@@ -175,6 +175,7 @@ def main() -> None:
     finally:
         for server in servers:
             server.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
     base = float(np.percentile(steps["engine.run (token ids built beforehand)"], 50))
     where = args.device
@@ -195,11 +196,7 @@ def main() -> None:
     ]
     for name, ms in steps.items():
         p50 = float(np.percentile(ms, 50))
-        over = (
-            ""
-            if name.startswith("engine.run") or not name.startswith(("Engine", "POST"))
-            else (f"{p50 - base:+.1f}")
-        )
+        over = f"{p50 - base:+.1f}" if name.startswith(("EngineReranker", "POST")) else ""
         lines.append(f"| {name} | {p50:.1f} | {np.percentile(ms, 95):.1f} | {np.mean(ms):.1f} | {over} |")
     text = "\n".join(lines)
     print(text, flush=True)
