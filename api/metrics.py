@@ -19,11 +19,21 @@ can count with ``from api import metrics; metrics.DEGRADED.labels(reason="timeou
 | ``sieve_degraded_total`` | counter | reason | stage-1 answers: timeout, unavailable, overloaded, error |
 | ``sieve_low_confidence_total`` | counter | | searches flagged for review (low best score / spread) |
 | ``sieve_search_cache_total`` | counter | result | search cache lookups: hit, miss |
+| ``sieve_engine_batches_total`` | counter | model | batches the inference engine ran (reranker, embedder) |
+| ``sieve_engine_requests_total`` | counter | model | request parts in those batches (a split one: twice) |
+| ``sieve_engine_sequences_total`` | counter | model | sequences scored or embedded |
+| ``sieve_engine_tokens_total`` | counter | model, kind | tokens: computed (a shared prefix once), served |
+| ``sieve_engine_device_seconds_total`` | counter | model | the device's time on batches (rate: busy share) |
 | ``sieve_rerank_pool_server_up`` | gauge | server | 1 while a server of ``RERANK_URLS`` is in, 0 out |
 | ``sieve_rerank_pool_inflight`` | gauge | server | rerank calls this API has in flight on the server |
 | ``sieve_rerank_pool_queue_depth`` | gauge | server | the server's inference queue, as it last reported it |
 | ``sieve_rerank_pool_calls_total`` | counter | server, outcome | ok, failed, overloaded, refused |
 | ``sieve_rerank_pool_retries_total`` | counter | | pool calls sent on to a second server |
+
+The ``sieve_engine_*`` metrics are read from the engine's own counters when ``/metrics`` is scraped, for each
+model served by the engine (``RERANK_BACKEND=qwen3-engine``, ``RETRIEVAL_EMBEDDER=qwen3-engine``); a model
+swapped in starts from zero, as a restarted process would. ``rate(sieve_engine_device_seconds_total)`` is
+the share of time the device had a batch (1.0: it never waited for the host between batches).
 
 The ``sieve_rerank_pool_*`` metrics are defined beside the pool (``reranking.backends.pool``: ``reranking``
 does not import ``api``) on the same registry; they appear once ``RERANK_URLS`` names two or more servers.
@@ -31,10 +41,15 @@ does not import ``api``) on the same registry; they appear once ``RERANK_URLS`` 
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -70,9 +85,60 @@ def observe_stage(stage: str, seconds: float) -> None:
     STAGE_SECONDS.labels(stage=stage).observe(seconds)
 
 
-def render() -> tuple[bytes, str]:
-    """The exposition text and its content type."""
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+class EngineCounters(Collector):
+    """``sieve_engine_*``: the counters of the engines behind the models being scraped (``render``)."""
+
+    def __init__(self) -> None:
+        self.models: Mapping[str, Any] = {}  # model kind -> its engine's stats (``EngineStats``)
+
+    def collect(self) -> Iterator[Metric]:
+        families = {
+            "batches": CounterMetricFamily(
+                "sieve_engine_batches", "Batches the inference engine ran", labels=["model"]
+            ),
+            "requests": CounterMetricFamily(
+                "sieve_engine_requests", "Request parts in the engine's batches", labels=["model"]
+            ),
+            "sequences": CounterMetricFamily(
+                "sieve_engine_sequences", "Sequences the engine scored or embedded", labels=["model"]
+            ),
+            "device_seconds": CounterMetricFamily(
+                "sieve_engine_device_seconds", "The device's time on the engine's batches", labels=["model"]
+            ),
+        }
+        tokens = CounterMetricFamily(
+            "sieve_engine_tokens",
+            "Tokens through the engine: computed (a shared prefix once per batch) and served (as submitted)",
+            labels=["model", "kind"],
+        )
+        for model, stats in self.models.items():
+            for name, family in families.items():
+                family.add_metric([model], float(getattr(stats, name)))
+            tokens.add_metric([model, "computed"], float(stats.tokens))
+            tokens.add_metric([model, "served"], float(stats.served_tokens))
+        yield from families.values()
+        yield tokens
+
+
+ENGINES = EngineCounters()
+REGISTRY.register(ENGINES)
+_render_lock = threading.Lock()
+
+
+def engine_stats(models: Mapping[str, object]) -> dict[str, Any]:
+    """The engine counters of those ``models`` (kind -> backend) that are served by the engine."""
+    found = {kind: getattr(backend, "engine_stats", None) for kind, backend in models.items()}
+    return {kind: stats for kind, stats in found.items() if stats is not None}
+
+
+def render(engines: Mapping[str, Any] | None = None) -> tuple[bytes, str]:
+    """The exposition text and its content type; ``engines``: kind -> engine stats (``engine_stats``)."""
+    with _render_lock:
+        ENGINES.models = engines or {}
+        try:
+            return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        finally:
+            ENGINES.models = {}
 
 
 class Instrument:

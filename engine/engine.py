@@ -24,6 +24,7 @@ import itertools
 import logging
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -67,6 +68,12 @@ class EngineStats:
     recent_batch_requests: collections.deque[int] = field(
         default_factory=lambda: collections.deque(maxlen=4096)
     )
+    requests: int = 0  # request parts over all batches (a request split over two batches counts twice)
+    # the device's time on batches: on CUDA from the moment a batch's work may start on the stream (the
+    # previous batch's end, or when the batcher began it if the device was idle) to its results' copy, so
+    # the gaps while Python launches a batch's kernels count as busy and the time between batches does not;
+    # on CPU the forward's wall time
+    device_seconds: float = 0.0
 
 
 MIN_SHARED_PREFIX = 16  # shorter common prefixes are computed per sequence (not worth a segment)
@@ -88,6 +95,31 @@ def common_prefix(ids: np.ndarray, offsets: np.ndarray) -> int:
     differ = np.flatnonzero(~same)
     m = int(differ[0]) if len(differ) else m
     return m if m >= MIN_SHARED_PREFIX else 0
+
+
+class _BatchClock:
+    """A batch's time on the device. On CUDA: a timing event recorded on the stream before any of the
+    batch's work, read against the batch's own completion event once that is done. On CPU the forward runs
+    synchronously: the host's clock around ``run``."""
+
+    def __init__(self, device: torch.device) -> None:
+        self._event: Any = None
+        self._host = time.perf_counter()
+        self._seconds = 0.0
+        if device.type == "cuda":
+            self._event = torch.cuda.Event(enable_timing=True)
+            self._event.record()
+
+    def ran(self) -> _BatchClock:
+        """Mark ``run``'s return (the CPU batch's end)."""
+        self._seconds = time.perf_counter() - self._host
+        return self
+
+    def seconds(self, done: Any) -> float:
+        """The batch's seconds; ``done`` is its completion event (complete by now), None on CPU."""
+        if self._event is not None and done is not None:
+            return float(self._event.elapsed_time(done)) / 1e3
+        return self._seconds
 
 
 def _on_device(device: torch.device) -> Any:
@@ -405,24 +437,27 @@ class Engine:
                 self._inflight.acquire()
                 try:
                     seqs, prefix_of, order = self._segments(parts)
+                    clock = _BatchClock(runner.device)
                     out, event = runner.run(seqs, prefix_of)
+                    clock.ran()
                 except Exception as exc:  # noqa: BLE001 - a failed batch fails its requests, not the engine
                     logger.exception("engine batch of %d requests failed", len(parts))
                     self._inflight.release()
                     self._fail(parts, exc)
                     continue
                 served = sum(int(r.offsets[b] - r.offsets[a]) for r, a, b in parts)
-                self._done.put((parts, order, out, event, (sum(len(s) for s in seqs), served)))
+                self._done.put((parts, order, out, (clock, event), (sum(len(s) for s in seqs), served)))
 
     def _complete(self) -> None:
         while True:  # (waits on events and copies host memory only: any current device will do)
             item = self._done.get()
             if item is None:
                 return
-            parts, order, out, event, (tokens, served) = item
+            parts, order, out, (clock, event), (tokens, served) = item
             try:
                 if event is not None:
                     event.synchronize()
+                seconds = clock.seconds(event)
                 values = np.empty((len(order), *out.shape[1:]), dtype=np.float32)
                 values[np.asarray(order)] = out[: len(order)].numpy()
             except Exception as exc:  # noqa: BLE001
@@ -445,6 +480,8 @@ class Engine:
             stats.served_tokens += served
             stats.recent_batch_tokens.append(tokens)
             stats.recent_batch_requests.append(len(parts))
+            stats.requests += len(parts)
+            stats.device_seconds += seconds
 
     def _fail(self, parts: list[tuple[_Request, int, int]], exc: Exception) -> None:
         error = (

@@ -119,6 +119,8 @@ def info(serving: ServingDep, models: ModelsDep, tenant: KeyTenantDep) -> Info:
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-def prometheus() -> Response:
-    body, content_type = metrics.render()
+def prometheus(models: ModelsDep) -> Response:
+    body, content_type = metrics.render(
+        metrics.engine_stats({"reranker": models.reranker, "embedder": models.embedder})
+    )
     return Response(body, media_type=content_type)

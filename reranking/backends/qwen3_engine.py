@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.engine import Engine
+from engine.engine import Engine, EngineStats
 from engine.errors import EngineError, EngineInputError, EngineOverloadedError
 from engine.prompts import QWEN3_RERANKER_INSTRUCTION
 from reranking.backends.qwen3 import Qwen3Reranker
@@ -84,6 +84,11 @@ class EngineReranker:
     def precision_reason(self) -> str:
         """Why ``precision`` is what it is (FP8's gate figures, or why it fell back to bf16)."""
         return self.engine.precision.reason
+
+    @property
+    def engine_stats(self) -> EngineStats:
+        """The engine's counters (batches, requests, tokens, device time), exported by ``GET /metrics``."""
+        return self.engine.stats
 
     def warm_up(self) -> None:
         self._template.load_template()

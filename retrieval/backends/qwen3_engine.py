@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.engine import Engine
+from engine.engine import Engine, EngineStats
 from engine.errors import EngineError, EngineInputError, EngineOverloadedError
 from engine.hub import model_identity, offline_kwargs
 from engine.prompts import QWEN3_EMBEDDING_INSTRUCTION, format_query
@@ -101,6 +101,11 @@ class EngineEmbedder:
     def precision_reason(self) -> str:
         """Why ``precision`` is what it is (FP8's gate figures, or why it fell back to bf16)."""
         return self.engine.precision.reason
+
+    @property
+    def engine_stats(self) -> EngineStats:
+        """The engine's counters (batches, requests, tokens, device time), exported by ``GET /metrics``."""
+        return self.engine.stats
 
     def warm_up(self) -> None:
         if self._tokenizer is not None:

@@ -22,18 +22,14 @@ Markdown table; ``--out NAME`` writes it under tests/benchmarks/results/ and to 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +48,7 @@ from tests.benchmarks.bench_rerank_pool import (  # noqa: E402
     start_servers,
     wait_ready,
 )
+from tests.benchmarks.profiling import spied  # noqa: E402
 from tests.benchmarks.tables import save  # noqa: E402
 
 
@@ -66,35 +63,6 @@ def timed(fn: Any, items: list[Any], rounds: int) -> list[float]:
             fn(item)
             out.append((time.perf_counter() - started) * 1e3)
     return out
-
-
-@contextlib.contextmanager
-def spied(pid: int, out: Path | None) -> Iterator[None]:
-    """``py-spy record`` of ``pid`` (every thread, its own stacks, raw collapsed format) while the block runs,
-    written to ``out``; nothing when ``out`` is None or py-spy is not installed."""
-    exe = shutil.which("py-spy")
-    if out is None or exe is None:
-        yield
-        return
-    argv = [
-        exe,
-        "record",
-        "--pid",
-        str(pid),
-        "--format",
-        "raw",
-        "--threads",
-        "--subprocesses",
-        "--rate",
-        "500",
-    ]
-    spy = subprocess.Popen([*argv, "--nonblocking", "-o", str(out)], stderr=subprocess.DEVNULL)
-    time.sleep(1.0)  # attached
-    try:
-        yield
-    finally:
-        spy.send_signal(signal.SIGINT)
-        spy.wait(timeout=60)
 
 
 def main() -> None:
@@ -152,7 +120,7 @@ def main() -> None:
         steps["fit_documents (the route's cap check)"] = timed(
             lambda r: fit_documents(r[0], r[1], cap, truncate=True), requests, args.iters
         )
-        with spied(os.getpid(), args.py_spy and args.py_spy / "rank_in_process.txt"):
+        with spied(os.getpid(), args.py_spy and args.py_spy / "rank_in_process.txt", rate=500):
             steps["EngineReranker.rank (in process)"] = timed(
                 lambda r: reranker.rank(r[0], r[1]), requests, args.iters
             )
@@ -170,7 +138,7 @@ def main() -> None:
                 )
                 answer.raise_for_status()
 
-            with spied(servers[0].popen.pid, args.py_spy and args.py_spy / "rerank_server.txt"):
+            with spied(servers[0].popen.pid, args.py_spy and args.py_spy / "rerank_server.txt", rate=500):
                 steps["POST /v1/rerank (sieve rerank-server, keep-alive)"] = timed(post, requests, args.iters)
     finally:
         for server in servers:

@@ -49,6 +49,11 @@ cache and the rate limit are off, the rerank gate is ``always`` (with a reranker
 latency (the response's ``timings_ms``; "HTTP + queue" is the rest: the admission queue, HTTP, JSON), and the
 429/503/degraded counts. Then the knee (the fewest clients that reach 90 % of the peak) and a run at twice
 the knee's clients: goodput there (answers 200, not degraded, per second) against the peak.
+Below it, per level, each process's engines from their ``GET /metrics`` counters (``sieve_engine_*``):
+batches/s, request parts and sequences per batch, computed tokens per batch and per second, and the share of
+the time the device had a batch; with ``--py-spy DIR``, a py-spy recording of the API and the rerank server
+during the ``--spy-clients`` level (default 32), summarised as each thread kind's CPU share and busiest
+functions (``tests/benchmarks/profiling.py``; the raw profiles stay in DIR).
 Prints a Markdown table; ``--out NAME`` writes it to tests/benchmarks/results/NAME, and to $OUT/NAME when
 OUT is set (the device machine).
 """
@@ -121,6 +126,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     load_.add_argument("--top-k", type=int, default=10)
     load_.add_argument("--no-overload", action="store_true", help="skip the run at 2x the knee")
     p.add_argument("--out", help="file name under tests/benchmarks/results/ (and $OUT)")
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        help="folder: py-spy profiles of the API (and rerank server) during the --spy-clients level",
+    )
+    p.add_argument("--spy-clients", type=int, default=32, help="the level --py-spy records")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -176,8 +187,8 @@ def service_env(args: argparse.Namespace, folders: dict[str, str]) -> dict[str, 
     return env
 
 
-def start_rerank_server(args: argparse.Namespace, model: str, home: Path) -> tuple[str, Any]:
-    """``sieve rerank-server`` on ``--device`` serving ``model``, ready: (its URL, how to stop it)."""
+def start_rerank_server(args: argparse.Namespace, model: str, home: Path) -> tuple[str, Any, int]:
+    """``sieve rerank-server`` on ``--device`` serving ``model``, ready: (URL, how to stop it, its pid)."""
     from tests.benchmarks.bench_rerank_pool import start_servers, wait_ready
 
     log("starting the rerank server (loading and warming its engine)")
@@ -187,7 +198,7 @@ def start_rerank_server(args: argparse.Namespace, model: str, home: Path) -> tup
     except BaseException:
         server.stop()
         raise
-    return server.url, server.stop
+    return server.url, server.stop, server.popen.pid
 
 
 def corpus_of(args: argparse.Namespace) -> Corpus:
@@ -233,9 +244,10 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def start_no_stack(
-    args: argparse.Namespace, home: Path, env: dict[str, str], forward: list[str]
+    args: argparse.Namespace, home: Path, env: dict[str, str], forward: list[str], pids: dict[str, int]
 ) -> tuple[str, str, list[Any]]:
-    """The ``--serve`` child (and a Milvus Lite server for ``--store milvus-lite``): (url, key, to stop)."""
+    """The ``--serve`` child (and a Milvus Lite server for ``--store milvus-lite``): (url, key, to stop);
+    the API's pid into ``pids``."""
     from api.cli.stack import Stack, free_port, wait_ready
 
     stops: list[Any] = []
@@ -262,14 +274,18 @@ def start_no_stack(
             cwd=ROOT,
         )
     stops.insert(0, lambda: (proc.terminate(), proc.wait(timeout=30)))
+    pids["API"] = proc.pid
     url = f"http://127.0.0.1:{port}"
     wait_ready(url, what="the API (loading the corpus)", timeout=1800, proc=proc, log=log_path)
     return url, NO_STACK_KEY, stops
 
 
 # -- the stack: real processes -------------------------------------------------------------------------------
-def start_stack(args: argparse.Namespace, home: Path, env: dict[str, str]) -> tuple[str, str, list[Any]]:
-    """Redis, the Milvus Lite server and the API (``Stack``), then the corpus through the store."""
+def start_stack(
+    args: argparse.Namespace, home: Path, env: dict[str, str], pids: dict[str, int]
+) -> tuple[str, str, list[Any]]:
+    """Redis, the Milvus Lite server and the API (``Stack``), then the corpus through the store; the API's
+    pid into ``pids``."""
     from api.cli.stack import Stack, free_port
 
     stack = Stack(
@@ -283,6 +299,9 @@ def start_stack(args: argparse.Namespace, home: Path, env: dict[str, str]) -> tu
             step()
         log("starting the API (loading its models)")
         stack.start_api()
+        api = stack.children["api"].proc
+        if api is not None:
+            pids["API"] = api.pid
         load_through_store(args, stack.api_url, stack.api_key(), stack.milvus_uri, stack.redis_url, home)
     except BaseException:
         stack.stop()
@@ -333,8 +352,81 @@ def load_through_store(
 
 
 # -- the load and the table ----------------------------------------------------------------------------------
+class Watch:
+    """The service's processes (name -> (base URL, pid)) looked at around each measured level: their engines'
+    counters (``GET /metrics``, ``sieve_engine_*``) before and after, and, at ``--spy-clients``, a py-spy
+    recording of each (``--py-spy``)."""
+
+    def __init__(self, key: str, processes: dict[str, tuple[str, int | None]], spy_dir: Path | None,
+                 spy_clients: int) -> None:  # fmt: skip
+        self.key, self.processes = key, processes
+        self.spy_dir, self.spy_clients = spy_dir, spy_clients
+        self.engine_rows: list[str] = []
+        self.spy_files: list[tuple[str, Path, float]] = []  # (process, profile, seconds recorded)
+
+    def counters(self) -> dict[str, dict[str, dict[str, float]]]:
+        """process -> model -> counter, from each process's /metrics (empty where it cannot be read)."""
+        import httpx
+
+        from tests.benchmarks.profiling import engine_counters
+
+        out = {}
+        for name, (url, _) in self.processes.items():
+            try:
+                text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {self.key}"}).text
+            except httpx.HTTPError:
+                text = ""
+            out[name] = engine_counters(text)
+        return out
+
+    @contextlib.contextmanager
+    def level(self, label: str, clients: int) -> Any:
+        from tests.benchmarks.profiling import engine_row, spied
+
+        spy = self.spy_dir if clients == self.spy_clients else None
+        with contextlib.ExitStack() as stack:
+            recording = []
+            for name, (_, pid) in self.processes.items():
+                out = spy and pid and spy / f"{name.lower().replace(' ', '_')}_{clients}_clients.txt"
+                if out and stack.enter_context(spied(pid, out)):
+                    recording.append((name, out))
+            before, started = self.counters(), time.perf_counter()
+            yield
+            seconds = time.perf_counter() - started
+            after = self.counters()
+        self.spy_files += [(name, out, seconds) for name, out in recording]
+        for name, models in after.items():
+            for model, values in models.items():
+                where = f"{model} ({name})"
+                self.engine_rows.append(
+                    engine_row(label, where, before.get(name, {}).get(model, {}), values, seconds)
+                )
+
+    def report(self) -> str:
+        from tests.benchmarks.profiling import ENGINE_HEAD, summary
+
+        if not self.engine_rows and not self.spy_files:
+            return ""
+        lines = []
+        if self.engine_rows:
+            lines += [
+                "",
+                "The engines during each measured level (their /metrics counters; device busy: the share of "
+                "the time the device had a batch, Python's kernel launches within a batch included):",
+                "",
+                ENGINE_HEAD,
+                "|" + " --- |" * (ENGINE_HEAD.count("|") - 1),
+                *self.engine_rows,
+            ]
+        for name, path, seconds in self.spy_files:
+            if path.exists():
+                lines += ["", f"The {name} process at {self.spy_clients} clients ({path.name}):", ""]
+                lines.append(summary(path, seconds))
+        return "\n".join(lines)
+
+
 async def sweep(
-    url: str, key: str, bodies: list[bytes], levels: list[int], args: argparse.Namespace
+    url: str, key: str, bodies: list[bytes], levels: list[int], args: argparse.Namespace, watch: Watch
 ) -> tuple[list[Run], Run | None, int]:
     client = Client(url, {"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
     runs: list[Run] = []
@@ -350,14 +442,16 @@ async def sweep(
         for clients in levels:
             log(f"{clients} clients: {args.warmup_s:g} s warm-up, {args.seconds:g} s measured")
             await closed_loop(client, bodies, clients, args.warmup_s)
-            runs.append(await closed_loop(client, bodies, clients, args.seconds))
+            with watch.level(str(clients), clients):
+                runs.append(await closed_loop(client, bodies, clients, args.seconds))
             log(f"  {runs[-1].throughput():.1f} answers/s, p50 {percentile(runs[-1].latencies(), 50):.0f} ms")
         knee = knee_of(runs, KNEE_SHARE)
         overload = None
         if not args.no_overload:
             log(f"2x the knee: {2 * knee} clients")
             await closed_loop(client, bodies, 2 * knee, args.warmup_s)
-            overload = await closed_loop(client, bodies, 2 * knee, args.seconds)
+            with watch.level(f"{2 * knee} (2x knee)", -1):
+                overload = await closed_loop(client, bodies, 2 * knee, args.seconds)
     finally:
         client.close()
     return runs, overload, knee
@@ -510,6 +604,10 @@ def main() -> None:
     levels = [int(c) for c in args.clients.split(",") if c.strip()]
     home = Path(tempfile.mkdtemp(prefix="bench-service-"))
     stops: list[Any] = []
+    pids: dict[str, int] = {}
+    processes: dict[str, tuple[str, int | None]] = {}
+    if args.py_spy:
+        args.py_spy.mkdir(parents=True, exist_ok=True)
     try:
         corpus = None if args.url else corpus_of(args)
         if args.url:
@@ -518,14 +616,17 @@ def main() -> None:
             folders = model_folders(args, home)
             env = service_env(args, folders)
             if args.rerank_server:
-                rerank_url, stop_server = start_rerank_server(args, folders["reranker"], home)
+                rerank_url, stop_server, server_pid = start_rerank_server(args, folders["reranker"], home)
                 stops.append(stop_server)
                 env.update(RERANK_BACKEND="remote", RERANK_URL=rerank_url)
+                processes["rerank server"] = (rerank_url, server_pid)
             if args.no_stack:
-                url, key, started = start_no_stack(args, home, env, forwarded(args))
+                url, key, started = start_no_stack(args, home, env, forwarded(args), pids)
             else:
-                url, key, started = start_stack(args, home, env)
+                url, key, started = start_stack(args, home, env, pids)
             stops[:0] = started
+        processes = {"API": (url, pids.get("API")), **processes}
+        watch = Watch(key, processes, args.py_spy, args.spy_clients)
         queries = (corpus or corpus_of(args)).queries(200)
         bodies = [
             json.dumps(
@@ -533,13 +634,13 @@ def main() -> None:
             ).encode()
             for q in queries
         ]
-        runs, overload, knee = asyncio.run(sweep(url, key, bodies, levels, args))
+        runs, overload, knee = asyncio.run(sweep(url, key, bodies, levels, args, watch))
     finally:
         for stop in stops:
             with contextlib.suppress(Exception):
                 stop()
         shutil.rmtree(home, ignore_errors=True)
-    text = table(args, corpus, runs, overload, knee)
+    text = table(args, corpus, runs, overload, knee) + watch.report()
     print(text)
     if args.out:
         save(text, args.out)

@@ -150,3 +150,42 @@ def test_closed_loop_counts_answers_and_honours_retry_after() -> None:
     assert ok + refused <= 4  # one client waiting 0.3 s after each refusal sends few requests in 0.5 s
     assert run.stage_means()["embed"] == pytest.approx(1.0)
     assert run.goodput() == pytest.approx((ok - 1) / seconds)  # the first 200 was degraded
+
+
+def test_engine_rows_come_from_two_scrapes_of_the_engine_counters() -> None:
+    from api import metrics
+    from engine.engine import EngineStats
+    from tests.benchmarks.profiling import engine_counters, engine_row
+
+    def scrape(**values: float) -> dict[str, dict[str, float]]:
+        return engine_counters(metrics.render({"reranker": EngineStats(**values)})[0].decode())
+
+    before = scrape(batches=10, requests=12, sequences=600, tokens=90_000, served_tokens=99_000)
+    after = scrape(
+        batches=30, requests=52, sequences=2600, tokens=490_000, served_tokens=539_000, device_seconds=1.5
+    )
+    assert set(before) == {"reranker"} and after["reranker"]["tokens_computed"] == 490_000
+    row = engine_row("8", "reranker (rerank server)", before["reranker"], after["reranker"], seconds=2.0)
+    # 20 batches in 2 s, 40 request parts, 2000 sequences, 400k computed tokens, 1.5 s of device time
+    assert row == "| 8 | reranker (rerank server) | 10.0 | 2.0 | 100 | 20,000 | 200k | 75% |"
+    assert engine_row("1", "embedder (API)", after["reranker"], after["reranker"], 1.0).endswith(
+        "| 0 | - | - | - | - | - |"
+    )
+
+
+def test_a_py_spy_summary_pools_threads_by_name_and_shares_their_cpu(tmp_path) -> None:
+    from tests.benchmarks.profiling import summary
+
+    raw = tmp_path / "raw.txt"
+    raw.write_text(
+        "thread (11): engine-batcher;run (engine/engine.py:1);forward (engine/runner.py:2) 150\n"
+        "thread (12): AnyIO worker thread;rank (api/routes/rerank.py:3);_encode (reranking/qwen3.py:4) 30\n"
+        "thread (13): AnyIO worker thread;rank (api/routes/rerank.py:3);count_pieces (api/compat.py:5) 10\n"
+        'process 9:"python";thread (11): engine-batcher;run (engine/engine.py:1) 50\n'
+    )
+    text = summary(raw, seconds=2.0, rate=100)
+    rows = text.splitlines()[4:]  # after the caption, a blank line and the table's head
+    assert rows == [
+        "| engine-batcher | 1 | 100% | forward (runner.py) 75%, run (engine.py) 25% |",
+        "| AnyIO worker thread | 2 | 20% | _encode (qwen3.py) 75%, count_pieces (compat.py) 25% |",
+    ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -225,6 +226,7 @@ class TestPacking:
             np.testing.assert_allclose(results[i], expected[i], atol=1e-5, rtol=0)
 
     def test_token_budget_is_respected_and_requests_share_batches(self, tiny_causal) -> None:
+        started = time.perf_counter()
         engine = Engine(tiny_causal, head="score", head_token_ids=(2152, 9693), token_budget=50)
         try:
             requests = [_sequences(30 + i, 3, high=50) for i in range(10)]
@@ -237,6 +239,8 @@ class TestPacking:
             batches = list(engine.stats.recent_batch_tokens)
             assert batches and max(batches) <= 50
             assert max(engine.stats.recent_batch_requests) > 1  # packing across requests happened
+            assert engine.stats.requests == sum(engine.stats.recent_batch_requests) > len(batches)
+            assert 0 < engine.stats.device_seconds < time.perf_counter() - started
             with pytest.raises(EngineInputError):
                 engine.submit([[1] * 51])  # one sequence longer than the budget
         finally:

@@ -93,3 +93,27 @@ def test_engine_reports_the_windows_of_qwen3_reranker(tiny_qwen3_reranker_dir: P
     assert [(h.index, h.window) for h in got] == [(h.index, h.window) for h in want]
     assert max(h.window.count for h in got if h.window is not None) > 1  # the long one was windowed
     np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=1e-4)
+
+
+def test_a_rerank_server_on_the_engine_exports_its_counters(engine_reranker: EngineReranker) -> None:
+    """``GET /metrics`` reads the engine's counters at each scrape: one request of the five documents adds a
+    batch, the request, five sequences and their tokens (the template's shared head computed once)."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from api.rerank_server import create_rerank_app
+
+    def counters(text: str) -> dict[str, float]:
+        pattern = r'^(sieve_engine_\w+_total)\{(?:kind="(\w+)",)?model="reranker"\} (\S+)$'
+        return {f"{m[1]}:{m[2] or ''}": float(m[3]) for m in re.finditer(pattern, text, re.MULTILINE)}
+
+    with TestClient(create_rerank_app(reranker=engine_reranker)) as client:
+        before = counters(client.get("/metrics").text)
+        assert client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS}).status_code == 200
+        after = counters(client.get("/metrics").text)
+    gained = {name: after[name] - before[name] for name in after}
+    assert gained["sieve_engine_batches_total:"] == 1 and gained["sieve_engine_requests_total:"] == 1
+    assert gained["sieve_engine_sequences_total:"] == len(DOCS)
+    assert 0 < gained["sieve_engine_tokens_total:computed"] < gained["sieve_engine_tokens_total:served"]
+    assert gained["sieve_engine_device_seconds_total:"] > 0
