@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
-import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,11 +14,11 @@ from fastapi import Depends, FastAPI
 from api import errors, metrics
 from api.deps import get_tenant
 from api.limits import Admission
+from api.process import freeze_startup_heap, share_cores
 from api.resources import Resources, Settings, build_resources
 from api.routes import admin, documents, embeddings, health, keys, ops, rerank, review, search, web
 from api.serving import MODEL_ROUTES, inference_gate, make_serving
-from api.settings import ApiSettings, UnsafeSettingsError, check_exposure
-from engine import cpu
+from api.settings import UnsafeSettingsError, check_exposure
 
 logger = logging.getLogger(__name__)
 
@@ -28,36 +26,6 @@ logger = logging.getLogger(__name__)
 def search_gate(state: Mapping[str, Any]) -> Admission | None:
     resources = state.get("resources")
     return resources.search.admission if isinstance(resources, Resources) else None
-
-
-def share_cores(api: ApiSettings) -> None:
-    """Concurrent searches share the cores (``API_TORCH_THREADS``), and the event loop gets the GIL back soon
-    (``API_GIL_SWITCH_MS``); see ``engine.cpu``."""
-    threads = api.torch_threads or cpu.threads_per_caller(api.search_concurrency)
-    cpu.gil_switch_interval(api.gil_switch_ms)
-    if (set_to := cpu.share_cores(threads)) is not None:
-        logger.info(
-            "torch: %d thread(s) per operator (%d searches at once on %d cores; API_TORCH_THREADS)",
-            set_to,
-            api.search_concurrency,
-            cpu.cores(),
-        )
-
-
-def freeze_startup_heap() -> None:
-    """Leave what start-up built (the libraries, the models: millions of objects that live as long as the
-    process) out of every later garbage collection (``gc.freeze``). A full collection walked them all: under
-    load one took 245 ms, during which the event loop answered nothing (429s at p99 200 ms in the reliability
-    suite's overload scenario; 10 ms frozen). Once per process: a process that builds several apps (tests)
-    freezes only the first start-up's heap."""
-    if _frozen.is_set():
-        return
-    _frozen.set()
-    gc.collect()
-    gc.freeze()
-
-
-_frozen = threading.Event()
 
 
 def create_app(

@@ -3,7 +3,8 @@
 It serves the configured local backend (``RERANK_BACKEND`` qwen3, cross-encoder or engine; ``RERANK_MODEL``,
 ``RERANK_DEVICE``) through the same compatible routes as the API (``/v1/rerank``, ``/v2/rerank``,
 ``/rerank``), plus ``/health``, ``/ready``, ``/info`` and ``/metrics``. Caps and the inference queue come from
-the ``API_*`` settings. It is an internal service, reached by the query API with ``RERANK_BACKEND=remote``
+the ``API_*`` settings, as does the GIL's switch interval (``API_GIL_SWITCH_MS``; ``api.process``). It is an
+internal service, reached by the query API with ``RERANK_BACKEND=remote``
 and ``RERANK_URL``. There are no API keys here but one shared token, ``RERANK_SERVER_TOKEN``: when it is set,
 every route but ``/health`` and ``/ready`` asks for ``Authorization: Bearer <token>`` (401 otherwise), and the
 API's remote backend sends it. On loopback the token is optional; on any other address the server refuses to
@@ -27,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import errors, metrics
+from api import errors, metrics, process
 from api.errors import ApiError
 from api.limits import Admission
 from api.principal import UNAUTHORIZED
@@ -124,6 +125,8 @@ def create_rerank_app(
                 raise RerankError("a rerank server cannot use RERANK_BACKEND=remote: name a local backend")
             model = make_reranker(settings.rerank)
         await run_in_threadpool(model.warm_up)
+        process.gil_switch(settings.api)  # the engine's batcher shares the GIL with the requests' threads
+        process.freeze_startup_heap()
         logger.info("rerank server ready: %s", model.name)
         models = ModelRegistry(ModelSnapshot(reranker=model, rerank=settings.rerank))
         yield {"serving": make_serving(SERVICE, settings.api, models)}

@@ -109,7 +109,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     where.add_argument("--tiny", action="store_true", help="toy-size Qwen3 models (else the 0.6B shape)")
     where.add_argument("--models-dir", type=Path, help="build/reuse the Qwen3 model folders here")
-    where.add_argument("--env", action="append", default=[], help="NAME=VALUE setting for the API")
+    where.add_argument(
+        "--env", action="append", default=[], help="NAME=VALUE setting for the API (and the rerank server)"
+    )
     data = p.add_argument_group("the corpus")
     data.add_argument("--chunks", type=int, default=2000)
     data.add_argument("--words", type=int, default=170, help="words per chunk (~230 tokens)")
@@ -192,7 +194,7 @@ def start_rerank_server(args: argparse.Namespace, model: str, home: Path) -> tup
     from tests.benchmarks.bench_rerank_pool import start_servers, wait_ready
 
     log("starting the rerank server (loading and warming its engine)")
-    (server,) = start_servers([args.device], Path(model), {}, home)
+    (server,) = start_servers([args.device], Path(model), dict(e.split("=", 1) for e in args.env), home)
     try:
         wait_ready([server], "/ready", 1800)
     except BaseException:

@@ -7,6 +7,7 @@
 #   bash tests/benchmarks/device_round.sh engine         # GPU tests of the engine, first requests, the route
 #   bash tests/benchmarks/device_round.sh service        # the search path with a rerank server (py-spy at 32)
 #   bash tests/benchmarks/device_round.sh service-inapi  # the same with the reranker in the API process
+#   bash tests/benchmarks/device_round.sh service-gil    # 1 and 32 clients, rerank server at 5 ms vs 0.5 ms
 #
 # Each step writes its log and tables to $OUT (what comes back: at most 8 files), with a time limit of its
 # own so that one slow step leaves the others' results. The versions of the wheels are this checkout's
@@ -82,8 +83,16 @@ service-inapi)
     step service_inapi 540 python3 tests/benchmarks/bench_service.py $SERVICE --py-spy "$OUT/spy" \
         --out bench_service_h200.md
     ;;
+service-gil)  # the GIL's switch interval in the API and the rerank server: Python's 5 ms, then ours
+    setup
+    for ms in 5 0.5; do
+        # shellcheck disable=SC2086
+        step "service_gil_$ms" 280 python3 tests/benchmarks/bench_service.py $SERVICE --rerank-server \
+            --clients 1,32 --no-overload --env "API_GIL_SWITCH_MS=$ms" --out "bench_service_h200_gil_$ms.md"
+    done
+    ;;
 *)
-    sed -n '2,13p' "$0"
+    sed -n '2,14p' "$0"
     exit 2
     ;;
 esac

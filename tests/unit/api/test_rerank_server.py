@@ -71,3 +71,18 @@ def test_remote_reranker_round_trip(server: TestClient, model: FakeReranker) -> 
     assert model.calls[-2][3] == "Find bees"  # the instruction reached the model
     with pytest.raises(RerankInputError, match="the limit is 3"):
         remote.rank(QUERY, DOCS * 2)
+
+
+def test_the_rerank_server_sets_the_gil_switch_interval_of_its_settings(model: FakeReranker) -> None:
+    """Its engine's batcher shares the GIL with the requests' threads (``api.process.gil_switch``)."""
+    import sys
+
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        settings = RerankServerSettings(api=ApiSettings(gil_switch_ms=1.0))
+        with TestClient(create_rerank_app(settings, reranker=model)) as client:
+            assert client.get("/health").status_code == 200
+            assert sys.getswitchinterval() == pytest.approx(0.001)
+    finally:
+        sys.setswitchinterval(before)

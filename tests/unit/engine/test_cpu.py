@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from api.app import share_cores as api_share_cores
+from api.process import share_cores as api_share_cores
 from api.settings import ApiSettings
 from engine import cpu
 
@@ -69,7 +69,7 @@ def test_the_api_freezes_its_startup_heap_once_per_process(monkeypatch: pytest.M
     import gc
     import threading
 
-    from api import app as app_module
+    from api import process as app_module
 
     monkeypatch.setattr(app_module, "_frozen", threading.Event())
     calls: list[str] = []
