@@ -159,3 +159,41 @@ def test_an_unusable_folder_is_a_store_error(tmp_path: Path) -> None:
         path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreUnavailableError, match="lexical index"):
         corrupt.search("acme", "word", limit=1)
+
+
+def test_reads_reuse_the_threads_connection_until_the_file_is_made_again(
+    index: SqliteLexicalIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    index.upsert([row("a", "word other")])
+    opened: list[Path] = []
+    real_open = index._open
+    monkeypatch.setattr(index, "_open", lambda path: opened.append(path) or real_open(path))
+    for _ in range(3):
+        assert ids(index.search("acme", "word", limit=5)) == ["a"]
+    assert len(opened) == 1  # one reader for this thread
+    index.upsert([row("b", "word")])  # a writer opens its own
+    assert ids(index.search("acme", "word", limit=5)) == ["b", "a"] and len(opened) == 2  # a fresh snapshot
+    index.drop()
+    index.upsert([row("c", "word")])
+    assert ids(index.search("acme", "word", limit=5)) == ["c"]  # the new file, not the dropped one
+    assert len(opened) == 4  # the writer's, and this thread's new reader
+    other = threading.Thread(target=lambda: index.search("acme", "word", limit=5))
+    other.start()
+    other.join()
+    assert len(opened) == 5  # another thread, its own reader
+
+
+def test_each_thread_keeps_its_most_recent_readers_only(tmp_path: Path) -> None:
+    from retrieval.lexical_index import READERS_PER_THREAD
+
+    index = SqliteLexicalIndex(tmp_path / "coll", resident=False)
+    tenants = [f"t{i}" for i in range(READERS_PER_THREAD + 3)]
+    index.upsert([row(f"r-{t}", f"word {t}", tenant=t) for t in tenants])
+    for _ in range(2):
+        for t in tenants:
+            assert ids(index.search(t, "word", limit=5)) == [f"r-{t}"]
+    held = index._readers.__dict__["open"]
+    assert len(held) == READERS_PER_THREAD
+    assert list(held) == [index._path(t) for t in tenants[-READERS_PER_THREAD:]]
