@@ -70,9 +70,9 @@ case "${1:-}" in
 wheels) wheels ;;
 engine)
     setup
-    step gpu_engine_tests 200 python3 -m pytest -p no:cacheprovider -q -m gpu tests/gpu/test_engine_gpu.py
-    step first_request 150 python3 tests/benchmarks/bench_first_request.py --requests 16  # bench_first_request.md
-    step rerank_route 200 python3 tests/benchmarks/bench_rerank_route.py --out bench_rerank_route_h200.md
+    step gpu_engine_tests 180 python3 -m pytest -p no:cacheprovider -q -m gpu tests/gpu/test_engine_gpu.py
+    step first_request 120 python3 tests/benchmarks/bench_first_request.py --requests 16  # bench_first_request.md
+    step rerank_route 180 python3 tests/benchmarks/bench_rerank_route.py --out bench_rerank_route_h200.md
     ;;
 service)
     setup
