@@ -3,6 +3,7 @@
 
     python tests/benchmarks/bench_rerank_route.py --out bench_rerank_route_h200.md   # on the GPU machine
     python tests/benchmarks/bench_rerank_route.py --tiny --device cpu --iters 5     # smoke run of the script
+    python tests/benchmarks/bench_rerank_route.py --host-only --out bench_rerank_route_host_cpu.md  # no GPU
 
 A script, not a test. The same requests (``--requests`` queries, each with 50 documents drawn from the
 sample prose) go through each step, one at a time, ``--iters`` rounds after one unmeasured round:
@@ -13,6 +14,11 @@ sample prose) go through each step, one at a time, ``--iters`` rounds after one 
 - ``EngineReranker.rank``: the in-process call the API's search makes (template, tokenization, engine);
 - ``POST /v1/rerank``: the same request over HTTP to a ``sieve rerank-server`` process on the same device
   (keep-alive; parse, caps, the inference queue, the thread pool, the engine, JSON).
+
+``--host-only`` measures the route's own work on any machine: the reranker's engine is replaced, in this
+process and in the server (this file with ``--serve-null``: the rerank server's app under uvicorn, as ``sieve
+rerank-server`` serves it), by one that computes nothing and answers zeros at once. What is left is the
+host's share of the route: template and tokenization, the caps, HTTP and JSON, the thread pool.
 
 "over the engine" is each step's p50 minus the engine's. Both processes hold a copy of the model; only
 one of them computes at a time (the in-process engine is closed before the server starts). Prints a
@@ -30,6 +36,7 @@ import shutil
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +72,55 @@ def timed(fn: Any, items: list[Any], rounds: int) -> list[float]:
     return out
 
 
+class NullEngine:
+    """An engine that computes nothing (``--host-only``): every sequence's margin is 0, at once."""
+
+    head_token_ids: tuple[int, int] | None = None
+    precision = types.SimpleNamespace(used="none", reason="bench_rerank_route --host-only: no engine")
+
+    def __init__(self) -> None:
+        from engine.engine import EngineStats
+
+        self.stats = EngineStats()
+
+    def warm_up(self) -> None:
+        pass
+
+    def run(self, sequences: Any, timeout: float | None = None) -> np.ndarray:
+        return np.zeros(len(sequences), dtype=np.float32)
+
+    def close(self) -> None:
+        pass
+
+
+def null_reranker(model_dir: Path) -> Any:
+    """The Qwen3-Reranker of ``model_dir`` on the engine, with ``NullEngine`` in place of its engine."""
+    from reranking import RerankSettings, make_reranker
+
+    reranker: Any = make_reranker(RerankSettings(backend="qwen3-engine", model=str(model_dir), device="cpu"))
+    reranker.engine = NullEngine()
+    reranker.warm_up()
+    return reranker
+
+
+def serve_null(model_dir: Path, port: int) -> None:
+    """The rerank server's app on ``null_reranker`` (``--serve-null``), served as ``sieve rerank-server``."""
+    import uvicorn
+
+    from api.rerank_server import create_rerank_app
+
+    uvicorn.run(create_rerank_app(reranker=null_reranker(model_dir)), host="127.0.0.1", port=port)
+
+
+def start_null_server(model_dir: Path, home: Path) -> Any:
+    from api.cli.stack import free_port
+    from tests.benchmarks.bench_rerank_pool import base_env, spawn
+
+    port = free_port()
+    argv = [sys.executable, __file__, "--serve-null", "--model", str(model_dir), "--port", str(port)]
+    return spawn("null-server", argv, base_env(), home, port)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
@@ -75,11 +131,22 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=10, help="rounds over the requests")
     ap.add_argument("--out", default="")
     ap.add_argument(
+        "--host-only", action="store_true", help="an engine that computes nothing (no GPU needed)"
+    )
+    ap.add_argument("--serve-null", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--model", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument(
         "--py-spy",
         type=Path,
         help="folder: py-spy profiles (collapsed stacks) of this process's rank loop and of the server's",
     )
     args = ap.parse_args()
+    if args.serve_null:
+        serve_null(args.model, args.port)
+        return
+    if args.host_only:
+        args.tiny, args.device = True, "cpu"  # the weights are never used
     if args.py_spy:
         args.py_spy.mkdir(parents=True, exist_ok=True)
 
@@ -100,11 +167,14 @@ def main() -> None:
 
     servers: list[Any] = []
     try:
-        settings = RerankSettings(backend="qwen3-engine", model=str(model_dir), device=args.device)
-        reranker: Any = make_reranker(settings)
-        started = time.perf_counter()
-        reranker.warm_up()
-        log(f"in-process engine warm in {time.perf_counter() - started:.1f} s")
+        if args.host_only:
+            reranker: Any = null_reranker(model_dir)
+        else:
+            settings = RerankSettings(backend="qwen3-engine", model=str(model_dir), device=args.device)
+            reranker = make_reranker(settings)
+            started = time.perf_counter()
+            reranker.warm_up()
+            log(f"in-process engine warm in {time.perf_counter() - started:.1f} s")
         template, engine = reranker._template, reranker.engine
         seqs = {q: [s for doc in template.prepare_windows(q, d)[0] for s in doc] for q, d in requests}
         pair_tokens = np.mean([len(s) for q in seqs for s in seqs[q]])
@@ -126,7 +196,11 @@ def main() -> None:
             )
         engine.close()  # the server's engine computes alone
         log("starting a rerank server on the same device")
-        servers = start_servers([args.device], model_dir, {}, home)
+        servers = (
+            [start_null_server(model_dir, home)]
+            if args.host_only
+            else start_servers([args.device], model_dir, {}, home)
+        )
         wait_ready(servers, "/ready", 900)
         log("timing POST /v1/rerank")
         bodies = {q: json.dumps({"query": q, "documents": d}).encode() for q, d in requests}
@@ -155,8 +229,14 @@ def main() -> None:
         f"# bench_rerank_route: one client, one query x {args.docs} documents of ~{mean_tokens:.0f} tokens "
         f"(pairs of {pair_tokens:.0f} tokens with the template)",
         "",
-        f"{'Toy-size' if args.tiny else 'Qwen3-Reranker-0.6B-shape'} model, random weights, "
-        f"RERANK_BACKEND=qwen3-engine, on {where}; {platform.machine()}, {os.cpu_count()} CPUs. "
+        (
+            "The route's host work alone (--host-only): Qwen3-Reranker's template and tokenizer, an engine "
+            "that computes nothing (zeros at once) in this process and in the server; "
+            if args.host_only
+            else f"{'Toy-size' if args.tiny else 'Qwen3-Reranker-0.6B-shape'} model, random weights, "
+            f"RERANK_BACKEND=qwen3-engine, on {where}; "
+        )
+        + f"{platform.machine()}, {os.cpu_count()} CPUs. "
         f"{args.requests} requests x {args.iters} rounds per step, after one unmeasured round; ms.",
         "",
         "| step | p50 | p95 | mean | over the engine (p50) |",
