@@ -205,7 +205,9 @@ class Qwen3Reranker:
         which only a body over the budget needs. A fast tokenizer's Rust backend is called directly: the
         transformers wrapper spends as long again converting its output (4 of the 9 ms that 50 bodies of
         ~350 tokens took on the lent H200's host), and the offsets of 50 bodies that fit would cost ~1 ms
-        more as Python tuples."""
+        more as Python tuples. Where the backend has ``encode_batch_fast`` (the same ids, no offsets: 7.8
+        against 9.6 ms for 50 bodies of ~380 tokens on 2 cores here), a body over the budget is encoded
+        again for its offsets."""
         backend = getattr(self._tokenizer, "backend_tokenizer", None)
         if backend is None or backend.truncation is not None or backend.padding is not None:
             encoded = self._tokenizer(
@@ -213,8 +215,12 @@ class Qwen3Reranker:
             )
             offsets = list(encoded["offset_mapping"])
             return [list(ids) for ids in encoded["input_ids"]], offsets.__getitem__
-        encodings = backend.encode_batch(bodies, add_special_tokens=False)
-        return [e.ids for e in encodings], lambda k: encodings[k].offsets
+        fast = getattr(backend, "encode_batch_fast", None)  # tokenizers >= 0.21: no offsets, ~20 % faster
+        if fast is None:
+            encodings = backend.encode_batch(bodies, add_special_tokens=False)
+            return [e.ids for e in encodings], lambda k: encodings[k].offsets
+        ids = [e.ids for e in fast(bodies, add_special_tokens=False)]
+        return ids, lambda k: backend.encode(bodies[k], add_special_tokens=False).offsets
 
     def score_sequences(self, sequences: Sequence[list[int]]) -> np.ndarray:
         """P("yes") for each token sequence (already templated), batched by length, in input order."""
