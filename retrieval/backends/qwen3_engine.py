@@ -150,6 +150,20 @@ class EngineEmbedder:
         self.warm_up()
         return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        """Each text's token ids (no special tokens), cut at ``max_tokens``. A fast tokenizer's Rust backend
+        is called directly (``encode_batch_fast`` where it has it: no offsets), as the engine reranker does:
+        the transformers wrapper takes as long again converting its output; cutting the ids is what its
+        ``truncation=True`` does to one sequence."""
+        backend = getattr(self._tokenizer, "backend_tokenizer", None)
+        if backend is None or backend.truncation is not None or backend.padding is not None:
+            encoded = self._tokenizer(
+                texts, add_special_tokens=False, truncation=True, max_length=self._max_tokens
+            )
+            return [list(ids) for ids in encoded["input_ids"]]
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+        return [e.ids[: self._max_tokens] for e in encode(texts, add_special_tokens=False)]
+
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self._embed(list(texts))
 
@@ -161,12 +175,9 @@ class EngineEmbedder:
         self.warm_up()
         if not texts:
             return np.zeros((0, self._dimension), dtype=np.float32)
-        encoded = self._tokenizer(
-            texts, add_special_tokens=False, truncation=True, max_length=self._max_tokens
-        )
         with embedder_errors():
             vectors = self.engine.run_many(
-                [[*ids, self._eos_id] for ids in encoded["input_ids"]], timeout=self._timeout
+                [[*ids, self._eos_id] for ids in self._encode(texts)], timeout=self._timeout
             )
         if self._dimension < vectors.shape[1]:  # MRL: a prefix, renormalised
             vectors = vectors[:, : self._dimension]

@@ -64,6 +64,20 @@ def test_engine_embeddings_equal_qwen3_embedder(engine_embedder: EngineEmbedder,
     )
 
 
+def test_the_backend_encoding_is_the_wrappers_cut_at_max_tokens(engine_embedder: EngineEmbedder) -> None:
+    """``_encode`` calls the Rust tokenizer directly: the ids of the transformers wrapper with its
+    truncation, over-long, non-ASCII and empty texts included."""
+    texts = [*TEXTS, "naïve café — 東京の研究 🙂 x" * 2000, "", " leading and  double  spaces "]
+    limit, backend = engine_embedder.max_tokens, engine_embedder._tokenizer.backend_tokenizer
+    assert backend.truncation is None  # the fast path is taken (the wrapper below leaves its truncation set)
+    got = engine_embedder._encode(texts)
+    wrapper = engine_embedder._tokenizer(texts, add_special_tokens=False, truncation=True, max_length=limit)
+    assert got == [list(ids) for ids in wrapper["input_ids"]]
+    assert max(map(len, got)) == limit  # the long text was cut
+    assert engine_embedder._encode(texts) == got  # the wrapper's path, now that truncation is set
+    backend.no_truncation()
+
+
 def test_engine_embedder_load_errors_are_model_load_errors(tmp_path: Path) -> None:
     embedder = make_embedder(
         RetrievalSettings(embedder="qwen3-engine", embedder_model=str(tmp_path / "none"))
