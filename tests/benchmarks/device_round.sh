@@ -4,7 +4,7 @@
 #
 #   bash tests/benchmarks/device_round.sh wheels         # HERE, once: .whl/ (~30 MB) for what the device lacks
 #   # then on the device, carrying .whl (`carry: [".whl"]`), one call per group of steps (each under 10 min):
-#   bash tests/benchmarks/device_round.sh engine         # GPU tests of the engine, first requests, the route
+#   bash tests/benchmarks/device_round.sh engine         # GPU tests, first requests, the route (and its host)
 #   bash tests/benchmarks/device_round.sh service        # the search path with a rerank server (py-spy at 32)
 #   bash tests/benchmarks/device_round.sh service-inapi  # the same with the reranker in the API process
 #   bash tests/benchmarks/device_round.sh service-gil    # 1 and 32 clients, rerank server at 5 ms vs 0.5 ms
@@ -47,10 +47,10 @@ wheels() {
 
 setup() {  # the wheels into /tmp/site (no pip index there)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        .whl/*.whl >"$OUT/setup.log" 2>&1 || { tail -20 "$OUT/setup.log"; exit 1; }
+        .whl/*.whl >/tmp/setup.log 2>&1 || { tail -20 /tmp/setup.log; exit 1; }
     export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
     export PYTHONUNBUFFERED=1
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 }
 
 step() {  # step NAME SECONDS COMMAND...: the command's output in $OUT/NAME.log, its tail on the screen
@@ -73,6 +73,8 @@ engine)
     step gpu_engine_tests 180 python3 -m pytest -p no:cacheprovider -q -m gpu tests/gpu/test_engine_gpu.py
     step first_request 120 python3 tests/benchmarks/bench_first_request.py --requests 16  # bench_first_request.md
     step rerank_route 180 python3 tests/benchmarks/bench_rerank_route.py --out bench_rerank_route_h200.md
+    step rerank_route_host 60 python3 tests/benchmarks/bench_rerank_route.py --host-only \
+        --out bench_rerank_route_host_h200.md
     ;;
 service)
     setup
