@@ -15,7 +15,7 @@
 # .venv's (pip freeze), for CPython 3.12 on manylinux x86_64.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/device-round}
+export OUT=${OUT:-/tmp/device-round}
 mkdir -p "$OUT"
 
 # what the device lacks (it has httpx, anyio, prometheus_client, sortedcontainers): the API's web stack, the
