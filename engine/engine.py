@@ -110,10 +110,9 @@ class _BatchClock:
             self._event = torch.cuda.Event(enable_timing=True)
             self._event.record()
 
-    def ran(self) -> _BatchClock:
+    def ran(self) -> None:
         """Mark ``run``'s return (the CPU batch's end)."""
         self._seconds = time.perf_counter() - self._host
-        return self
 
     def seconds(self, done: Any) -> float:
         """The batch's seconds; ``done`` is its completion event (complete by now), None on CPU."""

@@ -176,7 +176,7 @@ class SqliteLexicalIndex:
         self.resident = resident
         self.changes_kept = changes_kept
         self.resident_searches = 0  # searches answered from the resident postings (the rest: FTS5)
-        self._readers = threading.local()  # each thread's open read connections (``_reader``)
+        self._readers = _Readers()  # each thread's open read connections (``_reader``)
         self.builds = 0  # resident builds finished in this process
         self._pid = os.getpid()
         self._guard = threading.Lock()
@@ -530,11 +530,10 @@ class SqliteLexicalIndex:
         connection keeps its inode from being reused, so a file dropped and made again (``drop``) is
         another inode, and is opened anew. Each thread keeps its ``READERS_PER_THREAD`` most recent files;
         a forked child opens its own."""
-        readers = self._readers.__dict__
-        if readers.get("pid") != os.getpid():
-            readers.clear()
-            readers.update(pid=os.getpid(), open={})
-        held: dict[Path, tuple[sqlite3.Connection, tuple[int, int]]] = readers["open"]
+        readers = self._readers
+        if readers.pid != os.getpid():
+            readers.pid, readers.open = os.getpid(), {}
+        held = readers.open
         try:
             st = os.stat(path)
             identity = (st.st_dev, st.st_ino)
@@ -555,13 +554,20 @@ class SqliteLexicalIndex:
 
     def _forget_reader(self, path: Path) -> None:
         """Close this thread's connection to ``path`` (after an error: the next search opens a new one)."""
-        held = self._readers.__dict__.get("open") or {}
-        cached = held.pop(path, None)
+        cached = self._readers.open.pop(path, None)
         if cached is not None:
             cached[0].close()
 
 
 READERS_PER_THREAD = 8
+
+
+class _Readers(threading.local):
+    """One thread's open read connections by file, the most recent last, with each file's inode."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.open: dict[Path, tuple[sqlite3.Connection, tuple[int, int]]] = {}
 
 
 def _informative(db: sqlite3.Connection, words: list[str]) -> list[str]:

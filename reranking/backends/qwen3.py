@@ -30,6 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from engine.hub import model_identity, model_revision, offline_kwargs
 from engine.prompts import QWEN3_RERANKER_INSTRUCTION
+from engine.tokens import batch_ids, rust_backend
 from reranking.errors import RerankInputError, RerankUnavailableError
 from reranking.reranker import (
     MIN_WINDOW_TOKENS,
@@ -202,25 +203,19 @@ class Qwen3Reranker:
         self, bodies: list[str]
     ) -> tuple[list[list[int]], Callable[[int], Sequence[tuple[int, int]]]]:
         """Token ids of each body (no special tokens) and a function giving a body's character offsets,
-        which only a body over the budget needs. A fast tokenizer's Rust backend is called directly: the
-        transformers wrapper spends as long again converting its output (4 of the 9 ms that 50 bodies of
-        ~350 tokens took on the lent H200's host), and the offsets of 50 bodies that fit would cost ~1 ms
-        more as Python tuples. Where the backend has ``encode_batch_fast`` (the same ids, no offsets: 7.8
-        against 9.6 ms for 50 bodies of ~380 tokens on 2 cores here), a body over the budget is encoded
-        again for its offsets."""
-        backend = getattr(self._tokenizer, "backend_tokenizer", None)
-        if backend is None or backend.truncation is not None or backend.padding is not None:
+        which only a body over the budget needs (through the Rust backend where it can be called,
+        ``engine.tokens``: that body is encoded again for them; the offsets of 50 bodies that fit would cost
+        ~1 ms as Python tuples)."""
+        backend = rust_backend(self._tokenizer)
+        if backend is None:
             encoded = self._tokenizer(
                 bodies, add_special_tokens=False, return_offsets_mapping=True, verbose=False
             )
             offsets = list(encoded["offset_mapping"])
             return [list(ids) for ids in encoded["input_ids"]], offsets.__getitem__
-        fast = getattr(backend, "encode_batch_fast", None)  # tokenizers >= 0.21: no offsets, ~20 % faster
-        if fast is None:
-            encodings = backend.encode_batch(bodies, add_special_tokens=False)
-            return [e.ids for e in encodings], lambda k: encodings[k].offsets
-        ids = [e.ids for e in fast(bodies, add_special_tokens=False)]
-        return ids, lambda k: backend.encode(bodies[k], add_special_tokens=False).offsets
+        return batch_ids(
+            backend, bodies
+        ), lambda k: backend.encode(bodies[k], add_special_tokens=False).offsets
 
     def score_sequences(self, sequences: Sequence[list[int]]) -> np.ndarray:
         """P("yes") for each token sequence (already templated), batched by length, in input order."""

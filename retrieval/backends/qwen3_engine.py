@@ -23,6 +23,7 @@ from engine.engine import Engine, EngineStats
 from engine.errors import EngineError, EngineInputError, EngineOverloadedError
 from engine.hub import model_identity, offline_kwargs
 from engine.prompts import QWEN3_EMBEDDING_INSTRUCTION, format_query
+from engine.tokens import batch_ids, rust_backend
 from retrieval.errors import (
     EmbedderInputError,
     EmbedderOverloadedError,
@@ -151,18 +152,16 @@ class EngineEmbedder:
         return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
-        """Each text's token ids (no special tokens), cut at ``max_tokens``. A fast tokenizer's Rust backend
-        is called directly (``encode_batch_fast`` where it has it: no offsets), as the engine reranker does:
-        the transformers wrapper takes as long again converting its output; cutting the ids is what its
-        ``truncation=True`` does to one sequence."""
-        backend = getattr(self._tokenizer, "backend_tokenizer", None)
-        if backend is None or backend.truncation is not None or backend.padding is not None:
+        """Each text's token ids (no special tokens), cut at ``max_tokens`` (what the wrapper's
+        ``truncation=True`` does to one sequence), through the Rust backend where it can be called
+        (``engine.tokens``)."""
+        backend = rust_backend(self._tokenizer)
+        if backend is None:
             encoded = self._tokenizer(
                 texts, add_special_tokens=False, truncation=True, max_length=self._max_tokens
             )
             return [list(ids) for ids in encoded["input_ids"]]
-        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-        return [e.ids[: self._max_tokens] for e in encode(texts, add_special_tokens=False)]
+        return [ids[: self._max_tokens] for ids in batch_ids(backend, texts)]
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self._embed(list(texts))

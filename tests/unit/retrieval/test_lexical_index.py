@@ -194,6 +194,6 @@ def test_each_thread_keeps_its_most_recent_readers_only(tmp_path: Path) -> None:
     for _ in range(2):
         for t in tenants:
             assert ids(index.search(t, "word", limit=5)) == [f"r-{t}"]
-    held = index._readers.__dict__["open"]
+    held = index._readers.open
     assert len(held) == READERS_PER_THREAD
     assert list(held) == [index._path(t) for t in tenants[-READERS_PER_THREAD:]]
