@@ -98,8 +98,10 @@ def launcher(model_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     urls = [f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"]
     try:
+        # The launcher's own word that both are ready, not just their /ready: a server it has not yet seen
+        # ready that then dies ends the launch (exit 1), as a start that fails should.
         wait_for(
-            lambda: all(ready(u) for u in urls),
+            lambda: all(ready(u) for u in urls) and b"rerank servers ready" in log.read_bytes(),
             what="two rerank servers",
             timeout=120,
             proc=proc,
