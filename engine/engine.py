@@ -6,7 +6,8 @@ would pass ``max_queued_tokens``; a request larger than the whole queue is an ``
 thread takes sequences first come, first served into batches of at most ``token_budget`` tokens (a request
 may span batches), sorts each batch longest first, packs it without padding and launches the forward; a
 second thread waits for each batch's results, copied to pinned host memory, and resolves the futures, so the
-GPU already runs the next batch while the last one is handed back. At most two batches are in flight. The
+GPU already runs the next batch while the last one is handed back. At most two batches are in flight, and a
+batch is taken only once a slot is free, so requests that arrive meanwhile fill it up to the budget. The
 worker thread also runs the warm-up (cuDNN's attention plans are cached per thread), including two batches
 of the full token budget. On CUDA the forward is bf16 with fused Triton kernels and replays CUDA graphs for
 small batches; on CPU it is fp32 and eager, and matches the transformers backends to float rounding.
@@ -427,13 +428,16 @@ class Engine:
                 return
             warmed.set_result(None)
             while True:
+                # a slot for the batch first, then the batch: what arrives while both slots are busy joins
+                # the next batch (up to the token budget) instead of waiting behind a batch taken too early
+                self._inflight.acquire()
                 with self._cond:
                     while (self._paused or not self._pending) and not self._closed:
                         self._cond.wait()
                     if self._closed:
+                        self._inflight.release()
                         return
                     parts = self._take_batch()
-                self._inflight.acquire()
                 try:
                     seqs, prefix_of, order = self._segments(parts)
                     clock = _BatchClock(runner.device)

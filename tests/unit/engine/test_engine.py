@@ -316,3 +316,49 @@ class TestQueue:
         e.warm_up()  # the engine can try again
         assert e.run(_sequences(5, 2)).shape == (2,)
         e.close()
+
+    def test_a_batch_is_taken_once_a_slot_is_free(self, tiny_causal, monkeypatch) -> None:
+        # Two batches in flight, both held on the "device": requests that arrive meanwhile wait for a slot and
+        # then go as one batch, not one batch each taken early and queued behind the busy slots.
+        from engine.runner import PackedQwen3
+
+        release = threading.Event()
+        batches: list[int] = []
+
+        class Held:
+            def synchronize(self) -> None:
+                release.wait(60)
+
+        real_run = PackedQwen3.run
+
+        def run(self, seqs, prefix_of=None):
+            out, _ = real_run(self, seqs, prefix_of)
+            batches.append(len(seqs))
+            return out, Held()
+
+        def wait_until(check) -> None:
+            deadline = time.monotonic() + 60
+            while not check():
+                assert time.monotonic() < deadline, "the engine took no batch"
+                time.sleep(0.01)
+
+        e = Engine(tiny_causal, head="score", head_token_ids=(2152, 9693), share_prefix=False)
+        e.warm_up()
+        monkeypatch.setattr(PackedQwen3, "run", run)
+        try:
+            first = e.submit([[5] * 20])
+            wait_until(lambda: len(batches) == 1)
+            second = e.submit([[6] * 20])
+            wait_until(lambda: len(batches) == 2)  # both slots busy now
+            later = [e.submit([[7] * 20])]
+            time.sleep(0.2)  # a batcher that takes a batch before it has a slot takes this one alone
+            later += [e.submit([[8 + i] * 20]) for i in range(2)]
+            time.sleep(0.2)
+            assert batches == [1, 1]
+            release.set()
+            for future in (first, second, *later):
+                assert future.result(timeout=60).shape == (1,)
+            assert batches == [1, 1, 3]
+        finally:
+            release.set()
+            e.close()
