@@ -53,7 +53,7 @@ the knee's clients: goodput there (answers 200, not degraded, per second) agains
 Below it, per level, each process's engines from their ``GET /metrics`` counters (``sieve_engine_*``):
 batches/s, request parts and sequences per batch, computed tokens per batch and per second, and the share of
 the time the device had a batch; with ``--py-spy DIR``, a py-spy recording of the API and the rerank server
-during the ``--spy-clients`` level (default 32), summarised as each thread kind's CPU share and busiest
+during the ``--spy-clients`` levels (default 32), summarised as each thread kind's CPU share and busiest
 functions (``tests/benchmarks/profiling.py``; the raw profiles stay in DIR).
 Prints a Markdown table; ``--out NAME`` writes it to tests/benchmarks/results/NAME, and to $OUT/NAME when
 OUT is set (the device machine).
@@ -132,9 +132,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--py-spy",
         type=Path,
-        help="folder: py-spy profiles of the API (and rerank server) during the --spy-clients level",
+        help="folder: py-spy profiles of the API (and rerank server) during the --spy-clients levels",
     )
-    p.add_argument("--spy-clients", type=int, default=32, help="the level --py-spy records")
+    p.add_argument("--spy-clients", default="32", help="the levels --py-spy records (comma-separated)")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -361,11 +361,12 @@ class Watch:
     recording of each (``--py-spy``)."""
 
     def __init__(self, key: str, processes: dict[str, tuple[str, int | None]], spy_dir: Path | None,
-                 spy_clients: int) -> None:  # fmt: skip
+                 spy_clients: set[int]) -> None:  # fmt: skip
         self.key, self.processes = key, processes
         self.spy_dir, self.spy_clients = spy_dir, spy_clients
         self.engine_rows: list[str] = []
-        self.spy_files: list[tuple[str, Path, float]] = []  # (process, profile, seconds recorded)
+        # (process, clients, profile, seconds recorded)
+        self.spy_files: list[tuple[str, int, Path, float]] = []
 
     def counters(self) -> dict[str, dict[str, dict[str, float]]]:
         """process -> model -> counter, from each process's /metrics (empty where it cannot be read)."""
@@ -386,7 +387,7 @@ class Watch:
     def level(self, label: str, clients: int) -> Any:
         from tests.benchmarks.profiling import engine_row, spied
 
-        spy = self.spy_dir if clients == self.spy_clients else None
+        spy = self.spy_dir if clients in self.spy_clients else None
         with contextlib.ExitStack() as stack:
             recording = []
             for name, (_, pid) in self.processes.items():
@@ -397,7 +398,7 @@ class Watch:
             yield
             seconds = time.perf_counter() - started
             after = self.counters()
-        self.spy_files += [(name, out, seconds) for name, out in recording]
+        self.spy_files += [(name, clients, out, seconds) for name, out in recording]
         for name, models in after.items():
             for model, values in models.items():
                 where = f"{model} ({name})"
@@ -421,9 +422,9 @@ class Watch:
                 "|" + " --- |" * (ENGINE_HEAD.count("|") - 1),
                 *self.engine_rows,
             ]
-        for name, path, seconds in self.spy_files:
+        for name, clients, path, seconds in self.spy_files:
             if path.exists():
-                lines += ["", f"The {name} process at {self.spy_clients} clients ({path.name}):", ""]
+                lines += ["", f"The {name} process at {clients} clients ({path.name}):", ""]
                 lines.append(summary(path, seconds))
         return "\n" + "\n".join(lines)
 
@@ -629,7 +630,8 @@ def main() -> None:
                 url, key, started = start_stack(args, home, env, pids)
             stops[:0] = started
         processes = {"API": (url, pids.get("API")), **processes}
-        watch = Watch(key, processes, args.py_spy, args.spy_clients)
+        spy_levels = {int(c) for c in args.spy_clients.split(",") if c.strip()}
+        watch = Watch(key, processes, args.py_spy, spy_levels)
         queries = (corpus or corpus_of(args)).queries(200)
         bodies = [
             json.dumps(

@@ -5,7 +5,7 @@
 #   bash tests/benchmarks/device_round.sh wheels         # HERE, once: .whl/ (~30 MB) for what the device lacks
 #   # then on the device, carrying .whl (`carry: [".whl"]`), one call per group of steps (each under 10 min):
 #   bash tests/benchmarks/device_round.sh engine         # GPU tests, first requests, the route (and its host)
-#   bash tests/benchmarks/device_round.sh service        # the search path with a rerank server (py-spy at 32)
+#   bash tests/benchmarks/device_round.sh service        # the search path with a rerank server (py-spy at 1 and 32)
 #   bash tests/benchmarks/device_round.sh service-inapi  # the same with the reranker in the API process
 #   bash tests/benchmarks/device_round.sh service-gil    # 1 and 32 clients, rerank server at 5 ms vs 0.5 ms
 #   bash tests/benchmarks/device_round.sh service-stack  # the stack's processes: real Redis, not fakeredis
@@ -80,7 +80,7 @@ service)
     setup
     # shellcheck disable=SC2086
     step service_server 540 python3 tests/benchmarks/bench_service.py $SERVICE --rerank-server \
-        --py-spy "$OUT/spy" --out bench_service_h200_server.md
+        --py-spy "$OUT/spy" --spy-clients 1,32 --out bench_service_h200_server.md
     ;;
 service-inapi)
     setup
