@@ -3,6 +3,7 @@
 
     python tests/benchmarks/bench_batching.py                        # ~2 min on this CPU
     python tests/benchmarks/bench_batching.py --out bench_batching_cpu.md
+    python tests/benchmarks/bench_batching.py --http --out bench_batching_http_cpu.md   # + over HTTP
 
 A script, not a test. The requests are real: ``EngineReranker.rank`` of Qwen3-Reranker's template and real
 tokenizer over one query x 50 documents of ~300 tokens (the shared head once per batch, as the engine computes
@@ -21,13 +22,19 @@ batcher and completer threads, its two in-flight slots); only its runner's ``run
 Variants: ``slot first`` (``engine/engine.py`` now: the batcher waits for a free in-flight slot, then takes
 what is queued, up to the token budget) and ``batch first`` (before: it took what was queued, then waited for
 a slot with it). Reported per variant and client count: answers/s, p50/p95 latency, requests and computed
-tokens per batch, and the emulated device's busy share. Prints a Markdown table; ``--out NAME`` writes it
+tokens per batch, and the emulated device's busy share. ``--http`` adds the same requests as ``POST
+/v1/rerank`` to the rerank server's app (``api.rerank_server.create_rerank_app``, under uvicorn, as ``sieve
+rerank-server`` serves it: its caps, inference queue, thread pool and JSON) in a process of its own with the
+emulated engine, from client threads with keep-alive connections in this process; answers other than 200
+are counted, not timed. Prints a Markdown table; ``--out NAME`` writes it
 under tests/benchmarks/results/ and to $OUT when OUT is set.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import platform
 import random
@@ -49,6 +56,7 @@ import torch  # noqa: E402
 from engine.engine import Engine, _BatchClock, _on_device  # noqa: E402
 from tests.benchmarks.bench_overload import QUERIES  # noqa: E402
 from tests.benchmarks.bench_rerank_pool import build_model, log, make_documents  # noqa: E402
+from tests.benchmarks.profiling import spied, summary  # noqa: E402
 from tests.benchmarks.tables import save  # noqa: E402
 
 
@@ -84,19 +92,35 @@ class Done:
             time.sleep(left)
 
 
+def python_work_for(seconds: float) -> int:
+    """Iterations of an empty Python loop that take ``seconds`` on this machine, alone (best of 5)."""
+    n = 100_000
+    best = min(_timed_loop(n) for _ in range(5))
+    return max(1, round(seconds / (best / n)))
+
+
+def _timed_loop(n: int) -> float:
+    started = time.perf_counter()
+    for _ in range(n):
+        pass
+    return time.perf_counter() - started
+
+
 def emulate(engine: Engine, stream: Stream, launches: int, launch_s: float) -> list[tuple[int, int]]:
     """Replace ``engine``'s runner's ``run`` with the launch and the emulated device; returns the list that
     each batch's (sequences, computed tokens) is appended to."""
     runner = engine.runner
     batches: list[tuple[int, int]] = []
     scratch = torch.zeros(64)
+    spins = python_work_for(launch_s)
 
     def run(seqs: Any, prefix_of: Any = None) -> tuple[torch.Tensor, Done]:
         launched_at = time.perf_counter()
         for _ in range(launches):
-            until = time.perf_counter() + launch_s
-            while time.perf_counter() < until:  # the launch's Python (argument checks, views, the launcher)
-                pass
+            for _ in range(
+                spins
+            ):  # the launch's Python (argument checks, views, the launcher): work, not time,
+                pass  # so that waiting for the GIL stretches it as it does a real launch
             scratch.add_(1.0)  # the GIL let go and taken back
         tokens = sum(len(s) for s in seqs)
         batches.append((len(seqs), tokens))
@@ -104,6 +128,10 @@ def emulate(engine: Engine, stream: Stream, launches: int, launch_s: float) -> l
 
     runner.run = run  # type: ignore[method-assign]
     return batches
+
+
+VARIANTS = ("slot first (now)", "batch first (before)")
+JSON = {"Content-Type": "application/json"}
 
 
 class BatchFirst(Engine):
@@ -173,6 +201,100 @@ def measure(
     }
 
 
+def emulated_reranker(model_dir: Path, variant: str, args: argparse.Namespace) -> tuple[Any, Stream, list]:
+    """Qwen3-Reranker of ``model_dir`` on the engine (``variant``: "slot first" or "batch first"), its runner
+    on the emulated device."""
+    from reranking import RerankSettings, make_reranker
+
+    reranker: Any = make_reranker(RerankSettings(backend="qwen3-engine", model=str(model_dir), device="cpu"))
+    reranker.warm_up()
+    engine = reranker.engine
+    if variant.startswith("batch first"):  # the same settings, the old batcher
+        engine.close()
+        reranker.engine = engine = BatchFirst(
+            str(model_dir), head="score", head_token_ids=engine.head_token_ids, device="cpu"
+        )
+        engine.warm_up()
+    stream = Stream(args.rate, args.fixed_ms / 1e3)
+    return reranker, stream, emulate(engine, stream, args.launches, args.launch_us / 1e6)
+
+
+def serve(args: argparse.Namespace) -> None:
+    """``--serve``: the rerank server's app on the emulated engine, under uvicorn."""
+    import uvicorn
+
+    from api.rerank_server import create_rerank_app
+
+    reranker, _, _ = emulated_reranker(args.model, args.variant, args)
+    uvicorn.run(create_rerank_app(reranker=reranker), host="127.0.0.1", port=args.port, log_level="warning")
+
+
+def measure_http(
+    url: str,
+    requests: list[tuple[str, list[str]]],
+    clients: int,
+    seconds: float,
+    spy: tuple[int, Path] | None,
+) -> dict:
+    """``clients`` threads posting ``requests`` to ``url``/v1/rerank in a closed loop (1 s of warm-up), and
+    the server's engine counters (``/metrics``) around the measured seconds; ``spy``: (server pid, py-spy
+    output file) recorded over those seconds."""
+    import httpx
+
+    from tests.benchmarks.profiling import engine_counters
+
+    bodies = [json.dumps({"query": q, "documents": d}).encode() for q, d in requests]
+    stop, measuring = threading.Event(), threading.Event()
+    latencies: list[float] = []
+    refused = [0]
+
+    def client(index: int) -> None:
+        i = index
+        with httpx.Client(base_url=url, timeout=60) as http:
+            while not stop.is_set():
+                started = time.perf_counter()
+                body = bodies[i % len(bodies)]
+                status = http.post("/v1/rerank", content=body, headers=JSON).status_code
+                if measuring.is_set():
+                    if status == 200:
+                        latencies.append(time.perf_counter() - started)
+                    else:
+                        refused[0] += 1
+                        time.sleep(0.05)
+                i += clients
+
+    def counters() -> dict[str, float]:
+        found = engine_counters(httpx.get(f"{url}/metrics").text)
+        return next(iter(found.values()), {})
+
+    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(clients)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    with spied(*spy) if spy else contextlib.nullcontext():
+        before = counters()
+        measuring.set()
+        started = time.perf_counter()
+        time.sleep(seconds)
+        measuring.clear()
+        elapsed = time.perf_counter() - started
+        after = counters()
+    stop.set()
+    for t in threads:
+        t.join(60)
+    ordered = sorted(latencies)
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    batches = max(1.0, delta.get("batches", 0.0))
+    return {
+        "qps": len(latencies) / elapsed,
+        "p50": statistics.median(ordered) * 1e3 if ordered else float("nan"),
+        "p95": ordered[int(0.95 * (len(ordered) - 1))] * 1e3 if ordered else float("nan"),
+        "requests_per_batch": delta.get("requests", 0.0) / batches,
+        "tokens_per_batch": delta.get("tokens_computed", 0.0) / batches,
+        "refused": refused[0],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", default="1,4,8,16,32")
@@ -183,10 +305,18 @@ def main() -> None:
     ap.add_argument("--launch-us", type=float, default=24.0, help="Python time per launch, GIL held")
     ap.add_argument("--switch-ms", type=float, default=0.5, help="sys.setswitchinterval (the servers' 0.5)")
     ap.add_argument("--doc-tokens", type=int, default=300)
+    ap.add_argument("--http", action="store_true", help="also POST /v1/rerank to the rerank server's app")
+    ap.add_argument("--py-spy", type=Path, help="folder: py-spy of the server at each --http level")
     ap.add_argument("--out", default="")
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--variant", default=VARIANTS[0], help=argparse.SUPPRESS)
+    ap.add_argument("--model", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     sys.setswitchinterval(args.switch_ms / 1e3)
-    from reranking import RerankSettings, make_reranker
+    if args.serve:
+        serve(args)
+        return
 
     home = Path(tempfile.mkdtemp(prefix="bench-batching-"))
     log("building the model folder (a tiny Qwen3 with the real tokenizer; its weights are never used)")
@@ -196,50 +326,72 @@ def main() -> None:
     requests = [(f"{QUERIES[i % len(QUERIES)]} ({i})", rng.sample(docs, 50)) for i in range(64)]
     levels = [int(c) for c in args.clients.split(",") if c.strip()]
     rows = []
-    tokens_per_batch: dict[tuple[str, int], float] = {}
-    for name, cls in (("slot first (now)", Engine), ("batch first (before)", BatchFirst)):
+    spies: list[tuple[str, str]] = []
+    for variant in VARIANTS:
         for clients in levels:
-            reranker: Any = make_reranker(
-                RerankSettings(backend="qwen3-engine", model=str(model_dir), device="cpu")
-            )
-            reranker.warm_up()
-            engine = reranker.engine
-            if cls is not Engine:  # the same settings, the old batcher
-                engine.close()
-                reranker.engine = engine = cls(
-                    str(model_dir), head="score", head_token_ids=engine.head_token_ids, device="cpu"
-                )
-                engine.warm_up()
-            stream = Stream(args.rate, args.fixed_ms / 1e3)
-            batches = emulate(engine, stream, args.launches, args.launch_us / 1e6)
-            log(f"{name}, {clients} clients")
+            reranker, stream, batches = emulated_reranker(model_dir, variant, args)
+            log(f"{variant}, in process, {clients} clients")
             m = measure(reranker, requests, clients, args.seconds, stream)
             computed = [t for _, t in batches[len(batches) // 4 :]] or [0]
-            tokens_per_batch[(name, clients)] = statistics.mean(computed)
             rows.append(
-                f"| {name} | {clients} | {m['qps']:.1f} | {m['p50']:.1f} | {m['p95']:.1f} | "
-                f"{m['requests_per_batch']:.2f} | {statistics.mean(computed):,.0f} | {m['busy']:.0%} |"
+                f"| {variant} | in process | {clients} | {m['qps']:.1f} | {m['p50']:.1f} | {m['p95']:.1f} | "
+                f"{m['requests_per_batch']:.2f} | {statistics.mean(computed):,.0f} | {m['busy']:.0%} | 0 |"
             )
-            engine.close()
+            reranker.engine.close()
+        if not args.http:
+            continue
+        from api.cli.stack import free_port
+        from tests.benchmarks.bench_rerank_pool import base_env, spawn
+        from tests.benchmarks.bench_rerank_pool import wait_ready as wait_servers
+
+        port = free_port()
+        argv = [sys.executable, __file__, "--serve", "--variant", variant, "--model", str(model_dir)]
+        argv += ["--port", str(port), "--rate", str(args.rate), "--fixed-ms", str(args.fixed_ms)]
+        argv += ["--launches", str(args.launches), "--launch-us", str(args.launch_us)]
+        env = dict(base_env(), API_GIL_SWITCH_MS=f"{args.switch_ms:g}")  # the app sets it at start-up
+        server = spawn("server", argv, env, home, port)
+        try:
+            wait_servers([server], "/ready", 300)
+            for clients in levels:
+                log(f"{variant}, over HTTP, {clients} clients")
+                spy = None
+                if args.py_spy:
+                    args.py_spy.mkdir(parents=True, exist_ok=True)
+                    name = variant.split(" (")[0].replace(" ", "_")
+                    spy = (server.popen.pid, args.py_spy / f"server_{name}_{clients}_clients.txt")
+                m = measure_http(server.url, requests, clients, args.seconds, spy)
+                if spy and spy[1].exists():
+                    title = f"{variant}, {clients} clients ({spy[1].name})"
+                    spies.append((title, summary(spy[1], args.seconds)))
+                rows.append(
+                    f"| {variant} | POST /v1/rerank | {clients} | {m['qps']:.1f} | {m['p50']:.1f} | "
+                    f"{m['p95']:.1f} | {m['requests_per_batch']:.2f} | {m['tokens_per_batch']:,.0f} | - | "
+                    f"{m['refused']} |"
+                )
+        finally:
+            server.popen.terminate()
+            server.popen.wait(30)
     text = "\n".join(
         [
             "# bench_batching: the engine's batches under concurrent rerank requests, on an emulated GPU",
             "",
-            f"Requests: `EngineReranker.rank`, one query x 50 documents of ~{mean_tokens:.0f} tokens "
-            "(Qwen3-Reranker's template and real tokenizer), closed loop per client thread, "
+            f"Requests: one query x 50 documents of ~{mean_tokens:.0f} tokens (Qwen3-Reranker's template and "
+            "real tokenizer), closed loop per client thread: `EngineReranker.rank` in process, or POST "
+            "/v1/rerank to the rerank server's app in a process of its own (keep-alive); "
             f"{args.seconds:g} s measured after 1 s. Emulated device: {args.rate / 1e3:.0f}k computed "
             f"tokens/s + {args.fixed_ms:g} ms per batch, one stream; {args.launches} launches of "
             f"{args.launch_us:g} us per batch on the batcher thread; GIL switch interval "
-            f"{args.switch_ms:g} ms; "
-            f"engine token budget 32,768, two batches in flight. {platform.machine()}, "
-            f"{os.cpu_count()} CPUs. Latency in ms at the caller.",
+            f"{args.switch_ms:g} ms; engine token budget 32,768, two batches in flight. "
+            f"{platform.machine()}, {os.cpu_count()} CPUs. Latency in ms at the caller.",
             "",
-            "| batcher | clients | answers/s | p50 | p95 | requests per batch | computed tokens per batch "
-            "| device busy |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| batcher | path | clients | answers/s | p50 | p95 | requests per batch | computed tokens per "
+            "batch | device busy | refused |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
             *rows,
+            *[line for title, table in spies for line in ("", f"The server's threads: {title}", "", table)],
             "",
             "Command: `python tests/benchmarks/bench_batching.py"
+            + (" --http" if args.http else "")
             + (f" --out {args.out}`" if args.out else "`"),
         ]
     )
