@@ -9,6 +9,7 @@
 #   bash tests/benchmarks/device_round.sh service-inapi  # the same with the reranker in the API process
 #   bash tests/benchmarks/device_round.sh service-gil    # 1 and 32 clients, rerank server at 5 ms vs 0.5 ms
 #   bash tests/benchmarks/device_round.sh service-stack  # the stack's processes: real Redis, not fakeredis
+#   bash tests/benchmarks/device_round.sh essentials     # one call: 1 and 32 clients, the route, first requests
 #
 # Each step writes its log and tables to $OUT (what comes back: at most 8 files), with a time limit of its
 # own so that one slow step leaves the others' results. The versions of the wheels are this checkout's
@@ -81,6 +82,14 @@ service)
     # shellcheck disable=SC2086
     step service_server 540 python3 tests/benchmarks/bench_service.py $SERVICE --rerank-server \
         --py-spy "$OUT/spy" --spy-clients 1,32 --out bench_service_h200_server.md
+    ;;
+essentials)  # when little device time is left: the issue's goal levels (1 and 32 clients), the route, first requests
+    setup
+    # shellcheck disable=SC2086
+    step service_server 300 python3 tests/benchmarks/bench_service.py $SERVICE --rerank-server --clients 1,32 \
+        --no-overload --py-spy "$OUT/spy" --spy-clients 1,32 --out bench_service_h200_server.md
+    step rerank_route 150 python3 tests/benchmarks/bench_rerank_route.py --out bench_rerank_route_h200.md
+    step first_request 100 python3 tests/benchmarks/bench_first_request.py --requests 16
     ;;
 service-inapi)
     setup
