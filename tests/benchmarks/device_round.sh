@@ -87,7 +87,7 @@ essentials)  # when little device time is left: the issue's goal levels (1 and 3
     setup
     # shellcheck disable=SC2086
     step service_server 300 python3 tests/benchmarks/bench_service.py $SERVICE --rerank-server --clients 1,32 \
-        --no-overload --py-spy "$OUT/spy" --spy-clients 1,32 --out bench_service_h200_server.md
+        --no-overload --py-spy /tmp/spy --spy-clients 1,32 --out bench_service_h200_server.md
     step rerank_route 150 python3 tests/benchmarks/bench_rerank_route.py --out bench_rerank_route_h200.md
     step first_request 100 python3 tests/benchmarks/bench_first_request.py --requests 16
     ;;
