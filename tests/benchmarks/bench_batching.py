@@ -25,14 +25,15 @@ a slot with it). Reported per variant and client count: answers/s, p50/p95 laten
 tokens per batch, and the emulated device's busy share. ``--http`` adds the same requests as ``POST
 /v1/rerank`` to the rerank server's app (``api.rerank_server.create_rerank_app``, under uvicorn, as ``sieve
 rerank-server`` serves it: its caps, inference queue, thread pool and JSON) in a process of its own with the
-emulated engine, from client threads with keep-alive connections in this process; answers other than 200
-are counted, not timed. Prints a Markdown table; ``--out NAME`` writes it
+emulated engine, from closed-loop clients on keep-alive connections (``tests/support/loadgen``) in this
+process; answers other than 200 are counted, not timed. Prints a Markdown table; ``--out NAME`` writes it
 under tests/benchmarks/results/ and to $OUT when OUT is set.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -58,6 +59,7 @@ from tests.benchmarks.bench_overload import QUERIES  # noqa: E402
 from tests.benchmarks.bench_rerank_pool import build_model, log, make_documents  # noqa: E402
 from tests.benchmarks.profiling import spied, summary  # noqa: E402
 from tests.benchmarks.tables import save  # noqa: E402
+from tests.support.loadgen import Client, Run, closed_loop, percentile  # noqa: E402
 
 
 class Stream:
@@ -117,10 +119,10 @@ def emulate(engine: Engine, stream: Stream, launches: int, launch_s: float) -> l
     def run(seqs: Any, prefix_of: Any = None) -> tuple[torch.Tensor, Done]:
         launched_at = time.perf_counter()
         for _ in range(launches):
-            for _ in range(
-                spins
-            ):  # the launch's Python (argument checks, views, the launcher): work, not time,
-                pass  # so that waiting for the GIL stretches it as it does a real launch
+            # the launch's Python (argument checks, views, the launcher): work, not time, so that waiting
+            # for the GIL stretches it as it does a real launch
+            for _ in range(spins):
+                pass
             scratch.add_(1.0)  # the GIL let go and taken back
         tokens = sum(len(s) for s in seqs)
         batches.append((len(seqs), tokens))
@@ -191,11 +193,10 @@ def measure(
     for t in threads:
         t.join(60)
     batches = max(1, after[0] - before[0])
-    ordered = sorted(latencies)
     return {
         "qps": len(latencies) / elapsed,
-        "p50": statistics.median(ordered) * 1e3 if ordered else float("nan"),
-        "p95": ordered[int(0.95 * (len(ordered) - 1))] * 1e3 if ordered else float("nan"),
+        "p50": percentile(latencies, 50) * 1e3,
+        "p95": percentile(latencies, 95) * 1e3,
         "requests_per_batch": (after[1] - before[1]) / batches,
         "busy": min(1.0, (after[2] - before[2]) / elapsed),
     }
@@ -236,62 +237,41 @@ def measure_http(
     seconds: float,
     spy: tuple[int, Path] | None,
 ) -> dict:
-    """``clients`` threads posting ``requests`` to ``url``/v1/rerank in a closed loop (1 s of warm-up), and
-    the server's engine counters (``/metrics``) around the measured seconds; ``spy``: (server pid, py-spy
-    output file) recorded over those seconds."""
+    """``clients`` closed-loop clients (``tests/support/loadgen``) posting ``requests`` to ``url``/v1/rerank
+    for ``seconds`` after 1 s of warm-up, and the server's engine counters (``/metrics``) around them;
+    ``spy``: (server pid, py-spy output file) recorded over those seconds."""
     import httpx
 
     from tests.benchmarks.profiling import engine_counters
 
     bodies = [json.dumps({"query": q, "documents": d}).encode() for q, d in requests]
-    stop, measuring = threading.Event(), threading.Event()
-    latencies: list[float] = []
-    refused = [0]
-
-    def client(index: int) -> None:
-        i = index
-        with httpx.Client(base_url=url, timeout=60) as http:
-            while not stop.is_set():
-                started = time.perf_counter()
-                body = bodies[i % len(bodies)]
-                status = http.post("/v1/rerank", content=body, headers=JSON).status_code
-                if measuring.is_set():
-                    if status == 200:
-                        latencies.append(time.perf_counter() - started)
-                    else:
-                        refused[0] += 1
-                        time.sleep(0.05)
-                i += clients
 
     def counters() -> dict[str, float]:
         found = engine_counters(httpx.get(f"{url}/metrics").text)
         return next(iter(found.values()), {})
 
-    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(clients)]
-    for t in threads:
-        t.start()
-    time.sleep(1.0)
-    with spied(*spy) if spy else contextlib.nullcontext():
-        before = counters()
-        measuring.set()
-        started = time.perf_counter()
-        time.sleep(seconds)
-        measuring.clear()
-        elapsed = time.perf_counter() - started
-        after = counters()
-    stop.set()
-    for t in threads:
-        t.join(60)
-    ordered = sorted(latencies)
+    async def load() -> tuple[Run, dict[str, float], dict[str, float]]:
+        client = Client(url, JSON)
+        try:
+            await closed_loop(client, bodies, clients, 1.0, "/v1/rerank")
+            with spied(*spy) if spy else contextlib.nullcontext():
+                before = counters()
+                run = await closed_loop(client, bodies, clients, seconds, "/v1/rerank")
+                after = counters()
+        finally:
+            client.close()
+        return run, before, after
+
+    run, before, after = asyncio.run(load())
     delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     batches = max(1.0, delta.get("batches", 0.0))
     return {
-        "qps": len(latencies) / elapsed,
-        "p50": statistics.median(ordered) * 1e3 if ordered else float("nan"),
-        "p95": ordered[int(0.95 * (len(ordered) - 1))] * 1e3 if ordered else float("nan"),
+        "qps": run.throughput(),
+        "p50": percentile(run.latencies(), 50),
+        "p95": percentile(run.latencies(), 95),
         "requests_per_batch": delta.get("requests", 0.0) / batches,
         "tokens_per_batch": delta.get("tokens_computed", 0.0) / batches,
-        "refused": refused[0],
+        "refused": len(run.answers) - len(run.ok()),
     }
 
 

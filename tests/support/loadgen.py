@@ -145,10 +145,11 @@ class Client:
         self.idle.clear()
 
 
-async def search_once(client: Client, run: Run, body: bytes) -> float:
-    """One search, recorded in ``run``; returns the ``Retry-After`` seconds of a refusal (0 otherwise)."""
+async def search_once(client: Client, run: Run, body: bytes, path: str = "/v1/search") -> float:
+    """One search (or another POST to ``path``), recorded in ``run``; returns the ``Retry-After`` seconds of a
+    refusal (0 otherwise)."""
     sent = time.perf_counter()
-    status, payload, retry_after = await client.request("POST", "/v1/search", body)
+    status, payload, retry_after = await client.request("POST", path, body)
     answer = Answer(sent, (time.perf_counter() - sent) * 1000, status)
     if status == 200:
         data = json.loads(payload)
@@ -157,10 +158,12 @@ async def search_once(client: Client, run: Run, body: bytes) -> float:
     return retry_after
 
 
-async def closed_loop(client: Client, bodies: Sequence[bytes], clients: int, seconds: float) -> Run:
-    """``clients`` closed-loop clients sending ``bodies`` in turn for ``seconds``. A client told to retry
-    later (429 or 503 with ``Retry-After``) waits that long, or until the run ends, as a polite client
-    does."""
+async def closed_loop(
+    client: Client, bodies: Sequence[bytes], clients: int, seconds: float, path: str = "/v1/search"
+) -> Run:
+    """``clients`` closed-loop clients POSTing ``bodies`` in turn to ``path`` for ``seconds``. A client told
+    to retry later (429 or 503 with ``Retry-After``) waits that long, or until the run ends, as a polite
+    client does."""
     run = Run(clients)
     end = time.perf_counter() + seconds
     run.started = time.perf_counter()
@@ -168,7 +171,7 @@ async def closed_loop(client: Client, bodies: Sequence[bytes], clients: int, sec
     async def one_client(c: int) -> None:
         i = c
         while time.perf_counter() < end:
-            wait = await search_once(client, run, bodies[i % len(bodies)])
+            wait = await search_once(client, run, bodies[i % len(bodies)], path)
             if wait > 0:
                 await asyncio.sleep(max(0.0, min(wait, end - time.perf_counter())))
             i += clients

@@ -320,6 +320,7 @@ class TestQueue:
     def test_a_batch_is_taken_once_a_slot_is_free(self, tiny_causal, monkeypatch) -> None:
         # Two batches in flight, both held on the "device": requests that arrive meanwhile wait for a slot and
         # then go as one batch, not one batch each taken early and queued behind the busy slots.
+        from api.cli.stack import wait_for
         from engine.runner import PackedQwen3
 
         release = threading.Event()
@@ -336,20 +337,14 @@ class TestQueue:
             batches.append(len(seqs))
             return out, Held()
 
-        def wait_until(check) -> None:
-            deadline = time.monotonic() + 60
-            while not check():
-                assert time.monotonic() < deadline, "the engine took no batch"
-                time.sleep(0.01)
-
         e = Engine(tiny_causal, head="score", head_token_ids=(2152, 9693), share_prefix=False)
         e.warm_up()
         monkeypatch.setattr(PackedQwen3, "run", run)
         try:
             first = e.submit([[5] * 20])
-            wait_until(lambda: len(batches) == 1)
+            wait_for(lambda: len(batches) == 1, what="the first batch", timeout=60)
             second = e.submit([[6] * 20])
-            wait_until(lambda: len(batches) == 2)  # both slots busy now
+            wait_for(lambda: len(batches) == 2, what="the second batch", timeout=60)  # both slots busy
             later = [e.submit([[7] * 20])]
             time.sleep(0.2)  # a batcher that takes a batch before it has a slot takes this one alone
             later += [e.submit([[8 + i] * 20]) for i in range(2)]

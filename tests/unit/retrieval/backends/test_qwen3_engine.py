@@ -71,11 +71,15 @@ def test_the_backend_encoding_is_the_wrappers_cut_at_max_tokens(engine_embedder:
     limit, backend = engine_embedder.max_tokens, engine_embedder._tokenizer.backend_tokenizer
     assert backend.truncation is None  # the fast path is taken (the wrapper below leaves its truncation set)
     got = engine_embedder._encode(texts)
-    wrapper = engine_embedder._tokenizer(texts, add_special_tokens=False, truncation=True, max_length=limit)
-    assert got == [list(ids) for ids in wrapper["input_ids"]]
-    assert max(map(len, got)) == limit  # the long text was cut
-    assert engine_embedder._encode(texts) == got  # the wrapper's path, now that truncation is set
-    backend.no_truncation()
+    try:
+        wrapper = engine_embedder._tokenizer(
+            texts, add_special_tokens=False, truncation=True, max_length=limit
+        )
+        assert got == [list(ids) for ids in wrapper["input_ids"]]
+        assert max(map(len, got)) == limit  # the long text was cut
+        assert engine_embedder._encode(texts) == got  # the wrapper's path, now that truncation is set
+    finally:
+        backend.no_truncation()  # the shared fixture's tokenizer as it was
 
 
 def test_engine_embedder_load_errors_are_model_load_errors(tmp_path: Path) -> None:
